@@ -1,0 +1,85 @@
+"""Finding a checkpoint by name: a folder, a Hugging Face repo id in the local cache, or a download."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .config import Qwen3Config
+from .weights import CheckpointError, load_weights
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model name that is neither a folder nor a repo id we can find or download; says how to get it."""
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface"
+    return Path(home) / "hub"
+
+
+def cached_snapshot(repo_id: str) -> Path | None:
+    """The snapshot folder of repo_id in the local cache (the revision refs/main points to, else the newest)."""
+    repo = hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+    snapshots = repo / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        folder = snapshots / ref.read_text().strip()
+        if (folder / "config.json").is_file():
+            return folder
+    found = sorted((p for p in snapshots.iterdir() if (p / "config.json").is_file()),
+                   key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def resolve(name) -> Path:
+    """A checkpoint folder for `name`: an existing folder; else a repo id ("Qwen/Qwen3-0.6B") found in the
+    local Hugging Face cache; else downloaded with huggingface_hub when it is installed and the network allows."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    name = str(name)
+    if name.count("/") != 1 or name.startswith((".", "/")):
+        raise ModelNotFoundError(f"{name}: no such folder, and not a Hugging Face repo id like 'Qwen/Qwen3-0.6B'")
+    snapshot = cached_snapshot(name)
+    if snapshot is not None:
+        return snapshot
+    how = (f"get the files with `huggingface-cli download {name}` on a machine with network access, "
+           f"then pass the folder (or copy it into {hf_cache_dir()})")
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise ModelNotFoundError(f"{name}: not in the local Hugging Face cache ({hf_cache_dir()}), and "
+                                 f"huggingface_hub is not installed (pip install 'miniqwen3[hub]'); {how}") from None
+    try:
+        return Path(huggingface_hub.snapshot_download(
+            name, allow_patterns=["*.json", "*.safetensors", "merges.txt", "vocab.json"]))
+    except Exception as e:  # network refused, repo missing, auth: all end the same way for the user
+        raise ModelNotFoundError(f"{name}: download failed ({type(e).__name__}: {e}); {how}") from None
+
+
+def load(name=None, backend: str = "numpy"):
+    """Load a Qwen3 or Qwen3-MoE checkpoint: config.json + safetensors weights (+ tokenizer files if present).
+    `name`: a folder or a Hugging Face repo id."""
+    from .model import Model
+    if name is None:
+        raise ModelNotFoundError("no model named; pass a checkpoint folder or a repo id like 'Qwen/Qwen3-0.6B'")
+    folder = resolve(name)
+    config = Qwen3Config.from_file(folder / "config.json")
+    weights = load_weights(config, folder)
+    model = Model(config, weights, backend=backend, path=folder)
+    if (folder / "tokenizer.json").is_file():
+        try:
+            from .tokenizer import Tokenizer
+        except ImportError:
+            Tokenizer = None
+        if Tokenizer is not None:
+            model.tokenizer = Tokenizer.from_file(folder)
+    return model
+
+
+__all__ = ["load", "resolve", "cached_snapshot", "ModelNotFoundError", "CheckpointError"]

@@ -1,0 +1,155 @@
+"""The Qwen3 / Qwen3-MoE forward pass, read top to bottom: embed, decoder layers, final norm, logits.
+
+    h   = x + o_proj(attention(rope(q_norm(q)), rope(k_norm(k)), v))   on input_layernorm(x)
+    out = h + mlp(post_attention_layernorm(h))        mlp: SwiGLU, or the MoE block on sparse layers
+
+The math lives in `ops` (plain NumPy). The hot ops (linear, attention, moe_experts) are looked up on a
+backend: `ops` itself, or `kernels` (their Numba twins, same names and shapes). That is the only seam.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import ops
+from .config import Qwen3Config
+from .trace import RouterRecord, RoutingTrace
+from .weights import AttentionWeights, MoEWeights, Weights
+
+
+@dataclass
+class KVCache:
+    """Normed and rotated keys and the values of every layer, for positions 0..length-1.
+    k[i], v[i]: [capacity, NKV, D]; grown by doubling."""
+    k: list[np.ndarray] = field(default_factory=list)
+    v: list[np.ndarray] = field(default_factory=list)
+    length: int = 0
+
+    def reserve(self, config: Qwen3Config, n: int) -> None:
+        """Make room for n positions in total."""
+        capacity = self.k[0].shape[0] if self.k else 0
+        if n <= capacity:
+            return
+        new = max(n, 2 * capacity, 64)
+        shape = (new, config.num_key_value_heads, config.head_dim)
+        for store in (self.k, self.v):
+            for i in range(config.num_hidden_layers):
+                grown = np.zeros(shape, dtype=np.float32)
+                if i < len(store):
+                    grown[:capacity] = store[i][:capacity]
+                    store[i] = grown
+                else:
+                    store.append(grown)
+
+    def truncate(self, n: int) -> None:
+        """Forget positions n and later (e.g. to reuse a shared prompt prefix)."""
+        self.length = min(self.length, n)
+
+
+class Model:
+    """A loaded Qwen3 model: config, weights, RoPE tables and a backend for the hot ops."""
+
+    def __init__(self, config: Qwen3Config, weights: Weights, backend: str = "numpy", path=None):
+        self.config = config
+        self.weights = weights
+        self.path = path
+        self.tokenizer = None
+        self.inv_freq, self.attention_factor = ops.rope_frequencies(
+            config.head_dim, config.rope_theta, config.rope_scaling)
+        self.set_backend(backend)
+
+    def set_backend(self, backend: str) -> None:
+        """"numpy" (the plain reference ops) or "numba" (the JIT kernels with the same names)."""
+        if backend == "numpy":
+            self.ops = ops
+        elif backend == "numba":
+            from . import kernels
+            self.ops = kernels
+        else:
+            raise ValueError(f"backend {backend!r}: expected 'numpy' or 'numba'")
+        self.backend = backend
+
+    def new_cache(self) -> KVCache:
+        return KVCache()
+
+    # --- the forward pass ----------------------------------------------------------------------
+
+    def forward(self, ids, cache: KVCache | None = None, trace: RoutingTrace | None = None,
+                last_only: bool = False) -> np.ndarray:
+        """Run tokens through the model, appending them to `cache` if given.
+        ids: [T] -> logits [T, V] (or [1, V] with last_only) float32"""
+        c, w = self.config, self.weights
+        ids = self._check_ids(ids)
+        cache = cache if cache is not None else KVCache()
+        start, T = cache.length, len(ids)
+        cache.reserve(c, start + T)
+        positions = np.arange(start, start + T)
+        cos, sin = ops.rope_cos_sin(positions, self.inv_freq, self.attention_factor)   # [T, D]
+
+        x = ops.embed(ids, w.embed_tokens)                                             # [T, H]
+        for i, layer in enumerate(w.layers):
+            h = ops.rms_norm(x, layer.input_layernorm, c.rms_norm_eps)
+            x = x + self.self_attention(h, layer.self_attn, cos, sin, cache, i)
+            h = ops.rms_norm(x, layer.post_attention_layernorm, c.rms_norm_eps)
+            if isinstance(layer.mlp, MoEWeights):
+                x = x + self.moe_block(h, layer.mlp, i, trace, ids, positions)
+            else:
+                x = x + self.ops.swiglu(h, layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj)
+        cache.length = start + T
+
+        if last_only:
+            x = x[-1:]
+        x = ops.rms_norm(x, w.norm, c.rms_norm_eps)
+        return self.ops.linear(x, w.lm_head)                                          # [T, V]
+
+    def self_attention(self, x, a: AttentionWeights, cos, sin, cache: KVCache, i: int) -> np.ndarray:
+        """GQA attention with QK-Norm before RoPE; new keys/values go into the cache.  x: [T, H] -> [T, H]"""
+        c = self.config
+        T, D = x.shape[0], c.head_dim
+        q = self.ops.linear(x, a.q_proj).reshape(T, c.num_attention_heads, D)
+        k = self.ops.linear(x, a.k_proj).reshape(T, c.num_key_value_heads, D)
+        v = self.ops.linear(x, a.v_proj).reshape(T, c.num_key_value_heads, D)
+        # QK-Norm: one RMSNorm over head_dim shared by all heads, then rotate each head
+        q = ops.apply_rope(ops.rms_norm(q, a.q_norm, c.rms_norm_eps), cos, sin)
+        k = ops.apply_rope(ops.rms_norm(k, a.k_norm, c.rms_norm_eps), cos, sin)
+        start = cache.length
+        cache.k[i][start:start + T] = k
+        cache.v[i][start:start + T] = v
+        out = self.ops.attention(q, cache.k[i][:start + T], cache.v[i][:start + T], start)  # [T, NH, D]
+        return self.ops.linear(out.reshape(T, c.num_attention_heads * D), a.o_proj)
+
+    def moe_block(self, x, m: MoEWeights, i: int, trace, ids, positions) -> np.ndarray:
+        """Route each token to its top-k experts and mix their outputs.  x: [T, H] -> [T, H]"""
+        c = self.config
+        logits, probs, experts, weights = ops.router(x, m.gate, c.num_experts_per_tok, c.norm_topk_prob)
+        if trace is not None:
+            trace.record(RouterRecord(i, positions, ids.copy(), logits, probs, experts, weights))
+        return self.ops.moe_experts(x, experts, weights, m.gate_proj, m.up_proj, m.down_proj)
+
+    # --- conveniences ----------------------------------------------------------------------------
+
+    def logits(self, ids) -> np.ndarray:
+        """Logits of a whole sequence in one forward pass.  ids: [T] -> [T, V] float32"""
+        return self.forward(ids)
+
+    def trace(self, ids) -> tuple[np.ndarray, RoutingTrace]:
+        """Logits and the routing trace of one forward pass."""
+        tr = RoutingTrace()
+        return self.forward(ids, trace=tr), tr
+
+    def _check_ids(self, ids) -> np.ndarray:
+        arr = np.asarray(ids)
+        if arr.ndim != 1 or arr.size == 0:
+            raise ValueError(f"ids must be a non-empty 1-D sequence of token ids, got shape {arr.shape}")
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"ids must be integers, got dtype {arr.dtype}")
+        bad = (arr < 0) | (arr >= self.config.vocab_size)
+        if bad.any():
+            raise ValueError(f"token id {int(arr[bad][0])} is outside the vocabulary 0..{self.config.vocab_size - 1}")
+        return arr.astype(np.int64)
+
+    def __repr__(self):
+        c = self.config
+        return (f"Model({c.model_type}, {c.num_hidden_layers} layers, hidden {c.hidden_size}, "
+                f"backend={self.backend!r}, path={str(self.path)!r})")

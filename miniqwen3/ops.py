@@ -1,0 +1,167 @@
+"""Plain-NumPy reference ops of Qwen3: the readable version, and the oracle of every Numba kernel.
+
+All activations are float32. Weights may be bf16 (uint16 bits), fp16 or fp32; `as_float32` widens them
+where they are used. Shape letters: see `miniqwen3.config`.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .config import RopeScaling
+from .weights import as_float32
+
+
+# --- basic layers --------------------------------------------------------------------------------
+
+def linear(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x @ w.T, no bias.  x: [T, IN], w: [OUT, IN] -> [T, OUT]"""
+    return x @ as_float32(w).T
+
+
+def embed(ids: np.ndarray, embed_tokens: np.ndarray) -> np.ndarray:
+    """Rows of the embedding table.  ids: [T] -> [T, H]"""
+    return as_float32(embed_tokens[ids])
+
+
+def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+    """weight * x / sqrt(mean(x^2) + eps) over the last axis, in fp32 (no bias, no 1 + w).
+    x: [..., N], weight: [N]"""
+    variance = np.mean(x * x, axis=-1, keepdims=True)
+    return weight * (x / np.sqrt(variance + np.float32(eps)))
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    """x * sigmoid(x)"""
+    return x / (np.float32(1.0) + np.exp(-x))
+
+
+def swiglu(x: np.ndarray, gate_proj: np.ndarray, up_proj: np.ndarray, down_proj: np.ndarray) -> np.ndarray:
+    """The SwiGLU MLP: down_proj(silu(gate_proj(x)) * up_proj(x)).  x: [T, H] -> [T, H]"""
+    return linear(silu(linear(x, gate_proj)) * linear(x, up_proj), down_proj)
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    z = x - np.max(x, axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+# --- RoPE ----------------------------------------------------------------------------------------
+
+def rope_inv_freq(head_dim: int, theta: float) -> np.ndarray:
+    """inv_freq_i = 1 / theta^(2i / D) for i in 0..D/2-1.  -> [D/2]"""
+    return (1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim)).astype(np.float32)
+
+
+def yarn_correction_range(head_dim: int, theta: float, original_max: int, beta_fast: float = 32.0,
+                          beta_slow: float = 1.0, truncate: bool = True) -> tuple[float, float]:
+    """The frequency-pair indices (low, high) between which YaRN blends.
+    corr_dim(n) = D * ln(L / (n * 2 pi)) / (2 ln(theta)): the pair that turns n times over L positions."""
+    def corr_dim(n_rotations):
+        return head_dim * math.log(original_max / (n_rotations * 2 * math.pi)) / (2 * math.log(theta))
+    low, high = corr_dim(beta_fast), corr_dim(beta_slow)
+    if truncate:
+        low, high = math.floor(low), math.ceil(high)
+    return max(low, 0), min(high, head_dim - 1)
+
+
+def yarn_ramp(head_dim: int, low: float, high: float) -> np.ndarray:
+    """0 for pairs below `low` (keep their frequency), 1 above `high` (interpolate), linear between. -> [D/2]"""
+    if low == high:
+        high += 0.001
+    return np.clip((np.arange(head_dim // 2, dtype=np.float32) - low) / (high - low), 0, 1).astype(np.float32)
+
+
+def yarn_attention_factor(factor: float, mscale: float | None = None, mscale_all_dim: float | None = None) -> float:
+    """0.1 * ln(factor) + 1 (scales cos and sin); the mscale ratio form when both mscales are given."""
+    def get_mscale(scale, m=1.0):
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+    if mscale and mscale_all_dim:
+        return get_mscale(factor, mscale) / get_mscale(factor, mscale_all_dim)
+    return get_mscale(factor)
+
+
+def rope_frequencies(head_dim: int, theta: float, scaling: RopeScaling) -> tuple[np.ndarray, float]:
+    """inv_freq [D/2] and the attention factor that multiplies cos and sin (1 without scaling).
+
+    YaRN: inv_freq = inv_freq / factor * ramp + inv_freq * (1 - ramp): high-frequency pairs (turning many
+    times within the original context) keep their frequency, low-frequency pairs are interpolated."""
+    inv_freq = rope_inv_freq(head_dim, theta)
+    if scaling.rope_type == "default":
+        return inv_freq, 1.0
+    low, high = yarn_correction_range(head_dim, theta, scaling.original_max_position_embeddings,
+                                      scaling.beta_fast, scaling.beta_slow, scaling.truncate)
+    ramp = yarn_ramp(head_dim, low, high)
+    inv_freq = (inv_freq / np.float32(scaling.factor)) * ramp + inv_freq * (1 - ramp)
+    attention_factor = scaling.attention_factor
+    if attention_factor is None:
+        attention_factor = yarn_attention_factor(scaling.factor, scaling.mscale, scaling.mscale_all_dim)
+    return inv_freq.astype(np.float32), float(attention_factor)
+
+
+def rope_cos_sin(positions: np.ndarray, inv_freq: np.ndarray, attention_factor: float = 1.0):
+    """cos and sin of position * inv_freq, duplicated to the full head: emb = concat(freqs, freqs).
+    positions: [T] -> cos, sin: [T, D]"""
+    freqs = positions.astype(np.float32)[:, None] * inv_freq[None, :]   # [T, D/2]
+    emb = np.concatenate([freqs, freqs], axis=-1)                        # [T, D]
+    return (np.cos(emb) * np.float32(attention_factor)).astype(np.float32), \
+           (np.sin(emb) * np.float32(attention_factor)).astype(np.float32)
+
+
+def rotate_half(x: np.ndarray) -> np.ndarray:
+    """concat(-x[D/2:], x[:D/2]) on the last axis (the non-interleaved layout Qwen3 uses)."""
+    half = x.shape[-1] // 2
+    return np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+
+
+def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """x' = x * cos + rotate_half(x) * sin.  x: [T, N, D], cos/sin: [T, D] -> [T, N, D]"""
+    return x * cos[:, None, :] + rotate_half(x) * sin[:, None, :]
+
+
+# --- attention -----------------------------------------------------------------------------------
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, q_start: int) -> np.ndarray:
+    """Causal grouped-query attention over the whole score matrix.
+
+    q: [T, NH, D] at positions q_start..q_start+T-1; k, v: [S, NKV, D] at positions 0..S-1
+    (S = q_start + T). Query head h reads KV head h // (NH // NKV).
+    scores = q k^T / sqrt(D) with keys after the query masked, softmax in fp32, times v.  -> [T, NH, D]"""
+    T, NH, D = q.shape
+    S, NKV, _ = k.shape
+    group = NH // NKV
+    kv_head = np.arange(NH) // group
+    scores = np.einsum("thd,hsd->hts", q, k[:, kv_head, :].transpose(1, 0, 2)) * np.float32(D ** -0.5)
+    future = np.arange(S)[None, :] > (q_start + np.arange(T))[:, None]    # [T, S]
+    scores = np.where(future[None], np.float32(-np.inf), scores)
+    probs = softmax(scores, axis=-1)                                      # [NH, T, S]
+    return np.einsum("hts,hsd->thd", probs, v[:, kv_head, :].transpose(1, 0, 2)).astype(np.float32)
+
+
+# --- mixture of experts --------------------------------------------------------------------------
+
+def router(x: np.ndarray, gate: np.ndarray, top_k: int, norm_topk_prob: bool):
+    """The Qwen3-MoE router: logits = x @ gate^T, softmax over ALL experts in fp32, then top-k.
+    With norm_topk_prob the k chosen probabilities are renormalised to sum to 1.
+    x: [T, H], gate: [E, H] -> logits [T, E], probs [T, E], experts [T, K] (most probable first), weights [T, K]"""
+    logits = linear(x, gate)
+    probs = softmax(logits.astype(np.float32), axis=-1)
+    experts = np.argsort(-probs, axis=-1, kind="stable")[:, :top_k]
+    weights = np.take_along_axis(probs, experts, axis=-1)
+    if norm_topk_prob:
+        weights = weights / weights.sum(axis=-1, keepdims=True)
+    return logits, probs, experts, weights.astype(np.float32)
+
+
+def moe_experts(x: np.ndarray, experts: np.ndarray, weights: np.ndarray, gate_proj: np.ndarray,
+                up_proj: np.ndarray, down_proj: np.ndarray) -> np.ndarray:
+    """Weighted sum of the chosen experts' SwiGLU outputs, one expert at a time.
+    x: [T, H], experts/weights: [T, K], gate_proj/up_proj: [E, I, H], down_proj: [E, H, I] -> [T, H]"""
+    out = np.zeros_like(x)
+    for e in np.unique(experts):
+        token, slot = np.nonzero(experts == e)                          # who chose expert e, in which slot
+        y = swiglu(x[token], gate_proj[e], up_proj[e], down_proj[e])  # [n, H]
+        out[token] += weights[token, slot][:, None] * y                # a token picks e at most once
+    return out
