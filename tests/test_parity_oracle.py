@@ -64,3 +64,14 @@ def test_real_config_full_width(preset, layers, tmp_path):
     model = miniqwen3.load(tmp_path)
     assert model.config.num_hidden_layers == (layers or 28)
     check_against(model, expected)
+
+
+@pytest.mark.parametrize("preset", ["Qwen3-0.6B", "Qwen3-8B", "Qwen3-30B-A3B", "Qwen3-235B-A22B"])
+def test_parameter_count_equals_transformers(preset):
+    """Total parameters as transformers counts them, on the meta device (no memory is allocated)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    path = CONFIGS / f"{preset}.json"
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+    expected = sum(p.numel() for p in model.parameters())   # tied weights are counted once
+    assert miniqwen3.Qwen3Config.from_file(path).parameter_counts()["total"] == expected
