@@ -138,6 +138,11 @@ class Model:
         tr = RoutingTrace()
         return self.forward(ids, trace=tr), tr
 
+    def generate(self, messages, **options):
+        """Chat generation with thinking modes and a thinking budget: see `miniqwen3.generate.generate`."""
+        from .generate import generate
+        return generate(self, messages, **options)
+
     def _check_ids(self, ids) -> np.ndarray:
         arr = np.asarray(ids)
         if arr.ndim != 1 or arr.size == 0:
