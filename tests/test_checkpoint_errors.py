@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import miniqwen3
-from miniqwen3.weights import CheckpointError, SafetensorsFile, as_float32, float32_to_bf16, save_safetensors
+from miniqwen3.weights import (Checkpoint, CheckpointError, SafetensorsFile, as_float32, float32_to_bf16,
+                               save_checkpoint, save_safetensors)
 
 GOOD = Path(__file__).parent / "fixtures" / "parity" / "dense_untied_gqa2"
 SHARDED = Path(__file__).parent / "fixtures" / "parity" / "dense_sharded_keys4x"
@@ -177,3 +178,12 @@ def test_reader_agrees_with_the_safetensors_package(tmp_path):
     f = SafetensorsFile(tmp_path / "ref.safetensors")
     np.testing.assert_array_equal(f.get("x"), x)
     np.testing.assert_array_equal(f.get("y"), y)
+
+
+def test_sharded_writer_round_trip(tmp_path):
+    tensors = {f"t{i}": np.full((10, 10), i, dtype=np.float32) for i in range(5)}   # 400 bytes each
+    save_checkpoint(tmp_path, tensors, max_shard_bytes=900)
+    assert len(list(tmp_path.glob("model-*-of-00003.safetensors"))) == 3
+    ckpt = Checkpoint(tmp_path)
+    for name, t in tensors.items():
+        np.testing.assert_array_equal(ckpt.get(name, (10, 10)), t)

@@ -1,0 +1,135 @@
+"""The `miniqwen3` command.
+
+    miniqwen3 info MODEL                       architecture, layer types, parameters, bytes, memory
+    miniqwen3 init-random CONFIG OUT           a checkpoint with random weights for a config (demos, benchmarks)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import ConfigError, Qwen3Config
+from .hub import ModelNotFoundError, resolve
+from .weights import CheckpointError, Checkpoint, random_tensors, save_checkpoint
+
+PRESETS = Path(__file__).parent / "configs"
+
+
+def preset_config(name: str) -> Path | None:
+    """A shipped real-Qwen3 config.json by name ('Qwen3-30B-A3B' or 'Qwen/Qwen3-30B-A3B'), else None."""
+    path = PRESETS / f"{str(name).split('/')[-1]}.json"
+    return path if path.is_file() else None
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.2f} MB"
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e8 else f"{n / 1e6:.2f}M"
+
+
+def describe(config: Qwen3Config, disk_bytes: int | None = None, where: str = "") -> str:
+    """The text `miniqwen3 info` prints."""
+    c = config
+    arch = "Qwen3MoeForCausalLM" if c.model_type == "qwen3_moe" else "Qwen3ForCausalLM"
+    types = c.layer_types
+    n_moe = types.count("moe")
+    counts = c.parameter_counts()
+    lines = [f"{arch} ({c.model_type}){'  ' + where if where else ''}",
+             f"  layers        {c.num_hidden_layers}: {n_moe} MoE, {len(types) - n_moe} dense MLP"
+             + (f"  [{_layer_pattern(types)}]" if n_moe and n_moe != len(types) else ""),
+             f"  hidden        {c.hidden_size}, vocab {c.vocab_size}, "
+             f"{'tied' if c.tie_word_embeddings else 'untied'} embeddings",
+             f"  attention     {c.num_attention_heads} query heads, {c.num_key_value_heads} KV heads "
+             f"(GQA {c.num_attention_heads // c.num_key_value_heads}:1), head_dim {c.head_dim}, QK-Norm",
+             f"  rope          theta {c.rope_theta:g}"
+             + (f", YaRN factor {c.rope_scaling.factor:g} from {c.rope_scaling.original_max_position_embeddings}"
+                if c.rope_scaling.rope_type == "yarn" else "")]
+    if c.is_moe:
+        lines.append(f"  experts       {c.num_experts}, top-{c.num_experts_per_tok}, moe_intermediate "
+                     f"{c.moe_intermediate_size}, norm_topk_prob {str(c.norm_topk_prob).lower()}")
+    if len(types) - n_moe:
+        lines.append(f"  dense MLP     intermediate {c.intermediate_size}")
+    lines.append(f"  parameters    {_count(counts['total'])} total, {_count(counts['active'])} active per token"
+                 f" ({_count(counts['embedding'])} in the embedding)")
+    bytes_per = {"float32": 4, "float16": 2, "bfloat16": 2}.get(c.torch_dtype, 2)
+    weights = disk_bytes if disk_bytes is not None else counts["total"] * bytes_per
+    kv = c.kv_cache_bytes_per_token(4)
+    # decoding reads every active weight once, except the embedding: one row (a tied one is the lm_head too)
+    read_per_token = counts["active"] - (0 if c.tie_word_embeddings else counts["embedding"])
+    lines.append(f"  on disk       {_gb(disk_bytes) if disk_bytes is not None else 'not on this machine'}")
+    lines.append(f"  memory        ~{_gb(weights)} weights as stored ({c.torch_dtype}) + KV cache "
+                 f"{kv * 1024 / 1e6:.1f} MB per 1k tokens (fp32); "
+                 f"{_gb(read_per_token * bytes_per)} of weights read per decoded token")
+    return "\n".join(lines)
+
+
+def _layer_pattern(types: list[str]) -> str:
+    return "".join("M" if t == "moe" else "d" for t in types)
+
+
+def cmd_info(args) -> int:
+    try:
+        folder = resolve(args.model)
+    except ModelNotFoundError as e:
+        preset = preset_config(args.model)
+        if preset is None:
+            raise
+        print(describe(Qwen3Config.from_file(preset),
+                       where=f"(the {preset.stem} config shipped with miniqwen3; its weights are not on this machine)"))
+        return 0
+    config = Qwen3Config.from_file(folder / "config.json")
+    disk = Checkpoint(folder).nbytes() if any(folder.glob("*.safetensors")) else None
+    print(describe(config, disk, where=str(folder)))
+    return 0
+
+
+def cmd_init_random(args) -> int:
+    src = preset_config(args.config) or Path(args.config)
+    raw = json.loads(Path(src).read_text()) if Path(src).is_file() else None
+    if raw is None:
+        raise ConfigError(f"{args.config}: neither a config.json nor one of the presets "
+                          f"{sorted(p.stem for p in PRESETS.glob('*.json'))}")
+    if args.layers:
+        raw["num_hidden_layers"] = args.layers
+    raw["torch_dtype"] = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[args.dtype]
+    config = Qwen3Config.from_dict(raw, source=str(src))
+    out = Path(args.out)
+    save_checkpoint(out, random_tensors(config, dtype=args.dtype, seed=args.seed),
+                    max_shard_bytes=args.shard_mb * 2 ** 20 if args.shard_mb else None)
+    (out / "config.json").write_text(json.dumps(raw, indent=2))
+    print(f"wrote a random-weight {config.model_type} checkpoint ({args.dtype}) to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="miniqwen3", description="Qwen3 and Qwen3-MoE from scratch in NumPy.")
+    sub = p.add_subparsers(dest="command", required=True)
+    info = sub.add_parser("info", help="architecture, parameters (total and active), bytes and memory of a model")
+    info.add_argument("model", help="a checkpoint folder, a Hugging Face repo id, or a preset like Qwen3-30B-A3B")
+    info.set_defaults(func=cmd_info)
+    ini = sub.add_parser("init-random", help="write a checkpoint with random weights for a config")
+    ini.add_argument("config", help="a config.json, or a preset: " + ", ".join(sorted(p.stem for p in PRESETS.glob("*.json"))))
+    ini.add_argument("out", help="the folder to write")
+    ini.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
+    ini.add_argument("--layers", type=int, help="keep only this many layers")
+    ini.add_argument("--seed", type=int, default=0)
+    ini.add_argument("--shard-mb", type=int, help="split into shards of at most this many MiB")
+    ini.set_defaults(func=cmd_init_random)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, CheckpointError, ModelNotFoundError) as e:
+        print(f"miniqwen3: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
