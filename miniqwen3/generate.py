@@ -1,0 +1,219 @@
+"""Generation: the chat prompt, sampling, the thinking-budget counter, and the decode loop.
+
+    prompt  = chat template (+ the empty think block in no-think mode)   miniqwen3.chat
+    prefill = model.forward(prompt_ids, cache)
+    loop:     token = counter.next_forced() or sample(logits)            miniqwen3.budget
+              counter.observe(token); logits = model.forward([token], cache)
+    stop on <|im_end|> / <|endoftext|> or after max_new_tokens.
+
+`stream` yields each piece of text with its channel ("thinking" or "answer") and the counter's value;
+`generate` collects the thinking, the answer and the statistics.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .budget import STOP_TEXT, ThinkingBudget
+from .chat import prompt_for_generation
+
+
+# --- sampling ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the next token is chosen. temperature 0 means greedy (argmax)."""
+    temperature: float = 0.6
+    top_k: int = 20            # 0: off
+    top_p: float = 0.95        # 1: off
+    min_p: float = 0.0         # 0: off
+    presence_penalty: float = 0.0
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 is greedy), got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 is off), got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.min_p < 1:
+            raise ValueError(f"min_p must be in [0, 1), got {self.min_p}")
+
+
+# Qwen's recommended settings (model cards): thinking T 0.6, top_p 0.95, top_k 20, min_p 0 (no greedy);
+# non-thinking T 0.7, top_p 0.8, top_k 20, min_p 0; presence_penalty 0 to 1.5 against endless repetition.
+RECOMMENDED = {True: Sampling(0.6, 20, 0.95, 0.0), False: Sampling(0.7, 20, 0.8, 0.0)}
+
+
+def default_sampling(model, thinking: bool) -> Sampling:
+    """generation_config.json beside the checkpoint when there is one, else Qwen's recommended values per mode."""
+    base = RECOMMENDED[thinking]
+    path = model.path / "generation_config.json" if model.path is not None else None
+    if path is None or not path.is_file():
+        return base
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    if cfg.get("do_sample") is False:
+        return replace(base, temperature=0.0)
+    keys = {"temperature": float, "top_k": int, "top_p": float, "min_p": float, "presence_penalty": float}
+    return replace(base, **{k: kind(cfg[k]) for k, kind in keys.items() if cfg.get(k) is not None})
+
+
+def sample(logits: np.ndarray, s: Sampling, rng: np.random.Generator, seen: np.ndarray | None = None) -> int:
+    """One token id from logits [V]: presence penalty on tokens already generated, then
+    temperature, top-k, top-p (smallest set with mass >= p), min-p (drop p < min_p * p_max), in that order."""
+    logits = logits.astype(np.float64)
+    if s.presence_penalty and seen is not None and seen.any():
+        logits = np.where(seen, logits - s.presence_penalty, logits)
+    if s.temperature == 0:
+        return int(np.argmax(logits))
+    logits = logits / s.temperature
+    if s.top_k and s.top_k < logits.size:
+        kth = np.partition(logits, -s.top_k)[-s.top_k]
+        logits = np.where(logits < kth, -np.inf, logits)
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    if s.top_p < 1:
+        order = np.argsort(-probs, kind="stable")
+        before = np.cumsum(probs[order]) - probs[order]          # mass of the tokens ranked above
+        probs[order[before >= s.top_p]] = 0
+    if s.min_p > 0:
+        probs[probs < s.min_p * probs.max()] = 0
+    probs /= probs.sum()
+    return int(rng.choice(probs.size, p=probs))
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+@dataclass
+class Piece:
+    """One step of a stream: the text it completes (may be "" while a UTF-8 character is unfinished)."""
+    text: str
+    channel: str               # "thinking" or "answer"
+    token_id: int
+    forced: bool               # emitted by the budget counter, not sampled
+    thinking_tokens: int       # the counter's N after this token
+
+
+@dataclass
+class GenerationResult:
+    thinking: str
+    answer: str
+    thinking_tokens: int
+    budget_tripped: bool
+    budget: int | None
+    thinking_mode: bool
+    token_ids: list = field(default_factory=list)
+    prompt_tokens: int = 0
+    finish_reason: str = ""    # "stop" (end token) or "length" (max_new_tokens)
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+    @property
+    def generated_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Decode speed: generated tokens per second of the decode loop (prefill excluded)."""
+        return len(self.token_ids) / self.decode_seconds if self.decode_seconds > 0 else float("nan")
+
+    @property
+    def prefill_tokens_per_second(self) -> float:
+        return self.prompt_tokens / self.prefill_seconds if self.prefill_seconds > 0 else float("nan")
+
+
+class Generation:
+    """A running generation: iterate it for Pieces; `result()` afterwards gives the GenerationResult."""
+
+    def __init__(self, model, messages, budget=None, enable_thinking=None, max_new_tokens=512, seed=None,
+                 sampling: Sampling | None = None, stop_text: str = STOP_TEXT, tools=None, **overrides):
+        tok = model.tokenizer
+        if tok is None:
+            raise ValueError(f"{model.path}: no tokenizer files beside the checkpoint; generation needs tokenizer.json")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        self.model, self.tok = model, tok
+        prompt, self.thinking_mode = prompt_for_generation(messages, enable_thinking, tools)
+        self.prompt_ids = tok.encode(prompt)
+        self.sampling = replace(sampling or default_sampling(model, self.thinking_mode), **overrides)
+        # In no-think mode the template prefills the empty block and any budget is ignored.
+        self.budget = budget if self.thinking_mode else None
+        self.counter = ThinkingBudget.from_encode(self.budget, tok.encode, tok.think_id, tok.end_think_id,
+                                                  stop_text=stop_text)
+        self.counter.start(prompt_ends_inside_think=False)
+        self.stop_ids = {i for i in (tok.im_end_id, tok.endoftext_id) if i is not None}
+        self.max_new_tokens = max_new_tokens
+        self.rng = np.random.default_rng(seed)
+        self.ids: list[int] = []
+        self.channels: list[str] = []
+        self.finish_reason = ""
+        self.prefill_seconds = self.decode_seconds = 0.0
+
+    def __iter__(self):
+        model, counter = self.model, self.counter
+        decoder = self.tok.stream_decoder()
+        seen = np.zeros(model.config.vocab_size, dtype=bool)
+        cache = model.new_cache()
+        t0 = time.perf_counter()
+        logits = model.forward(self.prompt_ids, cache, last_only=True)[0]
+        t1 = time.perf_counter()
+        self.prefill_seconds = t1 - t0
+        while True:
+            forced = counter.next_forced()
+            token = forced if forced is not None else sample(logits, self.sampling, self.rng, seen)
+            if token in self.stop_ids:
+                self.finish_reason = "stop"
+                break
+            seen[token] = True
+            self.ids.append(token)
+            text = decoder.push(token)
+            channel = counter.observe(token, at_char_boundary=not decoder.pending)
+            self.channels.append(channel)
+            yield Piece(text, channel, token, forced is not None, counter.n)
+            if len(self.ids) >= self.max_new_tokens:
+                self.finish_reason = "length"
+                break
+            logits = model.forward([token], cache, last_only=True)[0]
+        tail = decoder.flush()
+        if tail:
+            yield Piece(tail, self.channels[-1] if self.channels else "answer", -1, False, counter.n)
+        self.decode_seconds = time.perf_counter() - t1
+
+    def result(self) -> GenerationResult:
+        """Thinking = the tokens inside <think>...</think> (markers excluded); answer = the tokens after it."""
+        tok, c = self.tok, self.counter
+        inside = [i for i, ch in zip(self.ids, self.channels)
+                  if ch == "thinking" and i not in (tok.think_id, tok.end_think_id)]
+        answer = [i for i, ch in zip(self.ids, self.channels) if ch == "answer"]
+        return GenerationResult(
+            thinking=tok.decode(inside).strip(), answer=tok.decode(answer).strip(),
+            thinking_tokens=c.n, budget_tripped=c.tripped, budget=self.budget, thinking_mode=self.thinking_mode,
+            token_ids=list(self.ids), prompt_tokens=len(self.prompt_ids), finish_reason=self.finish_reason,
+            prefill_seconds=self.prefill_seconds, decode_seconds=self.decode_seconds)
+
+
+def stream(model, messages, **options) -> Generation:
+    """Iterate the pieces of a generation as they are produced:
+
+        for piece in stream(model, "What is 2 + 3? /think", budget=4):
+            print(piece.text, end="")        # piece.channel, piece.thinking_tokens, piece.forced
+    """
+    return Generation(model, messages, **options)
+
+
+def generate(model, messages, budget=None, enable_thinking=None, max_new_tokens=512, seed=None, **options):
+    """Generate a reply to `messages` (a list of {"role", "content"} dicts, or a string for one user message).
+
+    budget: thinking tokens allowed (None unlimited, 0 no thinking); ignored in no-think mode.
+    enable_thinking: True/False as in transformers; None lets the last /think or /no_think flag decide.
+    Sampling: `sampling=Sampling(...)` or any of temperature, top_k, top_p, min_p, presence_penalty;
+    defaults from generation_config.json, else Qwen's recommended values for the mode. temperature=0 is greedy.
+    Returns a GenerationResult: .thinking, .answer, .thinking_tokens, .budget_tripped, .tokens_per_second, ..."""
+    g = Generation(model, messages, budget=budget, enable_thinking=enable_thinking,
+                   max_new_tokens=max_new_tokens, seed=seed, **options)
+    for _ in g:
+        pass
+    return g.result()
