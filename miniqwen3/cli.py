@@ -1,7 +1,11 @@
 """The `miniqwen3` command.
 
+    miniqwen3 generate [MODEL] "prompt" [--think/--no-think] [--budget B] [sampling flags]
+    miniqwen3 chat [MODEL]                     interactive multi-turn chat; /think, /no_think, /budget N
     miniqwen3 info MODEL                       architecture, layer types, parameters, bytes, memory
     miniqwen3 init-random CONFIG OUT           a checkpoint with random weights for a config (demos, benchmarks)
+
+MODEL is a checkpoint folder or a Hugging Face repo id; left out, the embedded tiny model is used.
 """
 from __future__ import annotations
 
@@ -10,8 +14,10 @@ import json
 import sys
 from pathlib import Path
 
+from .chat import ChatError
 from .config import ConfigError, Qwen3Config
 from .hub import ModelNotFoundError, resolve
+from .tokenizer import TokenizerError
 from .weights import CheckpointError, Checkpoint, random_tensors, save_checkpoint
 
 PRESETS = Path(__file__).parent / "configs"
@@ -105,9 +111,148 @@ def cmd_init_random(args) -> int:
     return 0
 
 
+# --- generation ----------------------------------------------------------------------------------
+
+DIM, RESET = "\x1b[2m", "\x1b[0m"
+
+
+class Printer:
+    """Streams pieces to a terminal: thinking dimmed (or marked [thinking] ... [/thinking] when not a tty)."""
+
+    def __init__(self, out, color: bool):
+        self.out, self.color, self.channel = out, color, None
+
+    def piece(self, text: str, channel: str) -> None:
+        if channel != self.channel:
+            self._close()
+            self.channel = channel
+            if channel == "thinking":
+                self.out.write(DIM if self.color else "[thinking]")
+        self.out.write(text)
+        self.out.flush()
+
+    def _close(self):
+        if self.channel == "thinking":
+            self.out.write(RESET if self.color else "[/thinking]\n")
+
+    def end(self) -> None:
+        self._close()
+        self.channel = None
+        self.out.write("\n")
+        self.out.flush()
+
+
+def stats_line(r) -> str:
+    budget = "" if not r.thinking_mode else (
+        f", budget {'unlimited' if r.budget is None else r.budget}{' (tripped)' if r.budget_tripped else ''}")
+    return (f"[{'think' if r.thinking_mode else 'no-think'} mode: {r.prompt_tokens} prompt tokens, "
+            f"{r.generated_tokens} generated, {r.thinking_tokens} thinking{budget}; "
+            f"prefill {r.prefill_tokens_per_second:.1f} tok/s, decode {r.tokens_per_second:.1f} tok/s; {r.finish_reason}]")
+
+
+def sampling_options(args) -> dict:
+    keys = ("temperature", "top_k", "top_p", "min_p", "presence_penalty")
+    return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+
+
+def run_turn(model, messages, args, budget, printer, enable_thinking=None):
+    from .generate import stream
+    g = stream(model, messages, budget=budget, enable_thinking=enable_thinking, max_new_tokens=args.max_new_tokens,
+               seed=args.seed, **sampling_options(args))
+    for piece in g:
+        printer.piece(piece.text, piece.channel)
+    printer.end()
+    result = g.result()
+    print(stats_line(result), file=sys.stderr)
+    return result
+
+
+def load_model(args):
+    from .hub import load
+    model = load(args.model, backend=args.backend)
+    if model.tokenizer is None:
+        raise ModelNotFoundError(f"{model.path}: no tokenizer.json beside the checkpoint; generation needs one")
+    return model
+
+
+def cmd_generate(args) -> int:
+    if len(args.words) > 2:
+        raise SystemExit("miniqwen3 generate: give [MODEL] \"prompt\" (quote the prompt)")
+    args.model, prompt = (args.words if len(args.words) == 2 else (None, args.words[0]))
+    model = load_model(args)
+    run_turn(model, prompt, args, args.budget, Printer(sys.stdout, sys.stdout.isatty()), args.think)
+    return 0
+
+
+CHAT_HELP = """commands: /think or /no_think alone on a line: the next message carries that flag (the model follows the
+last flag it saw; flags inside a message work too) | /budget N, /budget off | /reset | /quit"""
+
+
+def cmd_chat(args) -> int:
+    model = load_model(args)
+    printer = Printer(sys.stdout, sys.stdout.isatty())
+    messages, budget, carry = [], args.budget, ""
+    print(f"miniqwen3 chat with {model.path}  ({CHAT_HELP})")
+    while True:
+        try:
+            line = input(">>> ").strip()
+        except EOFError:
+            break
+        if not line:
+            continue
+        if line in ("/quit", "/exit"):
+            break
+        if line in ("/help", "/?"):
+            print(CHAT_HELP)
+        elif line in ("/think", "/no_think"):
+            carry = line
+            print(f"(the next message carries {line})")
+        elif line.startswith("/budget"):
+            value = line.removeprefix("/budget").strip()
+            try:
+                budget = None if value in ("off", "none", "unlimited") else int(value)
+                if budget is not None and budget < 0:
+                    raise ValueError
+                print(f"(thinking budget: {'unlimited' if budget is None else budget})")
+            except ValueError:
+                print("(usage: /budget N with N >= 0, or /budget off)")
+        elif line == "/reset":
+            messages, carry = [], ""
+            print("(conversation cleared)")
+        else:
+            messages.append({"role": "user", "content": f"{line} {carry}".strip()})
+            carry = ""
+            result = run_turn(model, messages, args, budget, printer)
+            messages.append({"role": "assistant", "content": result.answer, "reasoning_content": result.thinking})
+    return 0
+
+
+def add_generation_flags(p) -> None:
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--think", dest="think", action="store_true", default=None, help="thinking mode")
+    mode.add_argument("--no-think", dest="think", action="store_false", help="no-think mode (empty think block)")
+    p.add_argument("--budget", type=int, help="thinking budget in tokens (0: no thinking; default unlimited)")
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--temperature", type=float, help="0 is greedy; default from generation_config.json or Qwen's")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--min-p", type=float)
+    p.add_argument("--presence-penalty", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--backend", choices=["numba", "numpy"], default="numpy")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="miniqwen3", description="Qwen3 and Qwen3-MoE from scratch in NumPy.")
     sub = p.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser("generate", help="generate a reply to one prompt, thinking shown apart from the answer")
+    gen.add_argument("words", nargs="+", metavar="[MODEL] PROMPT")
+    add_generation_flags(gen)
+    gen.set_defaults(func=cmd_generate)
+    chat = sub.add_parser("chat", help="interactive multi-turn chat")
+    chat.add_argument("model", nargs="?", help="checkpoint folder or repo id (default: the embedded tiny model)")
+    add_generation_flags(chat)
+    chat.set_defaults(func=cmd_chat)
     info = sub.add_parser("info", help="architecture, parameters (total and active), bytes and memory of a model")
     info.add_argument("model", help="a checkpoint folder, a Hugging Face repo id, or a preset like Qwen3-30B-A3B")
     info.set_defaults(func=cmd_info)
@@ -126,7 +271,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, CheckpointError, ModelNotFoundError) as e:
+    except (ConfigError, CheckpointError, ModelNotFoundError, TokenizerError, ChatError, ValueError) as e:
         print(f"miniqwen3: error: {e}", file=sys.stderr)
         return 2
 

@@ -8,6 +8,9 @@ from .config import Qwen3Config
 from .weights import CheckpointError, load_weights
 
 
+EMBEDDED = {"tiny": Path(__file__).parent / "data" / "tiny"}
+
+
 class ModelNotFoundError(FileNotFoundError):
     """A model name that is neither a folder nor a repo id we can find or download; says how to get it."""
 
@@ -37,8 +40,15 @@ def cached_snapshot(repo_id: str) -> Path | None:
 
 
 def resolve(name) -> Path:
-    """A checkpoint folder for `name`: an existing folder; else a repo id ("Qwen/Qwen3-0.6B") found in the
-    local Hugging Face cache; else downloaded with huggingface_hub when it is installed and the network allows."""
+    """A checkpoint folder for `name`: "tiny" (the embedded model); an existing folder; else a repo id
+    ("Qwen/Qwen3-0.6B") found in the local Hugging Face cache; else downloaded with huggingface_hub when it is
+    installed and the network allows."""
+    if str(name) in EMBEDDED:
+        folder = EMBEDDED[str(name)]
+        if not (folder / "config.json").is_file():
+            raise ModelNotFoundError(f"the embedded model is not in this installation ({folder}); "
+                                     "pass a checkpoint folder or a repo id like 'Qwen/Qwen3-0.6B'")
+        return folder
     path = Path(name).expanduser()
     if path.is_dir():
         return path
@@ -64,21 +74,15 @@ def resolve(name) -> Path:
 
 def load(name=None, backend: str = "numpy"):
     """Load a Qwen3 or Qwen3-MoE checkpoint: config.json + safetensors weights (+ tokenizer files if present).
-    `name`: a folder or a Hugging Face repo id."""
+    `name`: a folder, a Hugging Face repo id, or "tiny"; None loads the embedded tiny model."""
     from .model import Model
-    if name is None:
-        raise ModelNotFoundError("no model named; pass a checkpoint folder or a repo id like 'Qwen/Qwen3-0.6B'")
-    folder = resolve(name)
+    folder = resolve("tiny" if name is None else name)
     config = Qwen3Config.from_file(folder / "config.json")
     weights = load_weights(config, folder)
     model = Model(config, weights, backend=backend, path=folder)
-    if (folder / "tokenizer.json").is_file():
-        try:
-            from .tokenizer import Tokenizer
-        except ImportError:
-            Tokenizer = None
-        if Tokenizer is not None:
-            model.tokenizer = Tokenizer.from_file(folder)
+    if (folder / "tokenizer.json").is_file() or (folder / "vocab.json").is_file():
+        from .tokenizer import Tokenizer
+        model.tokenizer = Tokenizer.from_file(folder)
     return model
 
 

@@ -40,3 +40,43 @@ def test_errors_are_one_line_and_exit_2(tmp_path):
     r = subprocess.run([sys.executable, "-m", "miniqwen3.cli", "info", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and "miniqwen3: error:" in r.stderr and "no config.json here" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def tiny_random_chat_model(folder, tokenizer_dir):
+    """A 2-layer random Qwen3 with the real vocabulary and tokenizer: garbage text, real plumbing."""
+    import json
+    import shutil
+    raw = json.loads((Path(miniqwen3.__file__).parent / "configs" / "Qwen3-0.6B.json").read_text())
+    raw.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, head_dim=8)
+    cfg = folder.parent / "tiny.json"
+    cfg.write_text(json.dumps(raw))
+    assert main(["init-random", str(cfg), str(folder), "--dtype", "fp32"]) == 0
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(Path(tokenizer_dir) / f, folder / f)
+    return folder
+
+
+def test_generate_prints_text_and_stats(tmp_path, qwen3_tokenizer_dir, capsys):
+    model = tiny_random_chat_model(tmp_path / "m", qwen3_tokenizer_dir)
+    assert main(["generate", str(model), "What is 2 + 3?", "--no-think", "--max-new-tokens", "5", "--seed", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "[no-think mode:" in err and "5 generated" in err and "tok/s" in err and "length]" in err
+
+
+def test_chat_commands(tmp_path, qwen3_tokenizer_dir, capsys, monkeypatch):
+    import io
+    model = tiny_random_chat_model(tmp_path / "m", qwen3_tokenizer_dir)
+    monkeypatch.setattr("sys.stdin", io.StringIO("/budget 3\nhello\n/no_think\nagain\n/budget x\n/quit\n"))
+    assert main(["chat", str(model), "--max-new-tokens", "4", "--temperature", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert "(thinking budget: 3)" in out and "(the next message carries /no_think)" in out
+    assert "(usage: /budget N" in out
+    lines = [l for l in err.splitlines() if l.startswith("[")]
+    assert lines[0].startswith("[think mode:") and "budget 3" in lines[0]
+    assert lines[1].startswith("[no-think mode:")      # the carried flag switched the mode
+
+
+def test_generate_without_tokenizer_is_a_clear_error(capsys):
+    assert main(["generate", str(FIXTURES / "dense_untied_gqa2"), "hi"]) == 2
+    assert "no tokenizer.json beside the checkpoint" in capsys.readouterr().err
