@@ -14,6 +14,10 @@ The pipeline, as the Hugging Face `tokenizers` library runs it for Qwen3:
 
 Decoding maps ids back to bytes and decodes UTF-8 with replacement characters for invalid sequences.
 `StreamDecoder` does the same one id at a time and holds back bytes of an unfinished character.
+
+Ids equal HF's for any text of characters that Python's `unicodedata` assigns. Characters added to Unicode
+later (CJK Extension J, ...) can split differently: the `regex` module may already class them as letters
+(`\p{L}`) where HF's Oniguruma does not yet. Unlike HF, decoding an unknown id is an error, not skipped.
 """
 from __future__ import annotations
 
@@ -279,6 +283,10 @@ class Tokenizer:
 
     def _normalize(self, text: str) -> str:
         return unicodedata.normalize("NFC", text) if self.nfc else text
+
+    def clear_cache(self) -> None:
+        """Forget the per-word BPE results (to measure cold encoding, or to free memory)."""
+        self._cache.clear()
 
     def _encode_ordinary(self, text: str, out: list[int]) -> None:
         """Append the ids of text that holds no added token: pre-tokenize, then BPE each word (cached)."""

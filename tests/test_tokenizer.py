@@ -84,6 +84,13 @@ def test_encode_long_inputs_match_hf(tok, hf):
         assert tok.encode(text) == hf_ids(hf, text)
 
 
+def test_word_cache_does_not_change_ids(tok, hf):
+    text = CORPUS["english"] + CORPUS["chinese"]
+    warm = tok.encode(text)
+    tok.clear_cache()
+    assert tok.encode(text) == warm == hf_ids(hf, text)
+
+
 def test_hello_world_and_special_ids(tok):
     assert tok.encode("Hello world") == [9707, 1879]
     assert tok.endoftext_id == 151643
