@@ -178,6 +178,7 @@ class Tokenizer:
         self._normalized_added_re = _alternation(list(self._normalized_added))
         self._cache: dict[str, list[int]] = {}
         self._id_to_token, self._id_bytes = _id_tables(self._vocab, added_tokens, source)
+        self._vocab_size = sum(1 for b in self._id_bytes if b is not None)
 
     # ---- loading ----
 
@@ -201,7 +202,7 @@ class Tokenizer:
     @property
     def vocab_size(self) -> int:
         """Number of ids, BPE tokens plus added tokens (151,669 for Qwen3; the model's embedding is padded larger)."""
-        return sum(1 for b in self._id_bytes if b is not None)
+        return self._vocab_size
 
     def token_to_id(self, token: str) -> int | None:
         """The id of an added token ('<|im_end|>') or a byte-level BPE token ('Ġworld'); None if there is none."""
@@ -227,7 +228,7 @@ class Tokenizer:
     def _check_id(self, token_id) -> None:
         i = operator.index(token_id)
         if not (0 <= i < len(self._id_bytes)) or self._id_bytes[i] is None:
-            raise TokenizerError(f"unknown token id {token_id!r}: {self.source} has ids 0..{len(self._id_bytes) - 1}")
+            raise TokenizerError(f"unknown token id {i}: {self.source} has ids 0..{len(self._id_bytes) - 1}")
 
     @property
     def endoftext_id(self) -> int | None:
