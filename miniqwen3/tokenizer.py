@@ -17,7 +17,7 @@ Decoding maps ids back to bytes and decodes UTF-8 with replacement characters fo
 
 Ids equal HF's for any text of characters that Python's `unicodedata` assigns. Characters added to Unicode
 later (CJK Extension J, ...) can split differently: the `regex` module may already class them as letters
-(`\p{L}`) where HF's Oniguruma does not yet. Unlike HF, decoding an unknown id is an error, not skipped.
+(`\\p{L}`) where HF's Oniguruma does not yet. Unlike HF, decoding an unknown id is an error, not skipped.
 """
 from __future__ import annotations
 
