@@ -73,6 +73,12 @@ class Model:
     def new_cache(self) -> KVCache:
         return KVCache()
 
+    def quantize(self, kind: str = "q8_0") -> "Model":
+        """Convert the big matrices in place to 8-bit blocks (see `miniqwen3.quant`); both backends run them."""
+        from .quant import quantize_weights
+        quantize_weights(self.weights, kind)
+        return self
+
     # --- the forward pass ----------------------------------------------------------------------
 
     def forward(self, ids, cache: KVCache | None = None, trace: RoutingTrace | None = None,

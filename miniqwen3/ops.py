@@ -16,7 +16,7 @@ from .weights import as_float32
 # --- basic layers --------------------------------------------------------------------------------
 
 def linear(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """x @ w.T, no bias.  x: [T, IN], w: [OUT, IN] -> [T, OUT]"""
+    """x @ w.T, no bias.  x: [T, IN], w: [OUT, IN] (an array, or a `quant.Q8Weight`) -> [T, OUT]"""
     return x @ as_float32(w).T
 
 

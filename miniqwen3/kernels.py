@@ -1,0 +1,344 @@
+"""Numba twins of the hot ops in `ops`: `linear`, `swiglu`, `attention`, `moe_experts`, with the same names,
+arguments and results (to float32 rounding). `Model.set_backend("numba")` swaps them in.
+
+Three ideas make them fast on a CPU:
+
+- Weights stay as stored (bf16 bits, Q8 blocks or fp32). A kernel widens a small tile of rows to fp32 in a
+  scratch buffer that stays in cache (`widen_rows`), uses it against every token that needs it
+  (`matmul_nt`), and moves on: no fp32 copy of a whole matrix, let alone of all experts.
+- Decode is memory-bound (each token reads every active weight once), prefill is compute-bound (a tile
+  read once serves all T tokens). The same tile loop serves both; the work is split over the cores by
+  row tiles (`prange`).
+- Attention streams over blocks of keys with an online softmax, so the T x S score matrix never exists.
+
+Every function here is plain Python over arrays: with NUMBA_DISABLE_JIT=1 it runs as written (slowly),
+and a notebook can step through it. Compiled code is cached on disk (cache=True), so only the first process
+pays the compile time.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import prange
+
+from . import ops
+from .quant import BLOCK, Q8Weight
+
+# Sums may be reordered (that is what lets LLVM vectorise a dot product); inf and nan keep their meaning,
+# which the masked softmax relies on.
+FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+jit = numba.njit(cache=True, fastmath=FASTMATH)
+parallel_jit = numba.njit(cache=True, fastmath=FASTMATH, parallel=True)
+
+ROWS = 16       # weight rows widened at a time: a [16, IN] fp32 tile (64 KiB at IN=1024) stays in L2
+KEYS = 64       # keys per attention block
+QUERY_ROWS = 32  # query rows (tokens x heads sharing a KV head) per attention task
+
+
+# --- building blocks -----------------------------------------------------------------------------
+
+@jit
+def widen_rows(w, scales, r0, r1, bits):
+    """Rows r0..r1-1 of a weight matrix as fp32, written into the uint32 scratch `bits` and returned as its
+    float32 view [r1 - r0, IN].
+    w: [OUT, IN] bf16 bits (uint16), Q8 values (int8, with scales [OUT, ceil(IN/32)]) or fp32."""
+    IN = w.shape[1]
+    out = bits.view(np.float32)
+    if w.itemsize == 2:        # bf16 is the upper half of an fp32: shift its bits into place
+        for r in range(r0, r1):
+            for j in range(IN):
+                bits[r - r0, j] = np.uint32(w[r, j]) << 16
+    elif w.itemsize == 1:      # Q8: int8 value times the scale of its block
+        for r in range(r0, r1):
+            for b in range(scales.shape[1]):
+                s = scales[r, b]
+                for j in range(b * BLOCK, min(IN, (b + 1) * BLOCK)):
+                    out[r - r0, j] = np.float32(w[r, j]) * s
+    else:                      # fp32
+        for r in range(r0, r1):
+            for j in range(IN):
+                out[r - r0, j] = w[r, j]
+    return out[:r1 - r0]
+
+
+@jit
+def matmul_nt(x, w, y, c0):
+    """y[t, c0 + r] = x[t] . w[r] for every row t of x and r of w (that is, x @ w.T), in fp32.
+    Four rows of x meet two rows of w at a time, so every value loaded feeds several multiply-adds.
+    x: [N, K], w: [R, K], y: [N, >= c0 + R]"""
+    N, K = x.shape
+    R = w.shape[0]
+    N4 = N - N % 4
+    R2 = R - R % 2
+    for t in range(0, N4, 4):
+        x0, x1, x2, x3 = x[t], x[t + 1], x[t + 2], x[t + 3]
+        for r in range(0, R2, 2):
+            w0, w1 = w[r], w[r + 1]
+            a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = np.float32(0)
+            for j in range(K):
+                a00 += x0[j] * w0[j]
+                a01 += x0[j] * w1[j]
+                a10 += x1[j] * w0[j]
+                a11 += x1[j] * w1[j]
+                a20 += x2[j] * w0[j]
+                a21 += x2[j] * w1[j]
+                a30 += x3[j] * w0[j]
+                a31 += x3[j] * w1[j]
+            y[t, c0 + r], y[t, c0 + r + 1] = a00, a01
+            y[t + 1, c0 + r], y[t + 1, c0 + r + 1] = a10, a11
+            y[t + 2, c0 + r], y[t + 2, c0 + r + 1] = a20, a21
+            y[t + 3, c0 + r], y[t + 3, c0 + r + 1] = a30, a31
+        for r in range(R2, R):
+            a0 = a1 = a2 = a3 = np.float32(0)
+            for j in range(K):
+                a0 += x0[j] * w[r, j]
+                a1 += x1[j] * w[r, j]
+                a2 += x2[j] * w[r, j]
+                a3 += x3[j] * w[r, j]
+            y[t, c0 + r], y[t + 1, c0 + r], y[t + 2, c0 + r], y[t + 3, c0 + r] = a0, a1, a2, a3
+    for t in range(N4, N):     # the last few tokens (all of them when decoding): one dot product per row
+        xt = x[t]
+        for r in range(R):
+            acc = np.float32(0)
+            for j in range(K):
+                acc += xt[j] * w[r, j]
+            y[t, c0 + r] = acc
+
+
+@jit
+def silu_times(g, u):
+    """silu(g) * u = g * sigmoid(g) * u, in place in g."""
+    for t in range(g.shape[0]):
+        for j in range(g.shape[1]):
+            gj = g[t, j]
+            g[t, j] = gj / (np.float32(1) + np.exp(-gj)) * u[t, j]
+
+
+def _parts(w):
+    """A weight as (values, scales) for the kernels: Q8 gives its int8 values and block scales; bf16 and fp32
+    arrays give themselves and an empty scales array (fp16 is widened here: no kernel reads fp16).
+    Read-only views, so that memory-mapped and in-memory weights share one compiled kernel."""
+    if isinstance(w, Q8Weight):
+        values, scales = w.q, w.scales
+    else:
+        values = w.astype(np.float32) if w.dtype == np.float16 else w
+        scales = np.empty(values.shape[:-2] + (0, 0), np.float32)
+    values, scales = np.ascontiguousarray(values).view(), scales.view()
+    values.flags.writeable = scales.flags.writeable = False
+    return values, scales
+
+
+# --- linear and SwiGLU ---------------------------------------------------------------------------
+
+@parallel_jit
+def linear_tiles(x, w, scales, out):
+    """out = x @ w.T, one tile of ROWS weight rows per step: widen the tile once, use it for every token.
+    x: [T, IN] fp32, w: [OUT, IN] stored, out: [T, OUT]"""
+    OUT, IN = w.shape
+    n_tiles = (OUT + ROWS - 1) // ROWS
+    for i in prange(n_tiles):
+        r0 = i * ROWS
+        r1 = min(OUT, r0 + ROWS)
+        tile = widen_rows(w, scales, r0, r1, np.empty((ROWS, IN), np.uint32))
+        matmul_nt(x, tile, out, r0)
+
+
+def linear(x: np.ndarray, w) -> np.ndarray:
+    """x @ w.T, no bias.  x: [T, IN], w: [OUT, IN] bf16 / fp16 / fp32 / Q8Weight -> [T, OUT]"""
+    values, scales = _parts(w)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty((x.shape[0], values.shape[0]), np.float32)
+    linear_tiles(x, values, scales, out)
+    return out
+
+
+def swiglu(x: np.ndarray, gate_proj, up_proj, down_proj) -> np.ndarray:
+    """The SwiGLU MLP: down_proj(silu(gate_proj(x)) * up_proj(x)).  x: [T, H] -> [T, H]"""
+    g = linear(x, gate_proj)
+    silu_times(g, linear(x, up_proj))
+    return linear(g, down_proj)
+
+
+# --- attention -----------------------------------------------------------------------------------
+
+@parallel_jit
+def attention_blocks(q, k, v, q_start, out):
+    """Causal GQA attention with an online softmax (see `attention`).
+    q: [T, NH, D], k/v: [S, NKV, D] (C-contiguous fp32), out: [T, NH, D]"""
+    T, NH, D = q.shape
+    NKV = k.shape[1]
+    group = NH // NKV
+    tokens = max(1, QUERY_ROWS // group)            # tokens per task; each brings `group` query heads
+    n_blocks = (T + tokens - 1) // tokens
+    scale = np.float32(1.0 / math.sqrt(D))
+    for task in prange(NKV * n_blocks):
+        kv = task // n_blocks                       # the KV head, and the query heads that read it
+        t0 = (task % n_blocks) * tokens
+        t1 = min(T, t0 + tokens)
+        rows = (t1 - t0) * group                    # query row i = token t0 + i // group, head kv*group + i % group
+        qs = np.empty((rows, D), np.float32)
+        for i in range(rows):
+            for d in range(D):
+                qs[i, d] = q[t0 + i // group, kv * group + i % group, d] * scale
+        m = np.full(rows, -np.inf, np.float32)      # running max of each row's scores
+        l = np.zeros(rows, np.float32)              # running sum of exp(score - m)
+        acc = np.zeros((rows, D), np.float32)       # running sum of exp(score - m) * v
+        keys = np.empty((KEYS, D), np.float32)
+        values_t = np.zeros((D, KEYS), np.float32)  # a block of values, transposed so that p @ v is matmul_nt
+        p = np.zeros((rows, KEYS), np.float32)
+        pv = np.empty((rows, D), np.float32)
+        seen = q_start + t1                         # keys 0..seen-1 are visible to some query of this task
+        for s0 in range(0, seen, KEYS):
+            n = min(KEYS, seen - s0)
+            for s in range(n):
+                for d in range(D):
+                    keys[s, d] = k[s0 + s, kv, d]
+                    values_t[d, s] = v[s0 + s, kv, d]
+            for d in range(D):
+                for s in range(n, KEYS):
+                    values_t[d, s] = 0                   # a short last block: padding adds nothing
+            matmul_nt(qs, keys[:n], p, 0)                # p[:, :n] = scores
+            for i in range(rows):
+                newest = q_start + t0 + i // group       # causal: this query sees keys 0..newest
+                m_new = m[i]
+                for s in range(n):
+                    if s0 + s > newest:
+                        p[i, s] = -np.inf
+                    elif p[i, s] > m_new:
+                        m_new = p[i, s]
+                # m_new is finite: every query sees key 0, which is in the first block
+                rescale = np.exp(m[i] - m_new)
+                total = np.float32(0)
+                for s in range(n):
+                    e = np.exp(p[i, s] - m_new)
+                    p[i, s] = e
+                    total += e
+                for s in range(n, KEYS):
+                    p[i, s] = 0
+                l[i] = l[i] * rescale + total
+                m[i] = m_new
+                for d in range(D):
+                    acc[i, d] *= rescale
+            matmul_nt(p, values_t, pv, 0)                # pv = p @ v_block
+            for i in range(rows):
+                for d in range(D):
+                    acc[i, d] += pv[i, d]
+        for i in range(rows):
+            for d in range(D):
+                out[t0 + i // group, kv * group + i % group, d] = acc[i, d] / l[i]
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, q_start: int) -> np.ndarray:
+    """Causal grouped-query attention, streaming over blocks of KEYS keys with an online softmax:
+    per query row keep the running max m, the sum l of exp(score - m) and acc = sum exp(score - m) v; a new
+    block with a larger max rescales l and acc by exp(m_old - m_new). Output acc / l.
+    q: [T, NH, D] at positions q_start..q_start+T-1; k, v: [S, NKV, D] (S = q_start + T) -> [T, NH, D]
+    Prefill (T > 1) and decode (T = 1, reading the KV cache) are the same loop."""
+    q, k, v = (np.ascontiguousarray(a, dtype=np.float32) for a in (q, k, v))
+    out = np.empty_like(q)
+    attention_blocks(q, k, v, q_start, out)
+    return out
+
+
+# --- mixture of experts --------------------------------------------------------------------------
+
+@jit
+def group_by_expert(experts, n_experts):
+    """Counting sort of the (token, slot) pairs by expert.
+    experts: [T, K] -> order [T*K] (pair index token*K + slot, grouped by expert, in token order within a
+    group), starts [E+1] (expert e's pairs are order[starts[e]:starts[e+1]])"""
+    flat = experts.ravel()
+    counts = np.zeros(n_experts + 1, np.int64)
+    for p in range(flat.size):
+        counts[flat[p] + 1] += 1
+    starts = np.cumsum(counts)
+    fill = starts[:-1].copy()
+    order = np.empty(flat.size, np.int64)
+    for p in range(flat.size):
+        e = flat[p]
+        order[fill[e]] = p
+        fill[e] += 1
+    return order, starts
+
+
+@parallel_jit
+def experts_gate_up(xs, starts, gate_proj, gate_scales, up_proj, up_scales, h):
+    """h[group of e] = silu(xs[group] @ gate_proj[e].T) * (xs[group] @ up_proj[e].T) for every expert with
+    tokens; the work items are (expert, tile of ROWS rows), spread over the cores.
+    xs: [P, H] token rows grouped by expert, gate/up_proj: [E, I, H], h: [P, I]"""
+    E, I, H = gate_proj.shape
+    active = np.nonzero(starts[1:] > starts[:-1])[0]
+    n_tiles = (I + ROWS - 1) // ROWS
+    for item in prange(active.size * n_tiles):
+        e = active[item // n_tiles]
+        r0 = (item % n_tiles) * ROWS
+        r1 = min(I, r0 + ROWS)
+        g0, g1 = starts[e], starts[e + 1]
+        gate = widen_rows(gate_proj[e], gate_scales[e], r0, r1, np.empty((ROWS, H), np.uint32))
+        up = widen_rows(up_proj[e], up_scales[e], r0, r1, np.empty((ROWS, H), np.uint32))
+        g = np.empty((g1 - g0, r1 - r0), np.float32)
+        u = np.empty((g1 - g0, r1 - r0), np.float32)
+        matmul_nt(xs[g0:g1], gate, g, 0)
+        matmul_nt(xs[g0:g1], up, u, 0)
+        silu_times(g, u)
+        for t in range(g1 - g0):
+            for r in range(r1 - r0):
+                h[g0 + t, r0 + r] = g[t, r]
+
+
+@parallel_jit
+def experts_down(h, starts, down_proj, down_scales, ys):
+    """ys[group of e] = h[group] @ down_proj[e].T; work items are (expert, tile of ROWS output rows).
+    h: [P, I], down_proj: [E, H, I], ys: [P, H]"""
+    E, H, I = down_proj.shape
+    active = np.nonzero(starts[1:] > starts[:-1])[0]
+    n_tiles = (H + ROWS - 1) // ROWS
+    for item in prange(active.size * n_tiles):
+        e = active[item // n_tiles]
+        r0 = (item % n_tiles) * ROWS
+        r1 = min(H, r0 + ROWS)
+        g0, g1 = starts[e], starts[e + 1]
+        down = widen_rows(down_proj[e], down_scales[e], r0, r1, np.empty((ROWS, I), np.uint32))
+        matmul_nt(h[g0:g1], down, ys[g0:g1], r0)
+
+
+@parallel_jit
+def combine_slots(ys, order, weights, out):
+    """out[t] = sum over slots k of weights[t, k] * (expert output of pair t*K + k), slot order.
+    ys: [P, H] in expert-grouped order, order: [P], weights: [T, K], out: [T, H]"""
+    T, K = weights.shape
+    where = np.empty(order.size, np.int64)    # where[pair] = its row in ys
+    for p in range(order.size):
+        where[order[p]] = p
+    for t in prange(T):
+        for j in range(out.shape[1]):
+            out[t, j] = 0
+        for k in range(K):
+            row = where[t * K + k]
+            wk = weights[t, k]
+            for j in range(out.shape[1]):
+                out[t, j] += wk * ys[row, j]
+
+
+def moe_experts(x: np.ndarray, experts: np.ndarray, weights: np.ndarray, gate_proj, up_proj,
+                down_proj) -> np.ndarray:
+    """Weighted sum of the chosen experts' SwiGLU outputs, dispatched by expert:
+    sort the (token, slot) pairs by expert (counting sort), gather each expert's tokens into one contiguous
+    group, run the expert's SwiGLU on the group (tile by tile, widening each weight tile once), then add
+    the weighted results back to their tokens.
+    x: [T, H], experts/weights: [T, K], gate_proj/up_proj: [E, I, H], down_proj: [E, H, I] -> [T, H]"""
+    T, K = experts.shape
+    (g, gs), (u, us), (d, ds) = _parts(gate_proj), _parts(up_proj), _parts(down_proj)
+    E, I, H = g.shape
+    order, starts = group_by_expert(np.ascontiguousarray(experts, dtype=np.int64), E)
+    xs = np.ascontiguousarray(x, dtype=np.float32)[order // K]             # [T*K, H] grouped by expert
+    h = np.empty((T * K, I), np.float32)
+    experts_gate_up(xs, starts, g, gs, u, us, h)
+    ys = np.empty((T * K, H), np.float32)
+    experts_down(h, starts, d, ds, ys)
+    out = np.empty((T, H), np.float32)
+    combine_slots(ys, order, np.ascontiguousarray(weights, dtype=np.float32), out)
+    return out
+

@@ -1,0 +1,241 @@
+"""The Numba kernels against their plain-NumPy twins in `ops`, the 8-bit format against its closed form, and
+the numba backend through the whole model against transformers' logits (the golden parity fixtures).
+
+Shapes are small and odd on purpose (rows not a multiple of the tile, keys spanning several blocks, experts
+nobody chose); every kernel is compiled once per weight format and shared by the tests."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import miniqwen3
+from miniqwen3 import kernels, ops
+from miniqwen3.quant import BLOCK, Q8Weight, dequantize, quantize
+from miniqwen3.weights import as_float32, float32_to_bf16
+
+from test_parity import CASES, FIXTURES, check_against
+
+REPO = Path(__file__).resolve().parent.parent
+rng = np.random.default_rng(1234)
+
+
+def randn(*shape, scale=1.0):
+    return (rng.standard_normal(shape, dtype=np.float32) * np.float32(scale))
+
+
+def readonly(a):
+    a = a.view()
+    a.flags.writeable = False
+    return a
+
+
+def weight(fmt, *shape):
+    """A random weight in one of the formats the model holds: bf16 bits or fp32 (read-only, like the memory
+    map), or Q8 blocks."""
+    w = randn(*shape, scale=0.1)
+    if fmt == "bf16":
+        return readonly(float32_to_bf16(w))
+    if fmt == "fp32":
+        return readonly(w)
+    return quantize(float32_to_bf16(w))
+
+
+FORMATS = ["bf16", "fp32", "q8"]
+
+
+# --- linear and SwiGLU ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("T", [1, 3, 9])
+def test_linear_matches_reference(fmt, T):
+    w = weight(fmt, 37, 70)             # 37 rows: two full tiles and a ragged one; 70 inputs: a short Q8 block
+    x = randn(T, 70)
+    np.testing.assert_allclose(kernels.linear(x, w), ops.linear(x, w), rtol=0, atol=2e-6)
+
+
+def test_linear_reads_bf16_exactly():
+    # bf16 values that are small integers: the products and sums are exact in fp32, so any error is a bug
+    w = readonly(float32_to_bf16(rng.integers(-8, 9, size=(19, 33)).astype(np.float32)))
+    x = rng.integers(-4, 5, size=(6, 33)).astype(np.float32)
+    np.testing.assert_array_equal(kernels.linear(x, w), x @ as_float32(w).T)
+
+
+def test_linear_accepts_fp16_and_non_contiguous_activations():
+    w = randn(21, 40, scale=0.1).astype(np.float16)
+    x = randn(40, 5).T                   # a transposed view
+    np.testing.assert_allclose(kernels.linear(x, w), ops.linear(x, w), rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_swiglu_matches_reference(fmt):
+    x = randn(5, 40)
+    g, u, d = weight(fmt, 24, 40), weight(fmt, 24, 40), weight(fmt, 40, 24)
+    np.testing.assert_allclose(kernels.swiglu(x, g, u, d), ops.swiglu(x, g, u, d), rtol=0, atol=2e-6)
+
+
+# --- attention -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("NH,NKV", [(4, 2), (4, 4), (8, 1)])
+@pytest.mark.parametrize("q_start,T", [(0, 37), (0, 1), (113, 1), (100, 13), (5, 150)])
+def test_attention_matches_reference(NH, NKV, q_start, T):
+    # S up to 155 keys: several KEYS=64 blocks and a short last one; decode (T=1) reads a long cache
+    S, D = q_start + T, 16
+    q, k, v = randn(T, NH, D, scale=2.0), randn(S, NKV, D, scale=2.0), randn(S, NKV, D)
+    np.testing.assert_allclose(kernels.attention(q, k, v, q_start), ops.attention(q, k, v, q_start),
+                               rtol=0, atol=2e-6)
+
+
+def test_attention_is_causal_and_stable_for_large_scores():
+    # scores of +-1000: a naive exp overflows; the online softmax must not. The last key sees all.
+    T, NH, NKV, D = 70, 2, 1, 8
+    q, k, v = randn(T, NH, D, scale=30.0), randn(T, NKV, D, scale=30.0), randn(T, NKV, D)
+    out = kernels.attention(q, k, v, 0)
+    assert np.isfinite(out).all()
+    # scores near 1000 carry fp32 rounding of ~1e-4 (summation order differs), which exp passes on
+    np.testing.assert_allclose(out, ops.attention(q, k, v, 0), rtol=0, atol=1e-3)
+    np.testing.assert_allclose(out[0], np.repeat(v[0], NH, axis=0), atol=1e-6)   # token 0 sees only key 0
+
+
+# --- mixture of experts --------------------------------------------------------------------------
+
+def routing(T, E, K, used):
+    """Distinct experts per token drawn from the first `used` experts (the rest stay idle), random weights."""
+    experts = np.stack([rng.permutation(used)[:K] for _ in range(T)])
+    weights = rng.random((T, K)).astype(np.float32)
+    return experts, weights / weights.sum(1, keepdims=True)
+
+
+def test_group_by_expert_is_a_stable_counting_sort():
+    experts = np.array([[3, 1], [1, 0], [3, 2], [1, 3]])
+    order, starts = kernels.group_by_expert(experts, 5)
+    np.testing.assert_array_equal(starts, [0, 1, 4, 5, 8, 8])
+    np.testing.assert_array_equal(order, [3, 1, 2, 6, 5, 0, 4, 7])  # pair = token*K + slot, token order kept
+    np.testing.assert_array_equal(experts.ravel()[order], np.sort(experts.ravel()))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("T", [1, 2, 23])
+def test_moe_experts_match_reference(fmt, T):
+    E, K, H, I = 8, 3, 40, 24
+    experts, weights = routing(T, E, K, used=6)        # experts 6 and 7 get no tokens
+    x = randn(T, H)
+    g, u, d = weight(fmt, E, I, H), weight(fmt, E, I, H), weight(fmt, E, H, I)
+    np.testing.assert_allclose(kernels.moe_experts(x, experts, weights, g, u, d),
+                               ops.moe_experts(x, experts, weights, g, u, d), rtol=0, atol=2e-6)
+
+
+# --- the 8-bit format ----------------------------------------------------------------------------
+
+def test_q8_round_trip_error_is_at_most_half_a_step():
+    w = randn(5, 3 * BLOCK + 7, scale=0.3)                  # a short last block
+    w[1, :BLOCK] = 0                                         # an all-zero block: scale 0, values 0
+    w[2, 5] = 50.0                                           # an outlier only coarsens its own block
+    q = quantize(w)
+    assert q.q.dtype == np.int8 and q.scales.shape == (5, 4)
+    blocks = np.zeros((5, 4 * BLOCK), np.float32)
+    blocks[:, :w.shape[1]] = w
+    amax = np.abs(blocks.reshape(5, 4, BLOCK)).max(-1)
+    np.testing.assert_allclose(q.scales, amax / 127, rtol=1e-6)
+    step = np.repeat(q.scales, BLOCK, axis=1)[:, :w.shape[1]]
+    assert (np.abs(dequantize(q) - w) <= step / 2 * (1 + 1e-5)).all()
+    assert np.abs(q.q).max() == 127 and (q.q[1, :BLOCK] == 0).all()
+    assert np.abs(dequantize(q)[2, BLOCK:] - w[2, BLOCK:]).max() < 0.3 / 127 * 4
+
+
+def test_q8_values_on_the_grid_are_exact():
+    q = rng.integers(-127, 128, size=(3, 2 * BLOCK)).astype(np.int8)
+    q[:, 0] = 127                                            # pins each block's max to 127 * scale
+    q[:, BLOCK] = -127
+    scale = np.float32(2.0 ** -7)                            # a power of two: w = q * scale is exact
+    w = q.astype(np.float32) * scale
+    back = quantize(w)
+    np.testing.assert_array_equal(back.q, q)
+    np.testing.assert_array_equal(dequantize(back), w)
+
+
+def test_q8_weight_works_where_arrays_do():
+    w = quantize(float32_to_bf16(randn(4, 6, 64)))
+    assert w.shape == (4, 6, 64) and w[2].shape == (6, 64)
+    np.testing.assert_array_equal(as_float32(w[2]), dequantize(w)[2])
+    with pytest.raises(ValueError, match="Q8Weight"):
+        Q8Weight(np.zeros((2, 64), np.int8), np.zeros((2, 3), np.float32))
+
+
+# --- the whole model -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", CASES)
+def test_numba_backend_matches_transformers(case):
+    model = miniqwen3.load(FIXTURES / case, backend="numba")
+    check_against(model, np.load(FIXTURES / case / "expected.npz"))
+
+
+@pytest.mark.parametrize("case", ["moe_bf16_keys4x_yarn", "dense_gqa4_bf16"])
+def test_numba_prefill_then_decode_equals_reference(case):
+    fast = miniqwen3.load(FIXTURES / case, backend="numba")
+    ids = np.load(FIXTURES / case / "expected.npz")["ids"]
+    cache = fast.new_cache()
+    pieces = [fast.forward(ids[:9], cache)] + [fast.forward(ids[t:t + 1], cache) for t in range(9, len(ids))]
+    reference = miniqwen3.load(FIXTURES / case).logits(ids)
+    np.testing.assert_allclose(np.concatenate(pieces), reference, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["moe_bf16_keys4x_yarn", "dense_gqa4_bf16"])
+def test_quantized_model_same_on_both_backends_and_close_to_bf16(case):
+    ids = np.load(FIXTURES / case / "expected.npz")["ids"]
+    exact = miniqwen3.load(FIXTURES / case).logits(ids)
+    q_ref = miniqwen3.load(FIXTURES / case).quantize("q8_0")
+    q_fast = miniqwen3.load(FIXTURES / case, backend="numba").quantize("q8_0")
+    assert isinstance(q_fast.weights.layers[0].self_attn.q_proj, Q8Weight)
+    assert isinstance(q_fast.weights.lm_head, Q8Weight)
+    logits = q_fast.logits(ids)
+    np.testing.assert_allclose(logits, q_ref.logits(ids), rtol=0, atol=1e-5)
+    # 8 bits move the logits a little: each weight by up to 1/254 of its block's max, ~0.5% rms per matrix
+    drift = np.linalg.norm(logits - exact) / np.linalg.norm(exact)
+    assert 0 < drift < 0.05, drift
+    with pytest.raises(ValueError, match="q4"):
+        q_ref.quantize("q4")
+
+
+def run_python(code, **env):
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, **env}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_kernels_run_as_plain_python_with_jit_disabled():
+    # NUMBA_DISABLE_JIT=1: the kernels are the Python functions as written (prange is range), still correct
+    out = run_python(f"""
+import numba, numpy as np, miniqwen3
+from miniqwen3 import kernels
+assert numba.config.DISABLE_JIT and not hasattr(kernels.linear_tiles, "py_func")
+case = {str(FIXTURES / "moe_bf16_keys4x_yarn")!r}
+model = miniqwen3.load(case, backend="numba")
+e = np.load(case + "/expected.npz")
+ids = e["ids"][:10]
+print(float(np.abs(model.logits(ids) - e["logits"][:10]).max()))
+""", NUMBA_DISABLE_JIT="1")
+    assert float(out) < 1e-4
+
+
+def test_second_process_loads_compiled_kernels_from_the_cache():
+    # a process that runs a bf16 MoE model, then another one: the second must find every kernel on disk
+    code = f"""
+import json, numpy as np, miniqwen3
+from miniqwen3 import kernels
+model = miniqwen3.load({str(FIXTURES / "moe_bf16_keys4x_yarn")!r}, backend="numba")
+cache = model.new_cache()
+model.forward(np.arange(5), cache)
+model.forward(np.arange(1), cache)
+stats = {{name: f.stats for name, f in vars(kernels).items() if hasattr(f, "stats")}}
+print(json.dumps({{n: [sum(s.cache_hits.values()), sum(s.cache_misses.values())] for n, s in stats.items()}}))
+"""
+    run_python(code)
+    second = json.loads(run_python(code).strip().splitlines()[-1])
+    used = {name: hits for name, (hits, misses) in second.items() if hits or misses}
+    assert {"linear_tiles", "attention_blocks", "experts_gate_up", "experts_down"} <= set(used)
+    assert all(misses == 0 for hits, misses in second.values()), second
