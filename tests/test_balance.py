@@ -1,0 +1,173 @@
+"""Load-balancing math: against transformers' load_balancing_loss_func, closed forms, and finite differences."""
+import numpy as np
+import pytest
+
+from miniqwen3 import balance as b
+
+
+def cyclic_logits(n_experts, k, big=6.0):
+    """E tokens; token t prefers experts t..t+k-1 (mod E) equally, every other expert equally less.
+    Every expert is chosen by exactly k tokens and the mean probability is uniform: perfect balance."""
+    logits = np.zeros((n_experts, n_experts), np.float32)
+    for t in range(n_experts):
+        logits[t, (t + np.arange(k)) % n_experts] = big
+    return logits
+
+
+@pytest.mark.parametrize("E,k", [(8, 1), (8, 2), (16, 4), (128, 8)])
+def test_perfect_balance_gives_k(E, k):
+    logits = cyclic_logits(E, k)
+    probs = b.softmax(logits)
+    np.testing.assert_allclose(b.routed_fraction(b.top_experts(probs, k), E), np.full(E, k / E))
+    np.testing.assert_allclose(b.mean_probability(probs), np.full(E, 1 / E), rtol=1e-6)
+    assert b.load_balancing_loss(logits, k) == pytest.approx(k, rel=1e-6)
+
+
+@pytest.mark.parametrize("E,k", [(8, 1), (8, 2), (128, 8)])
+def test_all_tokens_on_the_same_k_experts_gives_E(E, k):
+    # f = 1 on experts 0..k-1; P = 1/k there (the probability is split evenly): E * k * (1 * 1/k) = E
+    logits = np.zeros((50, E), np.float32)
+    logits[:, :k] = 40.0
+    assert b.load_balancing_loss(logits, k) == pytest.approx(E, rel=1e-5)
+
+
+def test_uniform_probabilities_give_k_whatever_the_choice():
+    # P = 1/E everywhere, so E * sum f / E = sum f = k
+    logits = np.zeros((30, 16), np.float32)
+    assert b.load_balancing_loss(logits, 4) == pytest.approx(4.0)
+
+
+def transformers_loss(layers, k, mask=None):
+    torch = pytest.importorskip("torch")
+    mod = pytest.importorskip("transformers.models.qwen3_moe.modeling_qwen3_moe")
+    gate = tuple(torch.from_numpy(l) for l in layers)
+    m = None if mask is None else torch.from_numpy(mask)
+    return float(mod.load_balancing_loss_func(gate, layers[0].shape[1], k, m))
+
+
+@pytest.mark.parametrize("E,k,n_layers", [(8, 2, 1), (16, 4, 3), (128, 8, 2)])
+def test_matches_transformers(E, k, n_layers):
+    rng = np.random.default_rng(E + k)
+    layers = [rng.normal(size=(24, E)).astype(np.float32) * 2 for _ in range(n_layers)]
+    assert b.load_balancing_loss(layers, k) == pytest.approx(transformers_loss(layers, k), rel=1e-5)
+
+
+def test_matches_transformers_with_padding_mask():
+    rng = np.random.default_rng(0)
+    batch, seq, E, k = 3, 8, 16, 2
+    layers = [rng.normal(size=(batch * seq, E)).astype(np.float32) for _ in range(2)]
+    mask = np.ones((batch, seq), np.int64)
+    mask[0, 5:] = 0
+    mask[2, 2:] = 0
+    ours = b.load_balancing_loss(layers, k, mask)
+    assert ours == pytest.approx(transformers_loss(layers, k, mask), rel=1e-5)
+    assert ours != pytest.approx(b.load_balancing_loss(layers, k), rel=1e-3)   # the mask matters here
+
+
+def test_micro_vs_global_closed_form():
+    # M micro-batches, each routing all its tokens (top-1, p one-hot) to an expert of its own:
+    # micro: each micro-batch has f = P = one-hot, loss E. global: f = 1/M on M experts, E * (1/M) per micro-batch.
+    E, M, n = 8, 4, 10
+    experts = np.repeat(np.arange(M), n)[:, None]
+    probs = np.eye(E)[experts[:, 0]]
+    assert b.micro_batch_loss(probs, experts, n) == pytest.approx(E)
+    assert b.global_batch_loss(probs, experts, n) == pytest.approx(E / M)
+    # one micro-batch holding everything: the two are the same loss
+    assert b.micro_batch_loss(probs, experts, M * n) == pytest.approx(b.global_batch_loss(probs, experts, M * n))
+
+
+def test_global_batch_loss_is_the_loss_of_the_whole_batch_for_equal_micro_batches():
+    rng = np.random.default_rng(1)
+    probs = b.softmax(rng.normal(size=(64, 8)))
+    experts = b.top_experts(probs, 2)
+    whole = b.balance_loss(b.routed_fraction(experts, 8), b.mean_probability(probs))
+    assert b.global_batch_loss(probs, experts, 16) == pytest.approx(whole)
+
+
+@pytest.mark.parametrize("E", [4, 8, 128])
+def test_imbalance_measures_closed_forms(E):
+    balanced = np.full(E, 1 / E)
+    assert b.imbalance(balanced) == {"max/min": 1.0, "cv": 0.0, "max_violation": 0.0}
+    one = np.eye(E)[0]
+    assert b.max_min_ratio(one) == float("inf")
+    assert b.coefficient_of_variation(one) == pytest.approx(np.sqrt(E - 1))
+    assert b.max_violation(one) == pytest.approx(E - 1)
+    assert b.max_min_ratio(np.r_[3.0, 1.0, 1.0, 1.0]) == 3.0
+
+
+def test_expert_load_and_share():
+    experts = np.array([[0, 1], [0, 2], [3, 0]])
+    np.testing.assert_allclose(b.expert_load(experts, 5), [3 / 6, 1 / 6, 1 / 6, 1 / 6, 0])
+    share = b.domain_expert_share(experts, np.array([0, 0, 1]), 5, 3)
+    np.testing.assert_allclose(share, [[0.5, 0.25, 0.25, 0, 0], [0.5, 0, 0, 0.5, 0], [0, 0, 0, 0, 0]])
+
+
+def test_specialisation_closed_forms():
+    assert b.specialisation(np.eye(4)) == pytest.approx(2.0)                 # log2(D) bits: own experts
+    assert b.specialisation(np.tile([0.1, 0.2, 0.3, 0.4], (3, 1))) == pytest.approx(0.0)
+    half = np.array([[0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5]])
+    assert b.specialisation(half) == pytest.approx(1.0)
+
+
+def test_lab_gradients_match_finite_differences():
+    rng = np.random.default_rng(0)
+    T, F, O, E, k = 12, 5, 3, 6, 2
+    x, y = rng.normal(size=(T, F)), rng.normal(size=(T, O))
+    router_w, experts_w = rng.normal(size=(E, F)), rng.normal(size=(E, O, F))
+    f_rows = rng.uniform(size=(T, E))
+    coef = 0.7
+
+    def objective(rw, ew):
+        p, chosen, g = b.route(x, rw, k)
+        y_hat = np.einsum("tk,tko->to", g, np.einsum("tkof,tf->tko", ew[chosen], x))
+        return 0.5 * np.sum((y_hat - y) ** 2) / T + coef * E / T * np.sum(p * f_rows)
+
+    _, g_router, g_experts, _, chosen = b.lab_gradients(x, y, router_w, experts_w, k, f_rows, coef)
+    eps = 1e-6
+    for idx in [(0, 0), (2, 3), (5, 4)]:
+        d = np.zeros_like(router_w)
+        d[idx] = eps
+        assert np.array_equal(b.route(x, router_w + d, k)[1], chosen)       # the choice did not change
+        num = (objective(router_w + d, experts_w) - objective(router_w - d, experts_w)) / (2 * eps)
+        assert g_router[idx] == pytest.approx(num, rel=1e-5, abs=1e-8)
+    for idx in [(int(chosen[0, 0]), 1, 2), (int(chosen[3, 1]), 0, 4)]:
+        d = np.zeros_like(experts_w)
+        d[idx] = eps
+        num = (objective(router_w, experts_w + d) - objective(router_w, experts_w - d)) / (2 * eps)
+        assert g_experts[idx] == pytest.approx(num, rel=1e-5, abs=1e-8)
+
+
+def test_bias_changes_the_choice_not_the_weights():
+    x = np.array([[1.0, 0.0]])
+    w = np.array([[2.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    p, chosen, g = b.route(x, w, 1)
+    assert chosen[0, 0] == 0 and g[0, 0] == 1.0
+    p2, chosen2, _ = b.route(x, w, 2, bias=np.array([-1.0, 0.0, 0.0]))
+    assert list(chosen2[0]) == [1, 2] and np.array_equal(p, p2)
+
+
+@pytest.fixture(scope="module")
+def lab():
+    return {m: b.train_router(m, seed=0) for m in b.METHODS}
+
+
+def test_lab_story(lab):
+    """What the notebook shows: without balancing some experts starve; per-micro-batch balancing (one
+    sequence of one domain per micro-batch) forbids domain experts and hurts the task; the global batch and
+    DeepSeek-V3's bias balance the load and keep the specialisation."""
+    cv = {m: b.coefficient_of_variation(r.load[-20:].mean(axis=0)) for m, r in lab.items()}
+    spec = {m: b.specialisation(r.share) for m, r in lab.items()}
+    final = {m: r.task_loss[-20:].mean() for m, r in lab.items()}
+    assert cv["none"] > 2 * max(cv["global"], cv["bias"], cv["micro"])
+    assert spec["global"] > 2 * spec["micro"] and spec["bias"] > 2 * spec["micro"]
+    assert final["micro"] > 3 * max(final["global"], final["bias"], final["none"])
+    for r in lab.values():
+        np.testing.assert_allclose(r.load.sum(axis=1), 1.0)
+        assert r.task_loss[-1] < r.task_loss[0] / 10
+
+
+def test_lab_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="method 'switch'"):
+        b.train_router("switch")
+    with pytest.raises(ValueError, match="micro_batch=0"):
+        b.train_router("micro", micro_batch=0)
