@@ -207,3 +207,29 @@ def test_greedy_generation_equals_transformers(qwen3_tokenizer_dir, tmp_path):
     expected = ids[0, prompt["input_ids"].shape[1]:].tolist()
     expected = [t for t in expected if t not in (151645, 151643)]
     assert out.token_ids == expected[:len(out.token_ids)] and len(out.token_ids) == len(expected)
+
+
+# --- end to end on the embedded model ---------------------------------------------------------------
+
+TINY = Path(miniqwen3.__file__).parent / "data" / "tiny"
+needs_tiny = pytest.mark.skipif(not (TINY / "config.json").is_file(),
+                                reason="the embedded tiny model is not in this checkout (build it: bash scripts/train_all.sh)")
+
+
+@needs_tiny
+def test_budget_end_to_end_on_the_tiny_model():
+    model = miniqwen3.load()
+    tok = model.tokenizer
+    free = model.generate("What is 2 + 3? /think", budget=None, temperature=0, max_new_tokens=300)
+    assert free.thinking_mode and not free.budget_tripped and free.thinking_tokens > 4
+    cut = model.generate("What is 2 + 3? /think", budget=4, temperature=0, max_new_tokens=300)
+    assert cut.budget_tripped and cut.thinking_tokens == 4           # ASCII thinking: no wait for a boundary
+    # greedy: the first 4 thinking tokens are the unconstrained run's, then the forced sentence and </think>
+    assert cut.token_ids[:5] == free.token_ids[:5]
+    forced = tok.encode(STOP_TEXT) + [tok.end_think_id]
+    assert cut.token_ids[5:5 + len(forced)] == forced
+    assert cut.token_ids.count(tok.end_think_id) == 1 and cut.answer
+    zero = model.generate("What is 2 + 3? /think", budget=0, temperature=0, max_new_tokens=100)
+    assert zero.thinking == "" and zero.thinking_tokens == 0 and zero.answer
+    off = model.generate("What is 2 + 3? /no_think", budget=4, temperature=0, max_new_tokens=100)
+    assert not off.thinking_mode and off.thinking == "" and not off.budget_tripped and off.answer
