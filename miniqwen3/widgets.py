@@ -1,0 +1,201 @@
+"""ipywidgets panels for the notebooks: sliders wired to the functions of `viz` and `balance`.
+
+Every panel is an `ipywidgets.interactive` over a small function that returns what to show (a figure or an
+HTML snippet), so the logic stays in tested code and a panel is a few lines. `panel` also makes a first call
+that fails raise at once (ipywidgets would only log it), so a notebook run top to bottom fails loudly.
+The panel the browser check moves carries the CSS class CHECK (`scripts/browser_check.py`).
+"""
+from __future__ import annotations
+
+import ipywidgets as W
+import numpy as np
+from IPython.display import display
+
+from . import balance, viz
+
+CHECK = "mq-check"
+
+
+def panel(f, check: bool = False, **controls) -> W.interactive:
+    """interactive(f, **controls), showing f's return value; check=True tags it for the browser check."""
+    w = W.interactive(f, {"auto_display": True}, **controls)
+    if w.result is None:
+        f(**w.kwargs)       # the first call failed inside ipywidgets: call again to raise the error here
+        raise RuntimeError(f"{f.__name__} returned None; a panel function must return what to show")
+    if check:
+        w.add_class(CHECK)
+    return w
+
+
+def _slider(cls, value, lo, hi, step=1, description="", continuous=False, **kw):
+    return cls(value=value, min=lo, max=hi, step=step, description=description, continuous_update=continuous,
+               style={"description_width": "initial"}, layout=W.Layout(width="480px"), **kw)
+
+
+# --- RoPE ----------------------------------------------------------------------------------------
+
+def rope_rotation(head_dim: int = 64, pairs=(0, 4, 8, 16, 31)) -> W.interactive:
+    """Position slider: each pair of dimensions rotates by position * inv_freq_i."""
+    def show(position, theta):
+        return viz.rope_pairs_figure(position, head_dim, theta, pairs)
+    return panel(show, check=True, position=_slider(W.IntSlider, 3, 0, 200, description="position m"),
+                 theta=W.Dropdown(options=[("10,000", 10_000.0), ("1,000,000", 1_000_000.0)], value=10_000.0,
+                                  description="theta"))
+
+
+def yarn(head_dim: int = 128, theta: float = 1_000_000.0, original_max: int = 32_768) -> W.interactive:
+    """YaRN factor slider: the ramp, the frequencies and the attention factor."""
+    def show(factor):
+        return viz.yarn_figure(factor, head_dim, theta, original_max)
+    return panel(show, factor=_slider(W.FloatSlider, 4.0, 1.25, 16.0, 0.25, description="YaRN factor"))
+
+
+# --- routing -------------------------------------------------------------------------------------
+
+def router_step(model, ids) -> W.interactive:
+    """Pick a token and a MoE layer; see its router logits, softmax, top-k, weights and the weighted sum."""
+    c = model.config
+    inputs = viz.moe_inputs(model, ids)
+    tokens = viz.token_strings(model.tokenizer, ids) if model.tokenizer else [str(i) for i in ids]
+    layers = sorted(inputs)
+
+    def show(position, layer):
+        s = viz.router_step(model, ids, position, layer, inputs)
+        rows = [{"expert": int(e), "probability": p, "weight": w, "|expert output|": float(np.linalg.norm(o))}
+                for e, p, w, o in zip(s.experts, s.chosen_probs, s.weights, s.expert_outputs)]
+        display(viz.table(rows, {"probability": "{:.4f}".format, "weight": "{:.4f}".format,
+                                 "|expert output|": "{:.3f}".format}))
+        display(viz.Html(f"<small>5-6. weighted sum of the expert outputs vs the model's MoE block: max difference "
+                         f"{np.abs(s.output - s.block_output).max():.2e}; chosen probabilities sum to "
+                         f"{s.chosen_probs.sum():.3f} of the {c.num_experts} experts' 1.0</small>"))
+        return viz.router_step_figure(s, tokens[position])
+    return panel(show, check=True, position=_slider(W.IntSlider, min(5, len(ids) - 1), 0, len(ids) - 1,
+                                                    description="token position"),
+                 layer=W.Dropdown(options=layers, value=layers[0], description="MoE layer"))
+
+
+def routing_text(model, texts: dict) -> W.interactive:
+    """Pick a text: every token coloured by its first-choice expert, one line per MoE layer."""
+    def show(name):
+        ids = texts[name]
+        _, trace = model.trace(ids)
+        return viz.routing_html(viz.token_strings(model.tokenizer, ids), viz.first_choices(trace), trace.layers,
+                                model.config.num_experts)
+    return panel(show, name=W.Dropdown(options=list(texts), description="text"))
+
+
+def top_k_loss(model, sequences, reference: dict | None = None) -> W.interactive:
+    """k slider: the mean loss with k experts per token at inference (the model was trained with the config's k)."""
+    c = model.config
+    seen = dict(reference or {})
+
+    def show(k):
+        if k not in seen:
+            seen.update(viz.loss_vs_top_k(model, sequences, [k]))
+        xy = dict(sorted(seen.items()))
+        return viz.curves_figure({"loss": xy}, "experts per token k",
+                                 title=f"k = {k}: loss {seen[k]:.3f} (trained with k = {c.num_experts_per_tok})")
+    return panel(show, k=_slider(W.IntSlider, c.num_experts_per_tok, 1, c.num_experts, description="k"))
+
+
+def drop_experts(model, sequences, loads: dict, max_drop: int | None = None) -> W.interactive:
+    """n slider: the loss after removing each layer's n most (or least) used experts."""
+    c = model.config
+    max_drop = max_drop or c.num_experts - c.num_experts_per_tok
+    seen = {}
+
+    def show(n, order):
+        if (n, order) not in seen:
+            seen[(n, order)] = viz.loss_vs_dropped(model, sequences, loads, [n], order)[n]
+        curves = {o: dict(sorted((m, v) for (m, oo), v in seen.items() if oo == o))
+                  for o in ("most", "least", "random") if any(oo == o for _, oo in seen)}
+        return viz.curves_figure({f"{o} used first": xy for o, xy in curves.items()}, "experts removed per layer",
+                                 title=f"{n} {order}-used removed: loss {seen[(n, order)]:.3f}")
+    return panel(show, n=_slider(W.IntSlider, 1, 0, max_drop, description="experts removed"),
+                 order=W.Dropdown(options=["most", "least", "random"], value="most", description="which"))
+
+
+# --- load balancing ------------------------------------------------------------------------------
+
+def load_history(steps, loads: dict) -> W.interactive:
+    """Layer slider over a training history: loads is layer -> [S, E]."""
+    layers = sorted(loads)
+
+    def show(layer):
+        return viz.load_history_figure(np.asarray(steps), np.asarray(loads[layer]), f"layer {layer}")
+    return panel(show, layer=W.SelectionSlider(options=layers, value=layers[0], description="layer",
+                                               continuous_update=False))
+
+
+def balance_lab(steps: int = 200, domains=None, seed: int = 0) -> W.interactive:
+    """Sliders for the balance-loss coefficient and the micro-batch size (sequences of one domain each);
+    the four methods trained side by side (`balance.train_router`)."""
+    domains = domains or balance.Domains.make(seed=seed)
+    runs = {}
+
+    def run(method, coef=0.0, micro_batch=1):
+        key = (method, coef, micro_batch)
+        if key not in runs:
+            runs[key] = balance.train_router(method, coef=coef, micro_batch=micro_batch, steps=steps,
+                                             domains=domains, seed=seed)
+        return runs[key]
+
+    def show(coef, micro_batch):
+        results = [run("none"), run("micro", coef, micro_batch), run("global", coef, micro_batch), run("bias")]
+        return viz.lab_figure(results)
+    return panel(show, check=True,
+                 coef=W.FloatLogSlider(value=0.3, base=10, min=-3, max=1, step=0.25, description="coefficient",
+                                       continuous_update=False, style={"description_width": "initial"}),
+                 micro_batch=_slider(W.IntSlider, 1, 1, 16, description="micro-batch (sequences)"))
+
+
+# --- generation and the thinking budget ----------------------------------------------------------
+
+def budget(model, prompt: str = "What is 2 + 3? /think", max_budget: int = 64, max_new_tokens: int = 160,
+           **options) -> W.interactive:
+    """Budget slider with live generation (greedy unless sampling options are given)."""
+    options.setdefault("temperature", 0.0)
+
+    def show(B):
+        r = model.generate(prompt, budget=B, max_new_tokens=max_new_tokens, seed=0, **options)
+        display(viz.token_html(model.tokenizer, r.token_ids))
+        return viz.reply_html(r)
+    return panel(show, check=True, B=_slider(W.IntSlider, 4, 0, max_budget, description="budget B"))
+
+
+def chat(model, prompt: str = "What is 457 + 385?", max_new_tokens: int = 200, **options) -> W.interactive:
+    """A prompt, the mode (/think or /no_think appended) and a budget (its maximum means unlimited)."""
+    options.setdefault("temperature", 0.0)
+    unlimited = 64
+
+    def show(text, mode, B):
+        message = f"{text} {mode}" if mode else text
+        r = model.generate(message, budget=None if B >= unlimited else B, max_new_tokens=max_new_tokens, seed=0,
+                           **options)
+        display(viz.Html(f"<small>sent: <code>{message}</code>; thinking mode: {r.thinking_mode}</small>"))
+        return viz.reply_html(r)
+    return panel(show, check=True, text=W.Text(value=prompt, description="message", continuous_update=False),
+                 mode=W.ToggleButtons(options=[("/think", "/think"), ("/no_think", "/no_think"), ("no flag", "")],
+                                      value="/think", description="flag"),
+                 B=_slider(W.IntSlider, unlimited, 0, unlimited, description=f"budget ({unlimited} = unlimited)"))
+
+
+# --- kernels -------------------------------------------------------------------------------------
+
+def attention_timing(n_heads: int = 8, n_kv_heads: int = 2, head_dim: int = 64) -> W.interactive:
+    """Sequence-length slider: ops.attention (full score matrix) against kernels.attention (online softmax),
+    prefill of S tokens, timed live."""
+    from . import kernels, ops
+    rng = np.random.default_rng(0)
+
+    def show(S):
+        q = rng.normal(size=(S, n_heads, head_dim)).astype(np.float32)
+        k = rng.normal(size=(S, n_kv_heads, head_dim)).astype(np.float32)
+        v = rng.normal(size=(S, n_kv_heads, head_dim)).astype(np.float32)
+        t_ops = viz.best_time(ops.attention, q, k, v, 0)
+        t_ker = viz.best_time(kernels.attention, q, k, v, 0)
+        diff = np.abs(ops.attention(q, k, v, 0) - kernels.attention(q, k, v, 0)).max()
+        return viz.Html(f"<pre>S = {S}: score matrix {n_heads} x {S} x {S} fp32 = {4 * n_heads * S * S / 1e6:.1f} MB\n"
+                        f"ops.attention     {1e3 * t_ops:8.2f} ms\nkernels.attention {1e3 * t_ker:8.2f} ms   "
+                        f"ratio {t_ops / t_ker:.1f}x, max difference {diff:.1e}</pre>")
+    return panel(show, check=True, S=_slider(W.IntSlider, 256, 64, 2048, 64, description="tokens S"))
