@@ -3,12 +3,11 @@ arguments and results (to float32 rounding). `Model.set_backend("numba")` swaps 
 
 Three ideas make them fast on a CPU:
 
-- Weights stay as stored (bf16 bits, Q8 blocks or fp32). A kernel widens a small tile of rows to fp32 in a
-  scratch buffer that stays in cache (`widen_rows`), uses it against every token that needs it
-  (`matmul_nt`), and moves on: no fp32 copy of a whole matrix, let alone of all experts.
-- Decode is memory-bound (each token reads every active weight once), prefill is compute-bound (a tile
-  read once serves all T tokens). The same tile loop serves both; the work is split over the cores by
-  row tiles (`prange`).
+- Weights stay as stored (bf16 bits, Q8 blocks or fp32) and are widened to fp32 where they are used, never
+  as a whole matrix (let alone all experts). Prefill (many tokens) is compute-bound: a tile of weight rows
+  is widened once into a scratch buffer that stays in cache and multiplied with every token (`project`,
+  `matmul_nt`). Decode (one token) is memory-bound: each weight is read once, widened in a register and
+  used at once (`row_dot`). Work is split over the cores by tiles of rows (`prange`).
 - Attention streams over blocks of keys with an online softmax, so the T x S score matrix never exists.
 
 Every function here is plain Python over arrays: with NUMBA_DISABLE_JIT=1 it runs as written (slowly),
@@ -19,7 +18,9 @@ from __future__ import annotations
 
 import math
 
+import llvmlite.ir
 import numba
+import numba.extending
 import numpy as np
 from numba import prange
 
@@ -39,28 +40,85 @@ QUERY_ROWS = 32  # query rows (tokens x heads sharing a KV head) per attention t
 
 # --- building blocks -----------------------------------------------------------------------------
 
+def bf16_to_f32(bits):
+    """One bf16 value, given as its 16 bits, as fp32: the bits are the upper half of the fp32's bits."""
+    return np.array(np.uint32(bits) << np.uint32(16), dtype=np.uint32).view(np.float32)[()]
+
+
+@numba.extending.overload(bf16_to_f32)
+def _bf16_to_f32_compiled(bits):
+    # compiled: a shift and a reinterpretation of the register, which LLVM vectorises in a loop
+    return lambda bits: _uint32_bits_as_f32(np.uint32(bits) << np.uint32(16))
+
+
+@numba.extending.intrinsic
+def _uint32_bits_as_f32(typingctx, bits):
+    """The fp32 whose bit pattern is the uint32 `bits` (no conversion: a bitcast)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvmlite.ir.FloatType())
+    return numba.types.float32(numba.types.uint32), codegen
+
+
 @jit
-def widen_rows(w, scales, r0, r1, bits):
-    """Rows r0..r1-1 of a weight matrix as fp32, written into the uint32 scratch `bits` and returned as its
-    float32 view [r1 - r0, IN].
-    w: [OUT, IN] bf16 bits (uint16), Q8 values (int8, with scales [OUT, ceil(IN/32)]) or fp32."""
-    IN = w.shape[1]
-    out = bits.view(np.float32)
-    if w.itemsize == 2:        # bf16 is the upper half of an fp32: shift its bits into place
+def widen_row(w, scales, r, out):
+    """Row r of a weight matrix as fp32, into out [IN].
+    w: [OUT, IN] bf16 bits (uint16), Q8 values (int8; scales [OUT, ceil(IN/32)]) or fp32."""
+    row = w[r]
+    if w.itemsize == 2:                # bf16
+        for j in range(row.size):
+            out[j] = bf16_to_f32(row[j])
+    elif w.itemsize == 1:              # Q8: int8 value times the scale of its block
+        for j in range(row.size):
+            out[j] = row[j]
+        block_scales = scales[r]
+        for b in range(block_scales.size):
+            block = out[b * BLOCK:min(row.size, (b + 1) * BLOCK)]
+            s = block_scales[b]
+            for j in range(block.size):
+                block[j] *= s
+    else:                              # fp32
+        for j in range(row.size):
+            out[j] = row[j]
+
+
+@jit
+def row_dot(x, w, scales, r):
+    """x . (row r of w as fp32), widening as it reads: decode reads each weight once, so no scratch.
+    x: [IN], w: [OUT, IN] stored (see `widen_row`)"""
+    row = w[r]
+    acc = np.float32(0)
+    if w.itemsize == 2:                # bf16
+        for j in range(row.size):
+            acc += x[j] * bf16_to_f32(row[j])
+    elif w.itemsize == 1:              # Q8: sum over blocks of scale * (x . q) within the block
+        block_scales = scales[r]
+        for b in range(block_scales.size):
+            lo, hi = b * BLOCK, min(row.size, (b + 1) * BLOCK)
+            xb, qb = x[lo:hi], row[lo:hi]
+            part = np.float32(0)
+            for j in range(qb.size):
+                part += xb[j] * np.float32(qb[j])
+            acc += block_scales[b] * part
+    else:                              # fp32
+        for j in range(row.size):
+            acc += x[j] * row[j]
+    return acc
+
+
+@jit
+def project(x, w, scales, r0, r1, y, c0, tile):
+    """y[t, c0 + r - r0] = x[t] . w[r] for the weight rows r0..r1-1 and every token t.
+    Several tokens (prefill): widen the rows once into `tile` [>= r1 - r0, IN] and multiply (`matmul_nt`).
+    One to three tokens (decode): row by row, widening on the fly (`row_dot`).
+    x: [N, IN] fp32, w: [OUT, IN] stored, y: [N, >= c0 + r1 - r0]"""
+    if x.shape[0] >= 4:
         for r in range(r0, r1):
-            for j in range(IN):
-                bits[r - r0, j] = np.uint32(w[r, j]) << 16
-    elif w.itemsize == 1:      # Q8: int8 value times the scale of its block
+            widen_row(w, scales, r, tile[r - r0])
+        matmul_nt(x, tile[:r1 - r0], y, c0)
+    else:
         for r in range(r0, r1):
-            for b in range(scales.shape[1]):
-                s = scales[r, b]
-                for j in range(b * BLOCK, min(IN, (b + 1) * BLOCK)):
-                    out[r - r0, j] = np.float32(w[r, j]) * s
-    else:                      # fp32
-        for r in range(r0, r1):
-            for j in range(IN):
-                out[r - r0, j] = w[r, j]
-    return out[:r1 - r0]
+            for t in range(x.shape[0]):
+                y[t, c0 + r - r0] = row_dot(x[t], w, scales, r)
 
 
 @jit
@@ -91,20 +149,20 @@ def matmul_nt(x, w, y, c0):
             y[t + 2, c0 + r], y[t + 2, c0 + r + 1] = a20, a21
             y[t + 3, c0 + r], y[t + 3, c0 + r + 1] = a30, a31
         for r in range(R2, R):
-            a0 = a1 = a2 = a3 = np.float32(0)
-            for j in range(K):
-                a0 += x0[j] * w[r, j]
-                a1 += x1[j] * w[r, j]
-                a2 += x2[j] * w[r, j]
-                a3 += x3[j] * w[r, j]
-            y[t, c0 + r], y[t + 1, c0 + r], y[t + 2, c0 + r], y[t + 3, c0 + r] = a0, a1, a2, a3
+            y[t, c0 + r], y[t + 1, c0 + r] = dot(x0, w[r]), dot(x1, w[r])
+            y[t + 2, c0 + r], y[t + 3, c0 + r] = dot(x2, w[r]), dot(x3, w[r])
     for t in range(N4, N):     # the last few tokens (all of them when decoding): one dot product per row
-        xt = x[t]
         for r in range(R):
-            acc = np.float32(0)
-            for j in range(K):
-                acc += xt[j] * w[r, j]
-            y[t, c0 + r] = acc
+            y[t, c0 + r] = dot(x[t], w[r])
+
+
+@jit
+def dot(a, b):
+    """sum_j a[j] * b[j] in fp32 (vectorised: fastmath lets the sum be split across SIMD lanes)."""
+    acc = np.float32(0)
+    for j in range(a.size):
+        acc += a[j] * b[j]
+    return acc
 
 
 @jit
@@ -134,15 +192,12 @@ def _parts(w):
 
 @parallel_jit
 def linear_tiles(x, w, scales, out):
-    """out = x @ w.T, one tile of ROWS weight rows per step: widen the tile once, use it for every token.
+    """out = x @ w.T, a tile of ROWS weight rows per step (see `project`), tiles spread over the cores.
     x: [T, IN] fp32, w: [OUT, IN] stored, out: [T, OUT]"""
     OUT, IN = w.shape
-    n_tiles = (OUT + ROWS - 1) // ROWS
-    for i in prange(n_tiles):
+    for i in prange((OUT + ROWS - 1) // ROWS):
         r0 = i * ROWS
-        r1 = min(OUT, r0 + ROWS)
-        tile = widen_rows(w, scales, r0, r1, np.empty((ROWS, IN), np.uint32))
-        matmul_nt(x, tile, out, r0)
+        project(x, w, scales, r0, min(OUT, r0 + ROWS), out, r0, np.empty((ROWS, IN), np.float32))
 
 
 def linear(x: np.ndarray, w) -> np.ndarray:
@@ -276,12 +331,11 @@ def experts_gate_up(xs, starts, gate_proj, gate_scales, up_proj, up_scales, h):
         r0 = (item % n_tiles) * ROWS
         r1 = min(I, r0 + ROWS)
         g0, g1 = starts[e], starts[e + 1]
-        gate = widen_rows(gate_proj[e], gate_scales[e], r0, r1, np.empty((ROWS, H), np.uint32))
-        up = widen_rows(up_proj[e], up_scales[e], r0, r1, np.empty((ROWS, H), np.uint32))
         g = np.empty((g1 - g0, r1 - r0), np.float32)
         u = np.empty((g1 - g0, r1 - r0), np.float32)
-        matmul_nt(xs[g0:g1], gate, g, 0)
-        matmul_nt(xs[g0:g1], up, u, 0)
+        tile = np.empty((ROWS, H), np.float32)
+        project(xs[g0:g1], gate_proj[e], gate_scales[e], r0, r1, g, 0, tile)
+        project(xs[g0:g1], up_proj[e], up_scales[e], r0, r1, u, 0, tile)
         silu_times(g, u)
         for t in range(g1 - g0):
             for r in range(r1 - r0):
@@ -300,8 +354,7 @@ def experts_down(h, starts, down_proj, down_scales, ys):
         r0 = (item % n_tiles) * ROWS
         r1 = min(H, r0 + ROWS)
         g0, g1 = starts[e], starts[e + 1]
-        down = widen_rows(down_proj[e], down_scales[e], r0, r1, np.empty((ROWS, I), np.uint32))
-        matmul_nt(h[g0:g1], down, ys[g0:g1], r0)
+        project(h[g0:g1], down_proj[e], down_scales[e], r0, r1, ys[g0:g1], r0, np.empty((ROWS, I), np.float32))
 
 
 @parallel_jit
