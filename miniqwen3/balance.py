@@ -141,7 +141,7 @@ def specialisation(share: np.ndarray) -> float:
     avg = share.mean(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(share > 0, share * np.log2(share / avg), 0.0)
-    return float(terms.sum(axis=1).mean())
+    return max(0.0, float(terms.sum(axis=1).mean()))     # never -0.0 from rounding
 
 
 # --- a router lab --------------------------------------------------------------------------------

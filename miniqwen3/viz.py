@@ -49,6 +49,17 @@ class Html(str):
         return str(self)
 
 
+def source(*functions):
+    """The source code of functions, highlighted in Jupyter (IPython's Code), plain text elsewhere."""
+    import inspect
+    text = "\n\n".join(inspect.getsource(f) for f in functions)
+    try:
+        from IPython.display import Code
+    except ImportError:
+        return text
+    return Code(text, language="python")
+
+
 def expert_colors(n_experts: int) -> np.ndarray:
     """One RGBA colour per expert: tab10/tab20 when they suffice, else evenly spaced hues.  -> [E, 4]"""
     if n_experts <= 10:
@@ -255,8 +266,8 @@ def yarn_figure(factor: float, head_dim: int = 128, theta: float = 1_000_000.0, 
     ax = fig.add_subplot(1, 2, 2)
     ax.semilogy(2 * np.pi / base, label="original")
     ax.semilogy(2 * np.pi / scaled, label=f"YaRN x{factor:g}")
-    ax.axhline(original_max, color="k", ls=":", lw=1)
-    ax.axhline(original_max * factor, color="k", ls="--", lw=1)
+    ax.axhline(original_max, color="k", ls=":", lw=1, label=f"{original_max:,} (trained)")
+    ax.axhline(original_max * factor, color="k", ls="--", lw=1, label=f"{int(original_max * factor):,} (extended)")
     ax.set_title(f"wavelengths; attention factor {attn:.4f}", fontsize=9)
     ax.set_xlabel("pair i"), ax.legend(fontsize=8)
     return fig
@@ -397,26 +408,48 @@ def chance_repeat_rate(first: np.ndarray, n_experts: int) -> np.ndarray:
     return (q ** 2).sum(axis=1)
 
 
-def routing_by_group(model, groups: dict, layers=None):
-    """Trace each group of sequences (e.g. one group per language or domain).
-    groups: name -> list of id sequences. -> (shares: layer -> [G, E] expert share per group,
-    first: name -> list of [L, T] first choices per sequence)"""
-    from .balance import domain_expert_share
+def repeat_vs_chance(firsts, n_experts: int):
+    """Pooled over sequences (each [L, T] first choices): per layer, the observed rate at which a token keeps the
+    previous token's first-choice expert, and the rate expected by chance from the pooled frequencies.  -> [L], [L]"""
+    same = np.concatenate([f[:, 1:] == f[:, :-1] for f in firsts], axis=1).mean(axis=1)
+    return same, chance_repeat_rate(np.concatenate(list(firsts), axis=1), n_experts)
+
+
+@dataclass
+class GroupRouting:
+    """Routing of groups of sequences (e.g. one group per language or domain), from `routing_by_group`."""
+    names: list             # group names
+    layers: list            # the MoE layers traced
+    counts: np.ndarray      # [S, L, E] assignments per sequence, layer and expert
+    group: np.ndarray       # [S] the group of each sequence
+    first: dict             # name -> list of [L, T] first-choice experts, one per sequence
+
+    def shares(self, group=None) -> dict:
+        """layer -> [G, E]: the share of each group's assignments that went to each expert."""
+        group = self.group if group is None else group
+        per_group = np.stack([self.counts[group == g].sum(axis=0) for g in range(len(self.names))])   # [G, L, E]
+        per_group = per_group / per_group.sum(axis=2, keepdims=True)
+        return {i: per_group[:, j] for j, i in enumerate(self.layers)}
+
+    def shuffled_shares(self, seed: int = 0) -> dict:
+        """The same with the sequences dealt to the groups at random (group sizes kept): what the shares look
+        like when routing does not depend on the group, with this many tokens. The baseline for `specialisation`."""
+        return self.shares(np.random.default_rng(seed).permutation(self.group))
+
+
+def routing_by_group(model, groups: dict) -> GroupRouting:
+    """Trace every sequence of every group.  groups: name -> list of id sequences."""
     c = model.config
-    layers = layers or [i for i in range(c.num_hidden_layers) if c.is_sparse_layer(i)]
-    experts = {i: [] for i in layers}
-    group_of, first = [], {}
+    layers = [i for i in range(c.num_hidden_layers) if c.is_sparse_layer(i)]
+    counts, group, first = [], [], {}
     for g, (name, seqs) in enumerate(groups.items()):
         first[name] = []
         for ids in seqs:
             _, trace = model.trace(ids)
-            for i in layers:
-                experts[i].append(trace.layer(i).experts)
-            group_of.append(np.full(len(ids), g))
+            counts.append([np.bincount(trace.layer(i).experts.ravel(), minlength=c.num_experts) for i in layers])
+            group.append(g)
             first[name].append(first_choices(trace, layers))
-    dom = np.concatenate(group_of)
-    shares = {i: domain_expert_share(np.concatenate(experts[i]), dom, c.num_experts, len(groups)) for i in layers}
-    return shares, first
+    return GroupRouting(list(groups), layers, np.array(counts, dtype=np.float64), np.array(group), first)
 
 
 def group_share_figure(shares: dict, names: list[str], layers=None) -> Figure:
@@ -606,15 +639,33 @@ def accuracy_vs_budget(model, questions, expected, budgets, parse, max_new_token
     return out
 
 
-def accuracy_figure(curves: dict, title: str = "accuracy against the thinking budget") -> Figure:
-    """{label: {budget: accuracy}}; budget None (unlimited) is drawn at the right end."""
+def eval_curves(report: dict) -> dict:
+    """Accuracy-vs-budget curves per level from an EVAL.json report (`scripts/evaluate_tiny.py`:
+    report["arithmetic"]["think"][budget name][level] in percent, budget names "0", "2", ..., "unlimited").
+    -> {label: {budget (None = unlimited): accuracy in 0..1}}"""
+    think = report["arithmetic"]["think"]
+    levels = list(next(iter(think.values())))
+    curves = {}
+    for level in levels:
+        label = "all levels" if level == "all" else f"level {level.lstrip('L')}"
+        curves[label] = {None if name == "unlimited" else int(name): by_level[level] / 100
+                         for name, by_level in think.items() if by_level.get(level) is not None}
+    return curves
+
+
+def accuracy_figure(curves: dict, title: str = "accuracy against the thinking budget",
+                    levels: dict | None = None) -> Figure:
+    """{label: {budget: accuracy}}; budget None (unlimited) is drawn at the right end, budget 0 at the left.
+    levels: {label: accuracy} drawn as dashed horizontal lines (e.g. no-think mode)."""
     fig = figure(6, 3.2)
     ax = fig.add_subplot()
     finite = [b for xy in curves.values() for b in xy if b is not None]
-    right = max(finite) * 1.6 if finite else 1
-    for label, xy in curves.items():
+    right = max(finite) * 2 if finite else 1
+    for j, (label, xy) in enumerate(curves.items()):
         xs = [right if b is None else max(b, 0.5) for b in xy]
-        ax.semilogx(xs, list(xy.values()), "o-", label=label, ms=4, base=2)
+        ax.semilogx(xs, list(xy.values()), "o-", label=label, ms=4, base=2, color=f"C{j}")
+    for j, (label, y) in enumerate((levels or {}).items()):
+        ax.axhline(y, ls="--", lw=1, color=f"C{j}", label=label)
     ax.set_xlabel("thinking budget B (tokens; rightmost = unlimited)"), ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02), ax.set_title(title, fontsize=10), ax.legend(fontsize=8)
     return fig

@@ -219,12 +219,15 @@ def test_loss_sweeps(moe):
 
 
 def test_routing_by_group(moe):
-    shares, first = viz.routing_by_group(moe, {"a": [IDS[:6]], "b": [IDS[6:], IDS[:3]]})
-    assert sorted(shares) == [0, 1, 2]
+    g = viz.routing_by_group(moe, {"a": [IDS[:6]], "b": [IDS[6:], IDS[:3]]})
+    shares = g.shares()
+    assert sorted(shares) == [0, 1, 2] and g.counts.shape == (3, 3, 8)
     np.testing.assert_allclose(shares[1].sum(axis=1), 1.0)
-    assert first["b"][0].shape == (3, 6)
+    assert g.first["b"][0].shape == (3, 6)
     _, trace = moe.trace(IDS[:6])
     np.testing.assert_allclose(shares[1][0], trace.expert_load(1))
+    # dealt at random, group sizes kept (one sequence in a, two in b): some seed moves a sequence
+    assert any(not np.allclose(g.shuffled_shares(seed)[0], shares[0]) for seed in range(5))
     assert len(viz.group_share_figure(shares, ["a", "b"]).axes) == 3
 
 
@@ -283,6 +286,14 @@ def test_accuracy_vs_budget_counts_right_answers(chat_moe):
     assert acc == {0: 0.5}
     fig = viz.accuracy_figure({"live": acc, "eval": {0: 0.1, 8: 0.5, None: 0.9}})
     assert fig.axes[0].get_ylabel() == "accuracy"
+
+
+def test_eval_curves_read_the_evaluate_tiny_layout():
+    report = {"arithmetic": {"think": {"0": {"L1": 50.0, "all": 25.0}, "8": {"L1": 100.0, "all": None},
+                                       "unlimited": {"L1": 100.0, "all": 75.0}}}}
+    assert viz.eval_curves(report) == {"level 1": {0: 0.5, 8: 1.0, None: 1.0}, "all levels": {0: 0.25, None: 0.75}}
+    fig = viz.accuracy_figure(viz.eval_curves(report), levels={"no-think": 0.4})
+    assert len(fig.axes[0].lines) == 3
 
 
 # --- balance and kernels figures -----------------------------------------------------------------
@@ -388,3 +399,10 @@ def test_balance_widgets():
 def test_attention_timing_widget():
     w = widgets.attention_timing()
     assert "S = 128" in move(w, 0, 128) and "max difference" in w.result
+
+
+def test_repeat_vs_chance_pools_sequences_without_crossing_them():
+    a, b = np.array([[0, 0, 0]]), np.array([[1, 1]])
+    same, chance = viz.repeat_vs_chance([a, b], 2)
+    np.testing.assert_allclose(same, [1.0])                 # the 0 -> 1 step between sequences is not a pair
+    np.testing.assert_allclose(chance, [(3 / 5) ** 2 + (2 / 5) ** 2])
