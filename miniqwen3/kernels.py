@@ -34,6 +34,8 @@ jit = numba.njit(cache=True, fastmath=FASTMATH)
 parallel_jit = numba.njit(cache=True, fastmath=FASTMATH, parallel=True)
 
 ROWS = 16       # weight rows widened at a time: a [16, IN] fp32 tile (64 KiB at IN=1024) stays in L2
+BLAS_TOKENS = 16  # from this many tokens on, `linear` hands widened chunks to BLAS
+CHUNK_ROWS = 512  # weight rows widened per BLAS call: a [512, IN] fp32 buffer
 KEYS = 64       # keys per attention block
 QUERY_ROWS = 32  # query rows (tokens x heads sharing a KV head) per attention task
 
@@ -200,12 +202,33 @@ def linear_tiles(x, w, scales, out):
         project(x, w, scales, r0, min(OUT, r0 + ROWS), out, r0, np.empty((ROWS, IN), np.float32))
 
 
+@parallel_jit
+def widen_chunk(w, scales, r0, r1, out):
+    """out[:r1 - r0] = rows r0..r1-1 of w as fp32, rows spread over the cores."""
+    for r in prange(r0, r1):
+        widen_row(w, scales, r, out[r - r0])
+
+
 def linear(x: np.ndarray, w) -> np.ndarray:
-    """x @ w.T, no bias.  x: [T, IN], w: [OUT, IN] bf16 / fp16 / fp32 / Q8Weight -> [T, OUT]"""
+    """x @ w.T, no bias.  x: [T, IN], w: [OUT, IN] bf16 / fp16 / fp32 / Q8Weight -> [T, OUT]
+
+    Few tokens (decode): `linear_tiles`, bound by reading the weights. Many tokens (prefill): bound by
+    arithmetic, where BLAS's matmul is faster than anything written here, so widen CHUNK_ROWS rows at a time
+    into a reused fp32 buffer and hand them to BLAS with all the tokens."""
     values, scales = _parts(w)
     x = np.ascontiguousarray(x, dtype=np.float32)
-    out = np.empty((x.shape[0], values.shape[0]), np.float32)
-    linear_tiles(x, values, scales, out)
+    (T, IN), OUT = x.shape, values.shape[0]
+    if T >= BLAS_TOKENS and values.dtype == np.float32:
+        return x @ values.T
+    out = np.empty((T, OUT), np.float32)
+    if T < BLAS_TOKENS:
+        linear_tiles(x, values, scales, out)
+        return out
+    chunk = np.empty((min(OUT, CHUNK_ROWS), IN), np.float32)
+    for r0 in range(0, OUT, CHUNK_ROWS):
+        r1 = min(OUT, r0 + CHUNK_ROWS)
+        widen_chunk(values, scales, r0, r1, chunk)
+        out[:, r0:r1] = x @ chunk[:r1 - r0].T
     return out
 
 
@@ -218,21 +241,63 @@ def swiglu(x: np.ndarray, gate_proj, up_proj, down_proj) -> np.ndarray:
 
 # --- attention -----------------------------------------------------------------------------------
 
+@jit
+def key_block_scores(qs, k, kv, s0, n, keys, p):
+    """p[i, s] = qs[i] . k[s0 + s, kv] for the n keys of a block.
+    Many query rows: copy the keys into a contiguous block and multiply (`matmul_nt`); a few (decode):
+    one dot product per key, read straight from the cache."""
+    if qs.shape[0] >= 4:
+        for s in range(n):
+            keys[s] = k[s0 + s, kv]
+        matmul_nt(qs, keys[:n], p, 0)
+    else:
+        for i in range(qs.shape[0]):
+            for s in range(n):
+                p[i, s] = dot(qs[i], k[s0 + s, kv])
+
+
+@jit
+def add_value_block(p, v, kv, s0, n, values_t, pv, acc):
+    """acc[i] += sum_s p[i, s] * v[s0 + s, kv] over the n keys of a block.
+    Many query rows: transpose the values into `values_t` [D, KEYS] (zero-padded), so that p @ v is a
+    `matmul_nt`; a few (decode): add each value row, scaled, straight from the cache."""
+    rows, D = acc.shape
+    if rows >= 4:
+        for s in range(n):
+            value = v[s0 + s, kv]
+            for d in range(D):
+                values_t[d, s] = value[d]
+        for d in range(D):
+            for s in range(n, values_t.shape[1]):
+                values_t[d, s] = 0
+        matmul_nt(p, values_t, pv, 0)
+        for i in range(rows):
+            for d in range(D):
+                acc[i, d] += pv[i, d]
+    else:
+        for i in range(rows):
+            for s in range(n):
+                value, weight = v[s0 + s, kv], p[i, s]
+                for d in range(D):
+                    acc[i, d] += weight * value[d]
+
+
 @parallel_jit
 def attention_blocks(q, k, v, q_start, out):
-    """Causal GQA attention with an online softmax (see `attention`).
+    """Causal GQA attention with an online softmax (see `attention`). A task is one KV head and a run of
+    tokens; its query rows are those tokens times the query heads that share the KV head.
     q: [T, NH, D], k/v: [S, NKV, D] (C-contiguous fp32), out: [T, NH, D]"""
     T, NH, D = q.shape
     NKV = k.shape[1]
     group = NH // NKV
-    tokens = max(1, QUERY_ROWS // group)            # tokens per task; each brings `group` query heads
-    n_blocks = (T + tokens - 1) // tokens
+    tokens = max(1, QUERY_ROWS // group)            # tokens per task
+    n_runs = (T + tokens - 1) // tokens
     scale = np.float32(1.0 / math.sqrt(D))
-    for task in prange(NKV * n_blocks):
-        kv = task // n_blocks                       # the KV head, and the query heads that read it
-        t0 = (task % n_blocks) * tokens
+    for task in prange(NKV * n_runs):
+        kv = task // n_runs
+        t0 = (task % n_runs) * tokens
         t1 = min(T, t0 + tokens)
-        rows = (t1 - t0) * group                    # query row i = token t0 + i // group, head kv*group + i % group
+        rows = (t1 - t0) * group                    # row i: token t0 + i // group, head kv * group + i % group
         qs = np.empty((rows, D), np.float32)
         for i in range(rows):
             for d in range(D):
@@ -240,30 +305,22 @@ def attention_blocks(q, k, v, q_start, out):
         m = np.full(rows, -np.inf, np.float32)      # running max of each row's scores
         l = np.zeros(rows, np.float32)              # running sum of exp(score - m)
         acc = np.zeros((rows, D), np.float32)       # running sum of exp(score - m) * v
-        keys = np.empty((KEYS, D), np.float32)
-        values_t = np.zeros((D, KEYS), np.float32)  # a block of values, transposed so that p @ v is matmul_nt
-        p = np.zeros((rows, KEYS), np.float32)
-        pv = np.empty((rows, D), np.float32)
-        seen = q_start + t1                         # keys 0..seen-1 are visible to some query of this task
+        p = np.zeros((rows, KEYS), np.float32)      # a block's scores, then their exp
+        keys, values_t, pv = np.empty((KEYS, D), np.float32), np.empty((D, KEYS), np.float32), \
+            np.empty((rows, D), np.float32)
+        seen = q_start + t1                         # keys 0..seen-1 are visible to some row of this task
         for s0 in range(0, seen, KEYS):
             n = min(KEYS, seen - s0)
-            for s in range(n):
-                for d in range(D):
-                    keys[s, d] = k[s0 + s, kv, d]
-                    values_t[d, s] = v[s0 + s, kv, d]
-            for d in range(D):
-                for s in range(n, KEYS):
-                    values_t[d, s] = 0                   # a short last block: padding adds nothing
-            matmul_nt(qs, keys[:n], p, 0)                # p[:, :n] = scores
+            key_block_scores(qs, k, kv, s0, n, keys, p)
             for i in range(rows):
-                newest = q_start + t0 + i // group       # causal: this query sees keys 0..newest
+                newest = q_start + t0 + i // group  # causal: this row sees keys 0..newest
                 m_new = m[i]
                 for s in range(n):
                     if s0 + s > newest:
                         p[i, s] = -np.inf
                     elif p[i, s] > m_new:
                         m_new = p[i, s]
-                # m_new is finite: every query sees key 0, which is in the first block
+                # m_new is finite: every row sees key 0, which is in the first block
                 rescale = np.exp(m[i] - m_new)
                 total = np.float32(0)
                 for s in range(n):
@@ -276,10 +333,7 @@ def attention_blocks(q, k, v, q_start, out):
                 m[i] = m_new
                 for d in range(D):
                     acc[i, d] *= rescale
-            matmul_nt(p, values_t, pv, 0)                # pv = p @ v_block
-            for i in range(rows):
-                for d in range(D):
-                    acc[i, d] += pv[i, d]
+            add_value_block(p, v, kv, s0, n, values_t, pv, acc)
         for i in range(rows):
             for d in range(D):
                 out[t0 + i // group, kv * group + i % group, d] = acc[i, d] / l[i]
