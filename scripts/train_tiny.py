@@ -28,13 +28,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import random
+import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# On a shared machine, OpenMP threads that spin while waiting for a descheduled sibling make every step
+# several times slower; passive waiting keeps two threads as fast as one at worst.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parent.parent
@@ -216,6 +220,15 @@ def lm_loss_sum(logits, ids, tgt):
     return F.cross_entropy(logits.float(), ids[:, 1:][mask], reduction="sum"), int(mask.sum())
 
 
+def forward(model, ids, tgt, att):
+    """One micro-batch: summed LM loss over the trained targets, and the router logits of every MoE layer.
+    The lm_head runs only at the positions that predict a trained token (about half of a conversation)."""
+    out = model.model(input_ids=ids, attention_mask=att, output_router_logits=True)
+    mask = tgt[:, 1:]
+    logits = model.lm_head(out.last_hidden_state[:, :-1][mask])
+    return F.cross_entropy(logits.float(), ids[:, 1:][mask], reduction="sum"), out.router_logits
+
+
 def router_stats(router_logits, att, top_k: int):
     """Per MoE layer, for the real (unpadded) tokens of one micro-batch: router probabilities [N, E] (with
     gradient) and the count of routing slots each expert won [E] (no gradient)."""
@@ -327,10 +340,9 @@ def train(args):
         domain_counts = {d: [torch.zeros(E) for _ in range(L)] for d in DOMAINS}
         aux_micro, tokens = [], 0
         for domain, ids, tgt, att in micro:
-            out = model(input_ids=ids, attention_mask=att, output_router_logits=True)
-            loss_sum, _ = lm_loss_sum(out.logits, ids, tgt)
+            loss_sum, router_logits = forward(model, ids, tgt, att)
             lm_total = lm_total + loss_sum / n_target
-            p, c = router_stats(out.router_logits, att, K)
+            p, c = router_stats(router_logits, att, K)
             with torch.no_grad():
                 aux_micro.append(float(load_balancing_loss(p, c, E)))
             for layer in range(L):
@@ -347,7 +359,7 @@ def train(args):
         opt.step()
 
         load = torch.stack(counts) / torch.stack(counts).sum(dim=1, keepdim=True)   # [L, E], rows sum to 1
-        hist["loss"].append(float(lm_total))
+        hist["loss"].append(float(lm_total.detach()))
         hist["aux"].append(float(aux))
         hist["aux_micro"].append(float(np.mean(aux_micro)))
         hist["lr"].append(lr)
@@ -364,7 +376,7 @@ def train(args):
             el = hist["seconds"][-1]
             tps = sum(hist["tokens"][-args.log_every:]) / max(1e-9, el - (hist["seconds"][-args.log_every - 1]
                                                                           if len(hist["seconds"]) > args.log_every else 0))
-            print(f"step {step:5d} loss {float(lm_total):.4f} aux {float(aux):.3f} (micro {np.mean(aux_micro):.3f}) "
+            print(f"step {step:5d} loss {hist['loss'][-1]:.4f} aux {float(aux):.3f} (micro {np.mean(aux_micro):.3f}) "
                   f"lr {lr:.2e} gn {float(grad_norm):.2f} max-load {float(load.max()):.3f} "
                   f"{tps:.0f} tok/s {el / 60:.1f} min", flush=True)
         if (step + 1) % args.eval_every == 0 or step == args.steps - 1:
@@ -450,7 +462,7 @@ def main(argv=None):
     t.add_argument("--corpus", default="build/tiny/corpus")
     t.add_argument("--tokenizer", default="build/tiny/tokenizer")
     t.add_argument("--run", default="build/tiny/run")
-    t.add_argument("--steps", type=int, default=2400)
+    t.add_argument("--steps", type=int, default=1600)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--min-lr-ratio", type=float, default=0.05)
     t.add_argument("--warmup", type=int, default=100)
@@ -460,7 +472,7 @@ def main(argv=None):
     t.add_argument("--chat-tokens", type=int, default=7168, help="conversation tokens per step")
     t.add_argument("--windows", type=int, default=2, help="prose windows and code windows per step")
     t.add_argument("--window-len", type=int, default=256)
-    t.add_argument("--micro-max", type=int, default=32, help="conversations per micro-batch at most")
+    t.add_argument("--micro-max", type=int, default=24, help="conversations per micro-batch at most")
     t.add_argument("--hidden", type=int, default=192)
     t.add_argument("--layers", type=int, default=4)
     t.add_argument("--heads", type=int, default=6)
