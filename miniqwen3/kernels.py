@@ -126,34 +126,36 @@ def project(x, w, scales, r0, r1, y, c0, tile):
 @jit
 def matmul_nt(x, w, y, c0):
     """y[t, c0 + r] = x[t] . w[r] for every row t of x and r of w (that is, x @ w.T), in fp32.
-    Four rows of x meet two rows of w at a time, so every value loaded feeds several multiply-adds.
+    Four rows of x meet four rows of w at a time: 16 running sums, and each value loaded feeds 4 of them.
     x: [N, K], w: [R, K], y: [N, >= c0 + R]"""
     N, K = x.shape
     R = w.shape[0]
-    N4 = N - N % 4
-    R2 = R - R % 2
+    N4, R4 = N - N % 4, R - R % 4
     for t in range(0, N4, 4):
         x0, x1, x2, x3 = x[t], x[t + 1], x[t + 2], x[t + 3]
-        for r in range(0, R2, 2):
-            w0, w1 = w[r], w[r + 1]
-            a00 = a01 = a10 = a11 = a20 = a21 = a30 = a31 = np.float32(0)
+        for r in range(0, R4, 4):
+            w0, w1, w2, w3 = w[r], w[r + 1], w[r + 2], w[r + 3]
+            a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = np.float32(0)
+            a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = np.float32(0)
             for j in range(K):
-                a00 += x0[j] * w0[j]
-                a01 += x0[j] * w1[j]
-                a10 += x1[j] * w0[j]
-                a11 += x1[j] * w1[j]
-                a20 += x2[j] * w0[j]
-                a21 += x2[j] * w1[j]
-                a30 += x3[j] * w0[j]
-                a31 += x3[j] * w1[j]
-            y[t, c0 + r], y[t, c0 + r + 1] = a00, a01
-            y[t + 1, c0 + r], y[t + 1, c0 + r + 1] = a10, a11
-            y[t + 2, c0 + r], y[t + 2, c0 + r + 1] = a20, a21
-            y[t + 3, c0 + r], y[t + 3, c0 + r + 1] = a30, a31
-        for r in range(R2, R):
-            y[t, c0 + r], y[t + 1, c0 + r] = dot(x0, w[r]), dot(x1, w[r])
-            y[t + 2, c0 + r], y[t + 3, c0 + r] = dot(x2, w[r]), dot(x3, w[r])
-    for t in range(N4, N):     # the last few tokens (all of them when decoding): one dot product per row
+                v0, v1, v2, v3 = w0[j], w1[j], w2[j], w3[j]
+                u = x0[j]
+                a00 += u * v0; a01 += u * v1; a02 += u * v2; a03 += u * v3   # noqa: E702
+                u = x1[j]
+                a10 += u * v0; a11 += u * v1; a12 += u * v2; a13 += u * v3   # noqa: E702
+                u = x2[j]
+                a20 += u * v0; a21 += u * v1; a22 += u * v2; a23 += u * v3   # noqa: E702
+                u = x3[j]
+                a30 += u * v0; a31 += u * v1; a32 += u * v2; a33 += u * v3   # noqa: E702
+            c = c0 + r
+            y[t, c], y[t, c + 1], y[t, c + 2], y[t, c + 3] = a00, a01, a02, a03
+            y[t + 1, c], y[t + 1, c + 1], y[t + 1, c + 2], y[t + 1, c + 3] = a10, a11, a12, a13
+            y[t + 2, c], y[t + 2, c + 1], y[t + 2, c + 2], y[t + 2, c + 3] = a20, a21, a22, a23
+            y[t + 3, c], y[t + 3, c + 1], y[t + 3, c + 2], y[t + 3, c + 3] = a30, a31, a32, a33
+        for r in range(R4, R):   # the last rows of w
+            for i in range(4):
+                y[t + i, c0 + r] = dot(x[t + i], w[r])
+    for t in range(N4, N):       # the last tokens (all of them when there are fewer than four)
         for r in range(R):
             y[t, c0 + r] = dot(x[t], w[r])
 
