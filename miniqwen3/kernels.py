@@ -286,59 +286,64 @@ def add_value_block(p, v, kv, s0, n, values_t, pv, acc):
 
 @parallel_jit
 def attention_blocks(q, k, v, q_start, out):
-    """Causal GQA attention with an online softmax (see `attention`). A task is one KV head and a run of
-    tokens; its query rows are those tokens times the query heads that share the KV head.
-    q: [T, NH, D], k/v: [S, NKV, D] (C-contiguous fp32), out: [T, NH, D]"""
+    """Causal GQA attention with an online softmax (see `attention`), one task per KV head and run of
+    tokens, tasks spread over the cores.  q: [T, NH, D], k/v: [S, NKV, D] (C-contiguous fp32), out: [T, NH, D]"""
     T, NH, D = q.shape
     NKV = k.shape[1]
-    group = NH // NKV
-    tokens = max(1, QUERY_ROWS // group)            # tokens per task
+    tokens = max(1, QUERY_ROWS // (NH // NKV))      # tokens per task
     n_runs = (T + tokens - 1) // tokens
-    scale = np.float32(1.0 / math.sqrt(D))
     for task in prange(NKV * n_runs):
-        kv = task // n_runs
         t0 = (task % n_runs) * tokens
-        t1 = min(T, t0 + tokens)
-        rows = (t1 - t0) * group                    # row i: token t0 + i // group, head kv * group + i % group
-        qs = np.empty((rows, D), np.float32)
+        attention_task(q, k, v, q_start, task // n_runs, t0, min(T, t0 + tokens), out)
+
+
+@jit
+def attention_task(q, k, v, q_start, kv, t0, t1, out):
+    """Attention of the tokens t0..t1-1 for the query heads that share KV head kv. Its query rows are those
+    tokens times those heads, scores against one block of KEYS keys at a time."""
+    NH, D = q.shape[1], q.shape[2]
+    group = NH // k.shape[1]
+    rows = (t1 - t0) * group                    # row i: token t0 + i // group, head kv * group + i % group
+    scale = np.float32(1.0 / math.sqrt(D))
+    qs = np.empty((rows, D), np.float32)
+    for i in range(rows):
+        for d in range(D):
+            qs[i, d] = q[t0 + i // group, kv * group + i % group, d] * scale
+    m = np.full(rows, -np.inf, np.float32)      # running max of each row's scores
+    l = np.zeros(rows, np.float32)              # running sum of exp(score - m)
+    acc = np.zeros((rows, D), np.float32)       # running sum of exp(score - m) * v
+    p = np.zeros((rows, KEYS), np.float32)      # a block's scores, then their exp
+    keys, values_t = np.empty((KEYS, D), np.float32), np.empty((D, KEYS), np.float32)
+    pv = np.empty((rows, D), np.float32)
+    seen = q_start + t1                         # keys 0..seen-1 are visible to some row of this task
+    for s0 in range(0, seen, KEYS):
+        n = min(KEYS, seen - s0)
+        key_block_scores(qs, k, kv, s0, n, keys, p)
         for i in range(rows):
+            newest = q_start + t0 + i // group  # causal: this row sees keys 0..newest
+            m_new = m[i]
+            for s in range(n):
+                if s0 + s > newest:
+                    p[i, s] = -np.inf
+                elif p[i, s] > m_new:
+                    m_new = p[i, s]
+            # m_new is finite: every row sees key 0, which is in the first block
+            rescale = np.exp(m[i] - m_new)
+            total = np.float32(0)
+            for s in range(n):
+                e = np.exp(p[i, s] - m_new)
+                p[i, s] = e
+                total += e
+            for s in range(n, KEYS):
+                p[i, s] = 0
+            l[i] = l[i] * rescale + total
+            m[i] = m_new
             for d in range(D):
-                qs[i, d] = q[t0 + i // group, kv * group + i % group, d] * scale
-        m = np.full(rows, -np.inf, np.float32)      # running max of each row's scores
-        l = np.zeros(rows, np.float32)              # running sum of exp(score - m)
-        acc = np.zeros((rows, D), np.float32)       # running sum of exp(score - m) * v
-        p = np.zeros((rows, KEYS), np.float32)      # a block's scores, then their exp
-        keys, values_t, pv = np.empty((KEYS, D), np.float32), np.empty((D, KEYS), np.float32), \
-            np.empty((rows, D), np.float32)
-        seen = q_start + t1                         # keys 0..seen-1 are visible to some row of this task
-        for s0 in range(0, seen, KEYS):
-            n = min(KEYS, seen - s0)
-            key_block_scores(qs, k, kv, s0, n, keys, p)
-            for i in range(rows):
-                newest = q_start + t0 + i // group  # causal: this row sees keys 0..newest
-                m_new = m[i]
-                for s in range(n):
-                    if s0 + s > newest:
-                        p[i, s] = -np.inf
-                    elif p[i, s] > m_new:
-                        m_new = p[i, s]
-                # m_new is finite: every row sees key 0, which is in the first block
-                rescale = np.exp(m[i] - m_new)
-                total = np.float32(0)
-                for s in range(n):
-                    e = np.exp(p[i, s] - m_new)
-                    p[i, s] = e
-                    total += e
-                for s in range(n, KEYS):
-                    p[i, s] = 0
-                l[i] = l[i] * rescale + total
-                m[i] = m_new
-                for d in range(D):
-                    acc[i, d] *= rescale
-            add_value_block(p, v, kv, s0, n, values_t, pv, acc)
-        for i in range(rows):
-            for d in range(D):
-                out[t0 + i // group, kv * group + i % group, d] = acc[i, d] / l[i]
+                acc[i, d] *= rescale
+        add_value_block(p, v, kv, s0, n, values_t, pv, acc)
+    for i in range(rows):
+        for d in range(D):
+            out[t0 + i // group, kv * group + i % group, d] = acc[i, d] / l[i]
 
 
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, q_start: int) -> np.ndarray:
