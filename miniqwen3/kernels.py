@@ -64,20 +64,15 @@ def _uint32_bits_as_f32(typingctx, bits):
 @jit
 def widen_row(w, scales, r, out):
     """Row r of a weight matrix as fp32, into out [IN].
-    w: [OUT, IN] bf16 bits (uint16), Q8 values (int8; scales [OUT, ceil(IN/32)]) or fp32."""
+    w: [OUT, IN] bf16 bits (uint16), Q8 values (int8; scales [ceil(OUT/32), IN]) or fp32."""
     row = w[r]
     if w.itemsize == 2:                # bf16
         for j in range(row.size):
             out[j] = bf16_to_f32(row[j])
-    elif w.itemsize == 1:              # Q8: int8 value times the scale of its block
+    elif w.itemsize == 1:              # Q8: int8 value times the scale of its block (of 32 rows)
+        scale = scales[r // BLOCK]
         for j in range(row.size):
-            out[j] = row[j]
-        block_scales = scales[r]
-        for b in range(block_scales.size):
-            block = out[b * BLOCK:min(row.size, (b + 1) * BLOCK)]
-            s = block_scales[b]
-            for j in range(block.size):
-                block[j] *= s
+            out[j] = row[j] * scale[j]
     else:                              # fp32
         for j in range(row.size):
             out[j] = row[j]
@@ -92,15 +87,10 @@ def row_dot(x, w, scales, r):
     if w.itemsize == 2:                # bf16
         for j in range(row.size):
             acc += x[j] * bf16_to_f32(row[j])
-    elif w.itemsize == 1:              # Q8: sum over blocks of scale * (x . q) within the block
-        block_scales = scales[r]
-        for b in range(block_scales.size):
-            lo, hi = b * BLOCK, min(row.size, (b + 1) * BLOCK)
-            xb, qb = x[lo:hi], row[lo:hi]
-            part = np.float32(0)
-            for j in range(qb.size):
-                part += xb[j] * np.float32(qb[j])
-            acc += block_scales[b] * part
+    elif w.itemsize == 1:              # Q8: int8 value times the scale of its block (of 32 rows)
+        scale = scales[r // BLOCK]
+        for j in range(row.size):
+            acc += x[j] * scale[j] * np.float32(row[j])
     else:                              # fp32
         for j in range(row.size):
             acc += x[j] * row[j]

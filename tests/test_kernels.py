@@ -131,28 +131,29 @@ def test_moe_experts_match_reference(fmt, T):
 # --- the 8-bit format ----------------------------------------------------------------------------
 
 def test_q8_round_trip_error_is_at_most_half_a_step():
-    w = randn(5, 3 * BLOCK + 7, scale=0.3)                  # a short last block
-    w[1, :BLOCK] = 0                                         # an all-zero block: scale 0, values 0
-    w[2, 5] = 50.0                                           # an outlier only coarsens its own block
+    w = randn(2 * BLOCK + 7, 6, scale=0.3)                   # 32-row blocks along the output axis, a short last one
+    w[:BLOCK, 1] = 0                                          # an all-zero block: scale 0, values 0
+    w[BLOCK + 3, 2] = 50.0                                    # an outlier only coarsens its own block
     q = quantize(w)
-    assert q.q.dtype == np.int8 and q.scales.shape == (5, 4)
-    blocks = np.zeros((5, 4 * BLOCK), np.float32)
-    blocks[:, :w.shape[1]] = w
-    amax = np.abs(blocks.reshape(5, 4, BLOCK)).max(-1)
-    np.testing.assert_allclose(q.scales, amax / 127, rtol=1e-6)
-    step = np.repeat(q.scales, BLOCK, axis=1)[:, :w.shape[1]]
+    assert q.q.dtype == np.int8 and q.scales.shape == (3, 6)
+    for b in range(3):
+        block = w[b * BLOCK:(b + 1) * BLOCK]
+        np.testing.assert_allclose(q.scales[b], np.abs(block).max(axis=0) / 127, rtol=1e-6)
+    step = np.repeat(q.scales, BLOCK, axis=0)[:len(w)]
     assert (np.abs(dequantize(q) - w) <= step / 2 * (1 + 1e-5)).all()
-    assert np.abs(q.q).max() == 127 and (q.q[1, :BLOCK] == 0).all()
-    assert np.abs(dequantize(q)[2, BLOCK:] - w[2, BLOCK:]).max() < 0.3 / 127 * 4
+    assert np.abs(q.q).max() == 127 and (q.q[:BLOCK, 1] == 0).all()
+    others = np.ones(len(w), bool)
+    others[BLOCK:2 * BLOCK] = False
+    assert np.abs(dequantize(q)[others, 2] - w[others, 2]).max() < 0.3 * 5 / 254
 
 
 def test_q8_values_on_the_grid_are_exact():
-    q = rng.integers(-127, 128, size=(3, 2 * BLOCK)).astype(np.int8)
-    q[:, 0] = 127                                            # pins each block's max to 127 * scale
-    q[:, BLOCK] = -127
+    q = rng.integers(-127, 128, size=(2 * BLOCK, 3)).astype(np.int8)
+    q[0] = 127                                               # pins each block's max to 127 * scale
+    q[BLOCK] = -127
     scale = np.float32(2.0 ** -7)                            # a power of two: w = q * scale is exact
     w = q.astype(np.float32) * scale
-    back = quantize(w)
+    back = quantize(w, rows_per_chunk=BLOCK)                 # chunking must not matter
     np.testing.assert_array_equal(back.q, q)
     np.testing.assert_array_equal(dequantize(back), w)
 
@@ -162,7 +163,7 @@ def test_q8_weight_works_where_arrays_do():
     assert w.shape == (4, 6, 64) and w[2].shape == (6, 64)
     np.testing.assert_array_equal(as_float32(w[2]), dequantize(w)[2])
     with pytest.raises(ValueError, match="Q8Weight"):
-        Q8Weight(np.zeros((2, 64), np.int8), np.zeros((2, 3), np.float32))
+        Q8Weight(np.zeros((40, 64), np.int8), np.zeros((1, 64), np.float32))   # 40 rows need 2 blocks
 
 
 # --- the whole model -----------------------------------------------------------------------------
