@@ -224,11 +224,29 @@ def linear(x: np.ndarray, w) -> np.ndarray:
     return out
 
 
+@parallel_jit
+def silu_times_rows(g, u):
+    """silu(g) * u in place in g, rows spread over the cores."""
+    for t in prange(g.shape[0]):
+        silu_times(g[t:t + 1], u[t:t + 1])
+
+
 def swiglu(x: np.ndarray, gate_proj, up_proj, down_proj) -> np.ndarray:
-    """The SwiGLU MLP: down_proj(silu(gate_proj(x)) * up_proj(x)).  x: [T, H] -> [T, H]"""
-    g = linear(x, gate_proj)
-    silu_times(g, linear(x, up_proj))
-    return linear(g, down_proj)
+    """The SwiGLU MLP: down_proj(silu(gate_proj(x)) * up_proj(x)).  x: [T, H] -> [T, H]
+    Prefill: three `linear`s (BLAS). Decode: the one-expert case of the MoE kernels below, which read a
+    row of gate_proj and of up_proj together and apply silu at once."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.shape[0] >= BLAS_TOKENS:
+        g = linear(x, gate_proj)
+        silu_times_rows(g, linear(x, up_proj))
+        return linear(g, down_proj)
+    (g, gs), (u, us), (d, ds) = _parts(gate_proj[None]), _parts(up_proj[None]), _parts(down_proj[None])
+    one_group = np.array([0, x.shape[0]], np.int64)        # every token in the group of "expert" 0
+    h = np.empty((x.shape[0], g.shape[1]), np.float32)
+    experts_gate_up(x, one_group, g, gs, u, us, h)
+    out = np.empty_like(x)
+    experts_down(h, one_group, d, ds, out)
+    return out
 
 
 # --- attention -----------------------------------------------------------------------------------

@@ -71,8 +71,9 @@ def test_linear_accepts_fp16_and_non_contiguous_activations():
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_swiglu_matches_reference(fmt):
-    x = randn(5, 40)
+@pytest.mark.parametrize("T", [1, 5, 20])          # decode kernels below 16 tokens, BLAS from 16 on
+def test_swiglu_matches_reference(fmt, T):
+    x = randn(T, 40)
     g, u, d = weight(fmt, 24, 40), weight(fmt, 24, 40), weight(fmt, 40, 24)
     np.testing.assert_allclose(kernels.swiglu(x, g, u, d), ops.swiglu(x, g, u, d), rtol=0, atol=2e-6)
 
