@@ -233,6 +233,8 @@ CONTENDERS = [  # (name, engine, backend, dtype)
 
 def _spawn(spec, cache_dir, timeout):
     env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir), "OMP_NUM_THREADS": str(THREADS)}
+    if spec.get("omp_wait_policy"):
+        env["OMP_WAIT_POLICY"] = spec["omp_wait_policy"]
     proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], env=env,
                           capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
@@ -249,7 +251,8 @@ def run_contender(name, engine, backend, dtype, model_name, folder, args, cache_
             "prompt": args.prompt, "new": args.new,
             "prefill_runs": 1 if slow else args.prefill_runs,
             "decode_tokens": min(args.new, args.reference_decode) if slow else args.new,
-            "logits_path": str(OUT / f"logits-{model_name}-{name.replace(' ', '_')}.npy")}
+            "logits_path": str(OUT / f"logits-{model_name}-{name.replace(' ', '_')}.npy"),
+            "omp_wait_policy": args.omp_wait_policy}
     load = os.getloadavg()
     print(f"  {name:24s} (load {load[0]:.2f}) ...", end=" ", flush=True)
     t = time.perf_counter()
@@ -304,6 +307,8 @@ def main():
     ap.add_argument("--models", default="qwen3-0.6b,qwen3-30b-a3b-2l")
     ap.add_argument("--contenders", default=",".join(c[0] for c in CONTENDERS))
     ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--omp-wait-policy", default="auto",
+                    help="OMP_WAIT_POLICY for every contender: auto = PASSIVE if the machine is busy, else unset")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     if args.worker:
@@ -318,6 +323,10 @@ def main():
     models = [m for m in args.models.split(",") if m]
     folders = {m: make_checkpoint(m, configs[m]) for m in models}
     quiet = wait_for_quiet(limit=0.8, tries=10, pause=30)
+    if args.omp_wait_policy == "auto":
+        # Numba's and torch's OpenMP threads spin while they wait for each other: best on idle cores, very
+        # bad when another process holds one (the spinning thread burns the time the other one needs).
+        args.omp_wait_policy = "" if quiet[-1] < 0.8 else "PASSIVE"
     print("measuring memory bandwidth ...", flush=True)
     bandwidth = measure_bandwidth()
     print(f"  {bandwidth['GBps']:.1f} GB/s on {THREADS} cores, {bandwidth['GBps_1_threads']:.1f} GB/s on one")
@@ -358,7 +367,8 @@ def main():
         "loadavg_waited": quiet, "loadavg_end": os.getloadavg(),
         "memory_bandwidth": bandwidth, "memory_bandwidth_after": bandwidth_after,
         "settings": {"prompt": args.prompt, "new": args.new, "prefill_runs": args.prefill_runs,
-                     "reference_decode_tokens": args.reference_decode, "threads": THREADS},
+                     "reference_decode_tokens": args.reference_decode, "threads": THREADS,
+                     "OMP_WAIT_POLICY": args.omp_wait_policy or "(unset)"},
         "llama_cpp_reference": {f"{m} {d}": {"prefill_tok_s": p, "decode_tok_s": q}
                                 for (m, d), (p, q) in LLAMA_CPP.items()},
         "results": results, "logit_drift": drifts,
@@ -449,24 +459,25 @@ def markdown(report) -> str:
         f"Memory bandwidth (Numba prange sum over 1 GiB, same run): {bw['GBps']:.1f} GB/s on {mc['cores']} cores "
         f"({bw['GBps_1_threads']:.1f} on one; {report['memory_bandwidth_after']['GBps']:.1f} at the end).  ",
         f"Load average while waiting to start: {', '.join(f'{x:.2f}' for x in report['loadavg_waited'])}; "
-        f"at the end {report['loadavg_end'][0]:.2f} (other jobs share these cores).  ",
+        f"at the end {report['loadavg_end'][0]:.2f} (other jobs share these cores); "
+        f"OMP_WAIT_POLICY {report['settings']['OMP_WAIT_POLICY']} for every contender.  ",
         f"Prompt {report['settings']['prompt']} tokens (prefill: best of {report['settings']['prefill_runs']}), "
         f"then {report['settings']['new']} decoded tokens (the numpy reference: "
         f"{report['settings']['reference_decode_tokens']}). Random bf16 weights; every contender in its own process.",
         "",
         "| model | contender | prefill tok/s | decode tok/s | weights read / token | decode / bandwidth bound "
-        "| peak RSS GB (x disk) | load s | compile s | first call s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| peak RSS GB (x disk) | load s | compile s | first call s | load avg |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['contender']} | failed | | | | | | | |")
+            lines.append(f"| {r['model']} | {r['contender']} | failed | | | | | | | | |")
             continue
         lines.append(
             f"| {r['model']} | {r['contender']} | {r['prefill_tok_s']:.1f} | {r['decode_tok_s']:.2f} | "
             f"{r['weight_bytes_per_token'] / 1e9:.2f} GB | {r['decode_fraction_of_bound']:.0%} of "
             f"{r['decode_bandwidth_bound_tok_s']:.1f} | {r['peak_rss_GB']:.2f} ({r['peak_rss_GB'] / r['disk_GB']:.2f}) | "
-            f"{r['load_s']:.1f} | {r['compile_s']:.1f} | {r['first_call_s']:.2f} |")
+            f"{r['load_s']:.1f} | {r['compile_s']:.1f} | {r['first_call_s']:.2f} | {r['loadavg_before'][0]:.1f} |")
     lines += ["", "Weights read / token: the weight bytes one decoded token reads; the bound is bandwidth / those bytes. "
               "Compile: first call minus second call in a process with an empty Numba cache (q8_0: the 8-bit "
               "kernels only, on top of bf16's cache). First call: an 8-token prompt and one token, in the "

@@ -24,7 +24,6 @@ import numba.extending
 import numpy as np
 from numba import prange
 
-from . import ops
 from .quant import BLOCK, Q8Weight
 
 # Sums may be reordered (that is what lets LLVM vectorise a dot product); inf and nan keep their meaning,
@@ -33,11 +32,11 @@ FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 jit = numba.njit(cache=True, fastmath=FASTMATH)
 parallel_jit = numba.njit(cache=True, fastmath=FASTMATH, parallel=True)
 
-ROWS = 16       # weight rows widened at a time: a [16, IN] fp32 tile (64 KiB at IN=1024) stays in L2
+ROWS = 16         # weight rows per work item of the tile kernels: a [16, IN] fp32 tile stays in L2
 BLAS_TOKENS = 16  # from this many tokens on, `linear` hands widened chunks to BLAS
 CHUNK_ROWS = 512  # weight rows widened per BLAS call: a [512, IN] fp32 buffer
-KEYS = 64       # keys per attention block
-QUERY_ROWS = 32  # query rows (tokens x heads sharing a KV head) per attention task
+KEYS = 64         # keys per attention block
+QUERY_ROWS = 32   # query rows (tokens x heads sharing a KV head) per attention task
 
 
 # --- building blocks -----------------------------------------------------------------------------
