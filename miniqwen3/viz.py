@@ -569,13 +569,15 @@ def lab_figure(results: list, domain_names=None) -> Figure:
     for j, r in enumerate(results):
         E = r.load.shape[1]
         ax = fig.add_subplot(3, n, j + 1)
-        ax.stackplot(np.arange(len(r.load)), r.load.T, colors=expert_colors(E))
+        w = min(10, len(r.load))
+        smooth = np.stack([np.convolve(r.load[:, e], np.ones(w) / w, mode="valid") for e in range(E)])
+        ax.stackplot(np.arange(w - 1, len(r.load)), smooth, colors=expert_colors(E))
         ax.set_ylim(0, 1), ax.set_xlim(0, len(r.load) - 1)
         cv = coefficient_of_variation(r.load[-20:].mean(axis=0))
-        ax.set_title(f"{r.method}\nload over steps (cv {cv:.2f})", fontsize=9)
+        ax.set_title(f"{r.method}\nexpert load, {w}-step mean (cv {cv:.2f})", fontsize=9)
         ax = fig.add_subplot(3, n, n + j + 1)
         ax.imshow(r.share, aspect="auto", cmap="viridis", vmin=0, vmax=1)
-        ax.set_title(f"domain -> expert ({specialisation(r.share):.2f} bits)", fontsize=9)
+        ax.set_title(f"domain (rows) -> expert ({specialisation(r.share):.2f} bits)", fontsize=9)
         ax.set_xlabel("expert", fontsize=8)
         names = domain_names or [f"d{d}" for d in range(len(r.share))]
         ax.set_yticks(range(len(names)), names if j == 0 else [""] * len(names), fontsize=7)

@@ -4,13 +4,20 @@ Selected with `-m notebooks`, and part of the default run. Notebooks that load a
 embedded tiny model is not installed (miniqwen3/data/tiny). MINIQWEN3_NOTEBOOK_MODEL=/path/to/checkpoint runs them
 on another checkpoint instead (their `MODEL = None` cell is rewritten in memory; the files are not touched).
 
+A cell may take at most 300 s. A notebook whose cell times out is run once more in a fresh kernel, with a
+warning: on this shared machine we saw nbclient and an idle ipykernel 7 kernel both wait for a message that never
+came (an intermittent stall also reported upstream, e.g. microsoft/vscode-jupyter#17410); a real failure or a
+genuinely slow cell fails twice.
+
 Kernels run with OPENBLAS_NUM_THREADS=1: the engine's matrices are small, and on a machine whose cores are busy
 with other work a multi-threaded BLAS spends its time waiting for its threads (measured here: a 200-token forward
 pass of the tiny model's shape, 2.3 s with 2 BLAS threads against 0.14 s with 1, while another process trained).
 """
+import copy
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -53,6 +60,24 @@ def test_committed_without_outputs_and_with_a_model_cell(name):
     assert first.startswith("# ") and "../miniqwen3/" in first, f"{name}: says what it shows and links the code"
 
 
+def execute(nb, keep, attempts: int = 2):
+    """Run a copy of nb in a fresh kernel; on a cell timeout, once more. The executed copy is written to `keep`."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    for attempt in range(1, attempts + 1):
+        run = copy.deepcopy(nb)
+        client = nbclient.NotebookClient(run, timeout=300, kernel_name="python3",
+                                         resources={"metadata": {"path": str(NOTEBOOKS)}})
+        try:
+            client.execute(env=env)
+            return run
+        except nbclient.exceptions.CellTimeoutError as e:
+            if attempt == attempts:
+                raise
+            warnings.warn(f"{keep.stem}: a cell timed out ({str(e).splitlines()[0]}); running it again")
+        finally:
+            nbformat.write(run, keep)       # the executed copy, for a look after a failure
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_runs_top_to_bottom(name, tmp_path, record_property):
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
@@ -64,14 +89,8 @@ def test_runs_top_to_bottom(name, tmp_path, record_property):
         elif not TINY.is_file():
             pytest.skip(f"{name} loads the embedded tiny model, which is not installed ({TINY} is missing); "
                         "set MINIQWEN3_NOTEBOOK_MODEL to a checkpoint folder to run it on another model")
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": str(NOTEBOOKS)}})
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     t0 = time.time()
-    try:
-        client.execute(env=env)
-    finally:
-        nbformat.write(nb, tmp_path / f"{name}.ipynb")     # the executed copy, for a look after a failure
+    nb = execute(nb, tmp_path / f"{name}.ipynb")
     seconds = time.time() - t0
     record_property("seconds", round(seconds, 1))
     print(f"{name}: {seconds:.1f} s")
