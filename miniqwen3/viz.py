@@ -523,7 +523,7 @@ def curves_figure(curves: dict, xlabel: str, ylabel: str = "mean loss (nats)", t
     fig = figure(5, 3)
     ax = fig.add_subplot()
     for label, xy in curves.items():
-        ax.plot(list(xy), list(xy.values()), "o-", label=label, ms=4)
+        ax.plot(list(xy), list(xy.values()), "o-" if len(xy) <= 30 else "-", label=label, ms=4, lw=1.2)
     ax.set_xlabel(xlabel), ax.set_ylabel(ylabel), ax.set_title(title, fontsize=10)
     if len(curves) > 1:
         ax.legend(fontsize=8)
@@ -663,12 +663,16 @@ def accuracy_figure(curves: dict, title: str = "accuracy against the thinking bu
     ax = fig.add_subplot()
     finite = [b for xy in curves.values() for b in xy if b is not None]
     right = max(finite) * 2 if finite else 1
+    def x(b):
+        return right if b is None else max(b, 0.5)       # 0 drawn at 1/2 on the log axis
     for j, (label, xy) in enumerate(curves.items()):
-        xs = [right if b is None else max(b, 0.5) for b in xy]
-        ax.semilogx(xs, list(xy.values()), "o-", label=label, ms=4, base=2, color=f"C{j}")
+        ax.semilogx([x(b) for b in xy], list(xy.values()), "o-", label=label, ms=4, base=2, color=f"C{j}")
     for j, (label, y) in enumerate((levels or {}).items()):
         ax.axhline(y, ls="--", lw=1, color=f"C{j}", label=label)
-    ax.set_xlabel("thinking budget B (tokens; rightmost = unlimited)"), ax.set_ylabel("accuracy")
+    budgets = sorted({b for xy in curves.values() for b in xy}, key=lambda b: float("inf") if b is None else b)
+    ax.set_xticks([x(b) for b in budgets], ["∞" if b is None else str(b) for b in budgets])
+    ax.minorticks_off()
+    ax.set_xlabel("thinking budget B (tokens; ∞ = unlimited)"), ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02), ax.set_title(title, fontsize=10), ax.legend(fontsize=8)
     return fig
 
