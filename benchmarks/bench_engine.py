@@ -308,6 +308,7 @@ def main():
     ap.add_argument("--models", default="qwen3-0.6b,qwen3-30b-a3b-2l")
     ap.add_argument("--contenders", default=",".join(c[0] for c in CONTENDERS))
     ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--wait", type=float, default=5, help="minutes to wait at most for a quiet machine")
     ap.add_argument("--omp-wait-policy", default="auto",
                     help="OMP_WAIT_POLICY for every contender: auto = PASSIVE if the machine is busy, else unset")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -325,7 +326,7 @@ def main():
     configs = model_configs()
     models = [m for m in args.models.split(",") if m]
     folders = {m: make_checkpoint(m, configs[m]) for m in models}
-    quiet = wait_for_quiet(limit=0.8, tries=10, pause=30)
+    quiet = wait_for_quiet(limit=0.8, tries=max(1, int(args.wait * 2)), pause=30)
     if args.omp_wait_policy == "auto":
         # Numba's and torch's OpenMP threads spin while they wait for each other: best on idle cores, very
         # bad when another process holds one (the spinning thread burns the time the other one needs).

@@ -34,7 +34,7 @@ parallel_jit = numba.njit(cache=True, fastmath=FASTMATH, parallel=True)
 
 ROWS = 16         # weight rows per work item of the tile kernels: a [16, IN] fp32 tile stays in L2
 BLAS_TOKENS = 16  # from this many tokens on, `linear` hands widened chunks to BLAS
-CHUNK_ROWS = 512  # weight rows widened per BLAS call: a [512, IN] fp32 buffer
+CHUNK_BYTES = 32 * 2**20  # fp32 rows widened per BLAS call: whole matrices, except an output head
 KEYS = 64         # keys per attention block
 QUERY_ROWS = 32   # query rows (tokens x heads sharing a KV head) per attention task
 
@@ -204,8 +204,9 @@ def linear(x: np.ndarray, w) -> np.ndarray:
     """x @ w.T, no bias.  x: [T, IN], w: [OUT, IN] bf16 / fp16 / fp32 / Q8Weight -> [T, OUT]
 
     Few tokens (decode): `linear_tiles`, bound by reading the weights. Many tokens (prefill): bound by
-    arithmetic, where BLAS's matmul is faster than anything written here, so widen CHUNK_ROWS rows at a time
-    into a reused fp32 buffer and hand them to BLAS with all the tokens."""
+    arithmetic, where BLAS's matmul is faster than anything written here, so widen up to CHUNK_BYTES of rows
+    at a time into an fp32 buffer and hand them to BLAS with all the tokens (few, large calls: every parallel
+    region costs a synchronisation of the threads)."""
     values, scales = _parts(w)
     x = np.ascontiguousarray(x, dtype=np.float32)
     (T, IN), OUT = x.shape, values.shape[0]
@@ -215,9 +216,10 @@ def linear(x: np.ndarray, w) -> np.ndarray:
     if T < BLAS_TOKENS:
         linear_tiles(x, values, scales, out)
         return out
-    chunk = np.empty((min(OUT, CHUNK_ROWS), IN), np.float32)
-    for r0 in range(0, OUT, CHUNK_ROWS):
-        r1 = min(OUT, r0 + CHUNK_ROWS)
+    rows = max(ROWS, CHUNK_BYTES // (4 * IN))
+    chunk = np.empty((min(OUT, rows), IN), np.float32)
+    for r0 in range(0, OUT, rows):
+        r1 = min(OUT, r0 + rows)
         widen_chunk(values, scales, r0, r1, chunk)
         out[:, r0:r1] = x @ chunk[:r1 - r0].T
     return out
