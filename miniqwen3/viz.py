@@ -617,6 +617,18 @@ def budget_steps_html(rows: list[dict]) -> Html:
     return Html(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
 
+def budget_steps_strip(tokenizer, rows: list[dict]) -> Html:
+    """The steps of `budget_steps` as token boxes (thinking grey, forced orange, N under each), then the answer
+    and the counter's numbers."""
+    strip = token_html(tokenizer, [r["id"] for r in rows], [r["channel"] for r in rows],
+                       [r["forced"] for r in rows], [r["N"] for r in rows])
+    answer = "".join(r["token"] for r in rows if r["channel"] == "answer").strip()
+    last = rows[-1] if rows else {"N": 0, "tripped": False}
+    return Html(f'{strip}<div style="font-family:monospace"><b>{html.escape(answer) or "<i>(no answer)</i>"}</b><br>'
+                f'<small>thinking tokens N = {last["N"]}, {"tripped" if last["tripped"] else "not tripped"}, '
+                f'{len(rows)} tokens generated, {sum(r["forced"] for r in rows)} of them forced</small></div>')
+
+
 def reply_html(result) -> Html:
     """A GenerationResult: the thinking in grey, the answer in black, and the counter's numbers."""
     status = (f"thinking tokens N = {result.thinking_tokens}, budget {result.budget}, "

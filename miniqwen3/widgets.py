@@ -153,13 +153,13 @@ def balance_lab(steps: int = 200, domains=None, seed: int = 0) -> W.interactive:
 
 def budget(model, prompt: str = "What is 2 + 3? /think", max_budget: int = 64, max_new_tokens: int = 160,
            **options) -> W.interactive:
-    """Budget slider with live generation (greedy unless sampling options are given)."""
+    """Budget slider with live generation (greedy unless sampling options are given): every token, the forced
+    ones in orange, with the counter's N under it."""
     options.setdefault("temperature", 0.0)
 
     def show(B):
-        r = model.generate(prompt, budget=B, max_new_tokens=max_new_tokens, seed=0, **options)
-        display(viz.token_html(model.tokenizer, r.token_ids))
-        return viz.reply_html(r)
+        rows = viz.budget_steps(model, prompt, B, max_new_tokens=max_new_tokens, seed=0, **options)
+        return viz.budget_steps_strip(model.tokenizer, rows)
     return panel(show, check=True, B=_slider(W.IntSlider, 4, 0, max_budget, description="budget B"))
 
 

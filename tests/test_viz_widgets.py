@@ -272,6 +272,8 @@ def test_budget_steps_walk_through(qwen3_tokenizer_dir):
     assert rows[-1]["channel"] == "answer" and rows[-1]["N"] == 4
     h = viz.budget_steps_html(rows)
     assert h.count("background:#ffd59e") == len(forced)
+    strip = viz.budget_steps_strip(tok, rows)
+    assert strip.count("#ffd59e") == len(forced) and "N = 4, tripped" in strip and f"{len(forced)} of them forced" in strip
 
 
 def test_accuracy_vs_budget_counts_right_answers(chat_moe):
@@ -381,7 +383,7 @@ def test_routing_widgets(chat_moe):
 
 def test_generation_widgets(chat_moe):
     w = widgets.budget(chat_moe, max_new_tokens=6)
-    assert "budget 9" in move(w, 0, 9)
+    assert "6 tokens generated" in move(w, 0, 9)
     w = widgets.chat(chat_moe, max_new_tokens=4)
     assert "budget 7" in move(w, 2, 7)
     assert "budget None" in move(w, 1, "/no_think")
