@@ -3,7 +3,7 @@
 Each section has small functions that compute something from miniqwen3's own code (tested in
 tests/test_viz_widgets.py), and figure functions that draw it. Figures are matplotlib `Figure`s made without
 pyplot (no global state, nothing shown twice); they render as PNG wherever IPython displays them.
-HTML snippets (token strips, tables) are returned as `IPython.display.HTML` when IPython is installed.
+HTML snippets (token strips, tables) are `Html` strings, which Jupyter renders and tests can search.
 
 Shape letters as in `miniqwen3.config`: T tokens, H hidden, D head_dim, E experts, K experts per token,
 L layers.
