@@ -129,7 +129,8 @@ class Generation:
     """A running generation: iterate it for Pieces; `result()` afterwards gives the GenerationResult."""
 
     def __init__(self, model, messages, budget=None, enable_thinking=None, max_new_tokens=512, seed=None,
-                 sampling: Sampling | None = None, stop_text: str = STOP_TEXT, tools=None, **overrides):
+                 sampling: Sampling | None = None, stop_text: str = STOP_TEXT, tools=None, prefill: str = "",
+                 **overrides):
         tok = model.tokenizer
         if tok is None:
             raise ValueError(f"{model.path}: no tokenizer files beside the checkpoint; generation needs tokenizer.json")
@@ -137,13 +138,17 @@ class Generation:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         self.model, self.tok = model, tok
         prompt, self.thinking_mode = prompt_for_generation(messages, enable_thinking, tools)
+        # prefill: the start of the reply, written for the model (e.g. "<think>\nFirst,"); when it leaves a
+        # think block open, the counter starts inside it
+        prompt += prefill
+        opens_think = "<think>" in prefill and "</think>" not in prefill.rsplit("<think>", 1)[1]
         self.prompt_ids = tok.encode(prompt)
         self.sampling = replace(sampling or default_sampling(model, self.thinking_mode), **overrides)
         # In no-think mode the template prefills the empty block and any budget is ignored.
         self.budget = budget if self.thinking_mode else None
         self.counter = ThinkingBudget.from_encode(self.budget, tok.encode, tok.think_id, tok.end_think_id,
                                                   stop_text=stop_text)
-        self.counter.start(prompt_ends_inside_think=False)
+        self.counter.start(prompt_ends_inside_think=opens_think and self.thinking_mode)
         self.stop_ids = {i for i in (tok.im_end_id, tok.endoftext_id) if i is not None}
         self.max_new_tokens = max_new_tokens
         self.rng = np.random.default_rng(seed)
@@ -155,7 +160,9 @@ class Generation:
     def __iter__(self):
         model, counter = self.model, self.counter
         decoder = self.tok.stream_decoder()
-        seen = np.zeros(model.config.vocab_size, dtype=bool)
+        # the model's vocabulary is padded past the tokenizer's (Qwen3: 151936 vs 151669): never sample the padding
+        n_tokens = min(model.config.vocab_size, self.tok.vocab_size)
+        seen = np.zeros(n_tokens, dtype=bool)
         cache = model.new_cache()
         t0 = time.perf_counter()
         logits = model.forward(self.prompt_ids, cache, last_only=True)[0]
@@ -163,7 +170,7 @@ class Generation:
         self.prefill_seconds = t1 - t0
         while True:
             forced = counter.next_forced()
-            token = forced if forced is not None else sample(logits, self.sampling, self.rng, seen)
+            token = forced if forced is not None else sample(logits[:n_tokens], self.sampling, self.rng, seen)
             if token in self.stop_ids:
                 self.finish_reason = "stop"
                 break
@@ -208,6 +215,7 @@ def generate(model, messages, budget=None, enable_thinking=None, max_new_tokens=
     """Generate a reply to `messages` (a list of {"role", "content"} dicts, or a string for one user message).
 
     budget: thinking tokens allowed (None unlimited, 0 no thinking); ignored in no-think mode.
+    prefill: text the reply starts with, fed to the model before it generates (not part of the result).
     enable_thinking: True/False as in transformers; None lets the last /think or /no_think flag decide.
     Sampling: `sampling=Sampling(...)` or any of temperature, top_k, top_p, min_p, presence_penalty;
     defaults from generation_config.json, else Qwen's recommended values for the mode. temperature=0 is greedy.

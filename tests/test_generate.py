@@ -233,3 +233,27 @@ def test_budget_end_to_end_on_the_tiny_model():
     assert zero.thinking == "" and zero.thinking_tokens == 0 and zero.answer
     off = model.generate("What is 2 + 3? /no_think", budget=4, temperature=0, max_new_tokens=100)
     assert not off.thinking_mode and off.thinking == "" and not off.budget_tripped and off.answer
+
+
+def test_budget_end_to_end_on_an_engine_model(tmp_path, qwen3_tokenizer_dir):
+    """A real forward pass (2-layer random Qwen3 with the real tokenizer) with the reply prefilled as an open
+    think block: the counter trips after B sampled tokens, waits for a whole UTF-8 character, forces the stop."""
+    from test_cli import tiny_random_chat_model
+    model = miniqwen3.load(tiny_random_chat_model(tmp_path / "m", qwen3_tokenizer_dir))
+    tok = model.tokenizer
+    forced = tok.encode(STOP_TEXT) + [tok.end_think_id] + tok.encode("\n\n")
+    waited = []
+    for seed in (0, 1, 102, 190):   # with these seeds, 102 and 190 end their 5th token mid-character
+        g = stream(model, "What is 2 + 3?", budget=5, prefill="<think>\n", seed=seed, max_new_tokens=40,
+                   temperature=1.0, top_k=0, top_p=1.0)
+        pieces = list(g)
+        out = g.result()
+        assert out.budget_tripped and out.thinking_tokens >= 5
+        n = out.thinking_tokens
+        assert out.token_ids[n:n + len(forced)] == forced
+        assert [p.forced for p in pieces[:n + len(forced)]] == [False] * n + [True] * len(forced)
+        thought = tok.decode_bytes(out.token_ids[:n])
+        assert n == 5 or not miniqwen3.budget.ends_at_char_boundary(tok.decode_bytes(out.token_ids[:5]))
+        assert miniqwen3.budget.ends_at_char_boundary(thought)    # the stop waited for a whole character
+        waited.append(n > 5)
+    assert any(waited) and not all(waited)
