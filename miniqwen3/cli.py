@@ -3,6 +3,7 @@
     miniqwen3 generate [MODEL] "prompt" [--think/--no-think] [--budget B] [sampling flags]
     miniqwen3 chat [MODEL]                     interactive multi-turn chat; /think, /no_think, /budget N
     miniqwen3 info MODEL                       architecture, layer types, parameters, bytes, memory
+    miniqwen3 route [MODEL]                    one forward pass with the routing trace: expert load per layer
     miniqwen3 init-random CONFIG OUT           a checkpoint with random weights for a config (demos, benchmarks)
 
 MODEL is a checkpoint folder or a Hugging Face repo id; left out, the embedded tiny model is used.
@@ -90,6 +91,35 @@ def cmd_info(args) -> int:
     config = Qwen3Config.from_file(folder / "config.json")
     disk = Checkpoint(folder).nbytes() if any(folder.glob("*.safetensors")) else None
     print(describe(config, disk, where=str(folder)))
+    return 0
+
+
+def cmd_route(args) -> int:
+    """One forward pass with the routing trace on: per MoE layer, how the tokens spread over the experts."""
+    import numpy as np
+    from .hub import load
+    model = load(args.model, backend=args.backend)
+    c = model.config
+    if not c.is_moe:
+        raise ConfigError(f"{model.path}: {c.model_type} has no MoE layers to trace")
+    if args.text is not None and model.tokenizer is not None:
+        ids = model.tokenizer.encode(args.text)
+    else:
+        ids = np.random.default_rng(args.seed).integers(0, c.vocab_size, args.tokens)
+    logits, trace = model.trace(ids)
+    E, K = c.num_experts, c.num_experts_per_tok
+    print(f"{len(ids)} tokens through {len(trace.layers)} MoE layers ({E} experts, top-{K}); "
+          f"at perfect balance every expert gets {1 / E:.2%} of the assignments")
+    for i in trace.layers:
+        r = trace.layer(i)
+        load_ = trace.expert_load(i)
+        top = np.argsort(-load_)[:5]
+        print(f"  layer {i:2d}: {np.count_nonzero(load_)}/{E} experts used, max/mean load {load_.max() * E:.2f}, "
+              f"top-1 weight {r.weights[:, 0].mean():.3f}; busiest: "
+              + ", ".join(f"#{e} {load_[e]:.1%}" for e in top))
+    r = trace.layer(trace.layers[0])
+    print(f"  first tokens, layer {trace.layers[0]} choices: "
+          + "  ".join(f"{int(t)}->{list(map(int, ex))}" for t, ex in zip(r.token_ids[:6], r.experts[:6])))
     return 0
 
 
@@ -256,6 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="architecture, parameters (total and active), bytes and memory of a model")
     info.add_argument("model", help="a checkpoint folder, a Hugging Face repo id, or a preset like Qwen3-30B-A3B")
     info.set_defaults(func=cmd_info)
+    route = sub.add_parser("route", help="one forward pass with the routing trace: expert load per MoE layer")
+    route.add_argument("model", nargs="?", help="checkpoint folder or repo id (default: the embedded tiny model)")
+    route.add_argument("--text", help="text to route (needs tokenizer files); default: random token ids")
+    route.add_argument("--tokens", type=int, default=64, help="how many random token ids")
+    route.add_argument("--seed", type=int, default=0)
+    route.add_argument("--backend", choices=["numba", "numpy"], default="numpy")
+    route.set_defaults(func=cmd_route)
     ini = sub.add_parser("init-random", help="write a checkpoint with random weights for a config")
     ini.add_argument("config", help="a config.json, or a preset: " + ", ".join(sorted(p.stem for p in PRESETS.glob("*.json"))))
     ini.add_argument("out", help="the folder to write")

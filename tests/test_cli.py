@@ -80,3 +80,11 @@ def test_chat_commands(tmp_path, qwen3_tokenizer_dir, capsys, monkeypatch):
 def test_generate_without_tokenizer_is_a_clear_error(capsys):
     assert main(["generate", str(FIXTURES / "dense_untied_gqa2"), "hi"]) == 2
     assert "no tokenizer.json beside the checkpoint" in capsys.readouterr().err
+
+
+def test_route_prints_the_expert_load_of_each_moe_layer(capsys):
+    assert main(["route", str(FIXTURES / "moe_sparse_step2_mlp_only"), "--tokens", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "40 tokens through 1 MoE layers (8 experts, top-2)" in out and "layer  1:" in out
+    assert main(["route", str(FIXTURES / "dense_untied_gqa2")]) == 2
+    assert "has no MoE layers" in capsys.readouterr().err
