@@ -69,7 +69,8 @@ def resolve(name) -> Path:
         return Path(huggingface_hub.snapshot_download(
             name, allow_patterns=["*.json", "*.safetensors", "merges.txt", "vocab.json"]))
     except Exception as e:  # network refused, repo missing, auth: all end the same way for the user
-        raise ModelNotFoundError(f"{name}: download failed ({type(e).__name__}: {e}); {how}") from None
+        why = " ".join(str(e).split())[:300]
+        raise ModelNotFoundError(f"{name}: download failed ({type(e).__name__}: {why}); {how}") from None
 
 
 def load(name=None, backend: str = "numpy"):
