@@ -28,6 +28,7 @@ import regex
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import miniqwen3  # noqa: E402
+from miniqwen3.balance import specialisation  # noqa: E402
 from miniqwen3.chat import render_chat  # noqa: E402
 from miniqwen3.corpus import (LANGUAGES, LEVELS, Conversation, conversation_segments, parse_answer,  # noqa: E402
                               read_jsonl)
@@ -64,7 +65,12 @@ def arithmetic(model, convs, max_new_tokens, log):
             row[f"B{budget_name(b)}"] = parse_answer(r.answer) == want
             row[f"tripped{budget_name(b)}"] = tripped
         if n < 3 or n % 100 == 0:
-            row["example"] = {"prompt": prompt[-1]["content"], "thinking": free.thinking, "answer": free.answer}
+            row["example"] = {"prompt": prompt[-1]["content"], "level": conv.problem.level,
+                              "thinking": free.thinking, "answer": free.answer}
+        if n == len(convs) - 1:    # the last (hardest) question again, cut by a budget of 16
+            r = model.generate(prompt, enable_thinking=True, budget=16, temperature=0, max_new_tokens=max_new_tokens)
+            row["budget_example"] = {"prompt": prompt[-1]["content"], "level": conv.problem.level, "budget": 16,
+                                     "thinking": r.thinking, "answer": r.answer, "correct": want}
         rows.append(row)
         if (n + 1) % 25 == 0:
             log(f"  arithmetic {n + 1}/{len(convs)} ({time.time() - t0:.0f}s)")
@@ -92,7 +98,8 @@ def summarize_arithmetic(rows):
            "by_operation": {op: {"no_think": acc("no_think", lambda r, o=op: r["op"] == o),
                                  "think_unlimited": acc("Bunlimited", lambda r, o=op: r["op"] == o)}
                             for op in "+-*"},
-           "examples": [r["example"] for r in rows if "example" in r]}
+           "examples": [r["example"] for r in rows if "example" in r],
+           "budget_examples": [r["budget_example"] for r in rows if "budget_example" in r]}
     return out
 
 
@@ -148,7 +155,28 @@ def tv(p, q):
     return 0.5 * np.abs(p - q).sum(axis=-1)
 
 
-def routing(model, corpus: Path, arith_convs, log, doc_tokens=512):
+def group_bits(per_seq: dict) -> np.ndarray:
+    """Per layer, the mutual information (bits) between a token's group and its expert, groups weighted equally
+    (`miniqwen3.balance.specialisation` of the [groups, E] share table).  per_seq: {group: [[L, E] counts]}"""
+    share = np.stack([shares(sum(v)) for v in per_seq.values()])      # [G, L, E]
+    return np.array([specialisation(share[:, layer]) for layer in range(share.shape[1])])
+
+
+def shuffled_bits(per_seq: dict, rounds: int = 20, seed: int = 0) -> np.ndarray:
+    """The same measure with the sequences dealt to the groups at random (group sizes kept): what sampling
+    noise alone gives.  -> [L], mean over rounds"""
+    rng = np.random.default_rng(seed)
+    seqs = [c for v in per_seq.values() for c in v]
+    sizes = [len(v) for v in per_seq.values()]
+    out = []
+    for _ in range(rounds):
+        order = rng.permutation(len(seqs))
+        cuts = np.cumsum([0] + sizes)
+        out.append(group_bits({g: [seqs[i] for i in order[cuts[g]:cuts[g + 1]]] for g in range(len(sizes))}))
+    return np.mean(out, axis=0)
+
+
+def routing(model, corpus: Path, arith_convs, log, doc_tokens=256, max_docs_seqs=40):
     tok = model.tokenizer
     letters = regex.compile(r"\p{L}")
     domain_seqs = {"arithmetic": [], "prose": [], "code": []}
@@ -156,17 +184,18 @@ def routing(model, corpus: Path, arith_convs, log, doc_tokens=512):
         domain_seqs["arithmetic"].append([i for text, _ in conversation_segments(conv) for i in tok.encode(text)])
     for kind in ("prose", "code"):
         for d in read_jsonl(corpus / f"eval_{kind}.jsonl"):
-            ids = tok.encode(d["text"])[:doc_tokens]
-            if len(ids) >= 32:
-                domain_seqs[kind].append(ids)
+            text = d["text"]
+            # long documents give several sequences, so that no single file dominates its domain
+            for start in range(0, min(len(text), 4 * 4 * doc_tokens), 4 * doc_tokens):
+                ids = tok.encode(text[start:start + 4 * doc_tokens])[:doc_tokens]
+                if len(ids) >= 64 and len(domain_seqs[kind]) < max_docs_seqs:
+                    domain_seqs[kind].append(ids)
     per_seq = {k: [slot_counts(model, s) for s in v] for k, v in domain_seqs.items()}
     domain = {k: shares(sum(v)) for k, v in per_seq.items()}
-    # Noise floor: the distance between two halves (alternate sequences) of one domain.
-    halves = {k: tv(shares(sum(v[0::2])), shares(sum(v[1::2]))) for k, v in per_seq.items() if len(v) >= 4}
     log(f"  routing: domains {', '.join(f'{k} {sum(len(s) for s in v)} tokens' for k, v in domain_seqs.items())}")
 
-    # Per language: only the word tokens of the question (digits, spaces, operators are shared by all).
-    lang_counts, lang_tokens = {}, {}
+    # Per language: only the word tokens of the questions (digits, spaces, operators are shared by all).
+    lang_seq, lang_tokens = {}, {}
     prefix = len(tok.encode("<|im_start|>user\n"))
     for conv in arith_convs:
         ids = tok.encode(render_chat(conv.messages[:-1], add_generation_prompt=True))
@@ -175,10 +204,9 @@ def routing(model, corpus: Path, arith_convs, log, doc_tokens=512):
         for i in range(prefix, end):
             keep[i] = bool(letters.search(tok.decode([ids[i]])))
         if keep.any():
-            c = slot_counts(model, ids, keep)
-            lang_counts[conv.lang] = lang_counts.get(conv.lang, 0) + c
+            lang_seq.setdefault(conv.lang, []).append(slot_counts(model, ids, keep))
             lang_tokens[conv.lang] = lang_tokens.get(conv.lang, 0) + int(keep.sum())
-    language = {k: shares(v) for k, v in lang_counts.items()}
+    language = {k: shares(sum(v)) for k, v in lang_seq.items()}
     lang_mean = np.mean(list(language.values()), axis=0)
 
     layers = list(range(len(next(iter(domain.values())))))
@@ -186,17 +214,31 @@ def routing(model, corpus: Path, arith_convs, log, doc_tokens=512):
     E = model.config.num_experts
     top = {k: [[[int(e), round(float(v[layer, e]), 3)] for e in np.argsort(-v[layer])[:3]] for layer in layers]
            for k, v in domain.items()}
+    history = {}
+    path = Path(model.path) / "training_history.npz"
+    if path.is_file():
+        h = np.load(path)
+        if "domain_load" in h:
+            first, last = h["domain_load"][0].astype(np.float64), h["domain_load"][-1].astype(np.float64)
+            history = {"training_domain_bits_first_step": [round(specialisation(first[:, j]), 3) for j in layers],
+                       "training_domain_bits_last_step": [round(specialisation(last[:, j]), 3) for j in layers],
+                       "training_domain_steps": [int(h["domain_steps"][0]), int(h["domain_steps"][-1])]}
     return {
+        **history,
         "layers": layers,
         "uniform_share": 1 / E,
         "domain_tokens": {k: sum(len(s) for s in v) for k, v in domain_seqs.items()},
+        "domain_sequences": {k: len(v) for k, v in domain_seqs.items()},
         "domain_share": {k: np.round(v, 4).tolist() for k, v in domain.items()},
+        "domain_bits": np.round(group_bits(per_seq), 3).tolist(),
+        "domain_bits_shuffled": np.round(shuffled_bits(per_seq), 3).tolist(),
         "domain_tv": {f"{a} vs {b}": np.round(tv(domain[a], domain[b]), 3).tolist() for a, b in pairs},
-        "domain_tv_noise_split_half": {k: np.round(v, 3).tolist() for k, v in halves.items()},
         "domain_top_experts": top,
         "domain_max_share": {k: np.round(v.max(axis=-1), 3).tolist() for k, v in domain.items()},
         "language_tokens": lang_tokens,
         "language_share": {k: np.round(v, 4).tolist() for k, v in language.items()},
+        "language_bits": np.round(group_bits(lang_seq), 3).tolist(),
+        "language_bits_shuffled": np.round(shuffled_bits(lang_seq), 3).tolist(),
         "language_tv_from_mean": {k: np.round(tv(v, lang_mean), 3).tolist() for k, v in language.items()},
     }
 
@@ -244,31 +286,52 @@ def markdown(ev) -> str:
         "",
         "## Routing: how differently domains and languages use the experts",
         "",
-        "Total variation distance between the per-layer expert-share distributions (0 = identical use, "
-        "1 = disjoint experts); the split-half row is the distance between two halves of one domain, "
-        "the noise floor.",
+        "Per layer: the mutual information (bits) between a token's group and the experts it is routed to "
+        "(`miniqwen3.balance.specialisation`; 0 = every group uses the experts alike, log2(groups) = disjoint "
+        "experts), beside the same measure with the sequences dealt to the groups at random (the noise floor); "
+        "and the total variation distance between the expert-share distributions of two domains (0 = identical, "
+        "1 = disjoint).",
         "",
-        "| pair | " + " | ".join(f"layer {x}" for x in r["layers"]) + " |",
+        "| measure | " + " | ".join(f"layer {x}" for x in r["layers"]) + " |",
         "|---|" + "---|" * len(r["layers"]),
+        "| domains: bits | " + " | ".join(f"{x:.3f}" for x in r["domain_bits"]) + " |",
+        "| domains: bits, shuffled | " + " | ".join(f"{x:.3f}" for x in r["domain_bits_shuffled"]) + " |",
     ]
     for k, v in r["domain_tv"].items():
-        lines.append(f"| {k} | " + " | ".join(f"{x:.2f}" for x in v) + " |")
-    for k, v in r["domain_tv_noise_split_half"].items():
-        lines.append(f"| {k}, split half | " + " | ".join(f"{x:.2f}" for x in v) + " |")
-    lines += ["", "Largest single-expert share per domain (uniform would be "
-              f"{r['uniform_share']:.3f}); top experts per layer as [expert, share]:", ""]
+        lines.append(f"| TV {k} | " + " | ".join(f"{x:.2f}" for x in v) + " |")
+    if "training_domain_bits_first_step" in r:
+        a0, a1 = r["training_domain_steps"]
+        lines += [f"| domains: bits in training, step {a0} (initialisation) | "
+                  + " | ".join(f"{x:.3f}" for x in r["training_domain_bits_first_step"]) + " |",
+                  f"| domains: bits in training, step {a1} | "
+                  + " | ".join(f"{x:.3f}" for x in r["training_domain_bits_last_step"]) + " |"]
+    lines += [
+        "| languages: bits | " + " | ".join(f"{x:.3f}" for x in r["language_bits"]) + " |",
+        "| languages: bits, shuffled | " + " | ".join(f"{x:.3f}" for x in r["language_bits_shuffled"]) + " |",
+    ]
+    lines += ["", f"Domains measured on {', '.join(f'{k} {v} tokens' for k, v in r['domain_tokens'].items())}; "
+              "languages on the word tokens of the held-out questions "
+              f"({', '.join(f'{k} {v}' for k, v in r['language_tokens'].items())}).", "",
+              f"Largest single-expert share per domain and layer (uniform: {r['uniform_share']:.3f}), "
+              "and the top three experts per layer as e<expert>:<share>:", ""]
     for k, v in r["domain_top_experts"].items():
-        lines.append(f"- {k}: max share " + ", ".join(f"{x:.2f}" for x in r["domain_max_share"][k])
-                     + "; top " + "; ".join(f"L{i} " + " ".join(f"e{e}:{s:.2f}" for e, s in t) for i, t in enumerate(v)))
-    lines += ["", "Languages (word tokens of the questions only): distance of each language's expert shares "
-              "from the mean over languages, per layer:", ""]
+        lines.append(f"- {k}: max " + ", ".join(f"{x:.2f}" for x in r["domain_max_share"][k])
+                     + "; " + "; ".join(f"layer {i} " + " ".join(f"e{e}:{s:.2f}" for e, s in t)
+                                        for i, t in enumerate(v)))
+    lines += ["", "Distance of each language's expert shares from the mean over languages (TV), per layer:", ""]
     lines.append("| language | tokens | " + " | ".join(f"layer {x}" for x in r["layers"]) + " |")
     lines.append("|---|---|" + "---|" * len(r["layers"]))
     for k, v in r["language_tv_from_mean"].items():
         lines.append(f"| {k} | {r['language_tokens'][k]} | " + " | ".join(f"{x:.2f}" for x in v) + " |")
-    lines += ["", "## Examples (greedy, unlimited budget)", ""]
-    for e in a["examples"][:3]:
-        lines += ["```", f"user: {e['prompt']}", "<think>", e["thinking"], "</think>", e["answer"], "```", ""]
+    lines += ["", "## Examples (greedy, unlimited budget; one per level)", ""]
+    shown = {}
+    for e in a["examples"]:
+        shown.setdefault(e.get("level"), e)
+    for e in shown.values():
+        lines += ["```", f"user: {e['prompt']}", "<think>", e["thinking"], "</think>", "", e["answer"], "```", ""]
+    for e in a.get("budget_examples", []):
+        lines += [f"With a thinking budget of {e['budget']} tokens (the correct result is {e['correct']}):", "",
+                  "```", f"user: {e['prompt']}", "<think>", e["thinking"], "</think>", "", e["answer"], "```", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -306,7 +369,8 @@ def main(argv=None):
     log("think-follow: " + json.dumps(ev["think_follow"]))
     routing_convs = [c for i, c in enumerate(arith) if i % max(1, len(arith) // args.routing_convs) == 0]
     ev["routing"] = routing(model, corpus, routing_convs[:args.routing_convs], log)
-    log("routing: " + json.dumps(ev["routing"]["domain_tv"]))
+    log("routing: bits " + json.dumps(ev["routing"]["domain_bits"]) + " shuffled "
+        + json.dumps(ev["routing"]["domain_bits_shuffled"]))
     ev["seconds"] = round(time.time() - t0, 1)
     out = Path(args.out) if args.out else Path(args.model)
     out.mkdir(parents=True, exist_ok=True)

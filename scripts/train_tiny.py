@@ -439,6 +439,7 @@ def export(args):
     tensors = {k: v.to(torch.bfloat16).contiguous() for k, v in sorted(tensors.items())}
     out.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "model.safetensors").chmod(0o644)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     generation = {"bos_token_id": config["bos_token_id"], "do_sample": True,
                   "eos_token_id": [config["eos_token_id"], config["bos_token_id"]],

@@ -20,6 +20,7 @@ from pathlib import Path
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 REPO = Path(__file__).resolve().parent.parent
+BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}
 QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
               r"|\s+(?!\S)|\s+")
 
@@ -105,6 +106,12 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tok.save(str(out / "tokenizer.json"), pretty=False)
+    # The Python binding writes the ByteLevel decoder with its default flags whatever it is given, and null for
+    # the empty BPE prefixes; neither changes encoding or decoding, but the file should read as Qwen3's does.
+    data = json.loads((out / "tokenizer.json").read_text(encoding="utf-8"))
+    data["decoder"] = dict(BYTE_LEVEL)
+    data["model"].update(continuing_subword_prefix="", end_of_word_suffix="")   # Qwen3 writes "", the binding null
+    (out / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
     (out / "tokenizer_config.json").write_text(
         json.dumps(tokenizer_config(qwen, tok, args.model_max_length), indent=2, ensure_ascii=False) + "\n",
         encoding="utf-8")

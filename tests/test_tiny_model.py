@@ -67,6 +67,8 @@ def test_tokenizer_files_follow_qwen3(qwen3_tokenizer_dir):
     rj = json.loads((qwen3_tokenizer_dir / "tokenizer.json").read_text())
     for key in ("normalizer", "pre_tokenizer", "post_processor", "decoder"):
         assert tj[key] == rj[key], key
+    assert {k: v for k, v in tj["model"].items() if k not in ("vocab", "merges")} == \
+        {k: v for k, v in rj["model"].items() if k not in ("vocab", "merges")}
     first_added = min(int(k) for k in ours["added_tokens_decoder"])
     assert first_added == len(tj["model"]["vocab"])       # added tokens follow the BPE vocabulary
 
