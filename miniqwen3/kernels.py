@@ -16,6 +16,7 @@ pays the compile time.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import llvmlite.ir
@@ -37,6 +38,7 @@ BLAS_TOKENS = 16  # from this many tokens on, `linear` hands widened chunks to B
 CHUNK_BYTES = 32 * 2**20  # fp32 rows widened per BLAS call: whole matrices, except an output head
 KEYS = 64         # keys per attention block
 QUERY_ROWS = 32   # query rows (tokens x heads sharing a KV head) per attention task
+SERIAL_WORK = 2**20  # multiply-adds below which a kernel runs on the calling thread alone (`threads_for`)
 
 
 # --- building blocks -----------------------------------------------------------------------------
@@ -181,6 +183,24 @@ def _parts(w):
     return values, scales
 
 
+@contextlib.contextmanager
+def threads_for(work: int):
+    """Run the kernels called inside on the calling thread alone when their work (multiply-adds) is below
+    SERIAL_WORK. Every parallel region synchronises the threads: some microseconds on an idle machine, but a
+    scheduler time slice (several ms) when another process keeps the other core busy. A decode step of the
+    tiny model is ~20 regions of a few microseconds of work each: 1.5 ms per token on one thread against 320 ms
+    on two while a training job ran on the same two cores."""
+    if work >= SERIAL_WORK:
+        yield
+        return
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(threads)
+
+
 # --- linear and SwiGLU ---------------------------------------------------------------------------
 
 @parallel_jit
@@ -214,13 +234,15 @@ def linear(x: np.ndarray, w) -> np.ndarray:
         return x @ values.T
     out = np.empty((T, OUT), np.float32)
     if T < BLAS_TOKENS:
-        linear_tiles(x, values, scales, out)
+        with threads_for(T * OUT * IN):
+            linear_tiles(x, values, scales, out)
         return out
     rows = max(ROWS, CHUNK_BYTES // (4 * IN))
     chunk = np.empty((min(OUT, rows), IN), np.float32)
     for r0 in range(0, OUT, rows):
         r1 = min(OUT, r0 + rows)
-        widen_chunk(values, scales, r0, r1, chunk)
+        with threads_for((r1 - r0) * IN):
+            widen_chunk(values, scales, r0, r1, chunk)
         out[:, r0:r1] = x @ chunk[:r1 - r0].T
     return out
 
@@ -239,14 +261,17 @@ def swiglu(x: np.ndarray, gate_proj, up_proj, down_proj) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.shape[0] >= BLAS_TOKENS:
         g = linear(x, gate_proj)
-        silu_times_rows(g, linear(x, up_proj))
+        u = linear(x, up_proj)
+        with threads_for(16 * g.size):       # an exp and a division: about 16 multiply-adds
+            silu_times_rows(g, u)
         return linear(g, down_proj)
     (g, gs), (u, us), (d, ds) = _parts(gate_proj[None]), _parts(up_proj[None]), _parts(down_proj[None])
     one_group = np.array([0, x.shape[0]], np.int64)        # every token in the group of "expert" 0
     h = np.empty((x.shape[0], g.shape[1]), np.float32)
-    experts_gate_up(x, one_group, g, gs, u, us, h)
     out = np.empty_like(x)
-    experts_down(h, one_group, d, ds, out)
+    with threads_for(3 * x.shape[0] * g.shape[1] * g.shape[2]):
+        experts_gate_up(x, one_group, g, gs, u, us, h)
+        experts_down(h, one_group, d, ds, out)
     return out
 
 
@@ -363,7 +388,8 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, q_start: int) -> np.n
     Prefill (T > 1) and decode (T = 1, reading the KV cache) are the same loop."""
     q, k, v = (np.ascontiguousarray(a, dtype=np.float32) for a in (q, k, v))
     out = np.empty_like(q)
-    attention_blocks(q, k, v, q_start, out)
+    with threads_for(2 * q.shape[0] * k.shape[0] * q.shape[1] * q.shape[2]):
+        attention_blocks(q, k, v, q_start, out)
     return out
 
 
@@ -458,10 +484,11 @@ def moe_experts(x: np.ndarray, experts: np.ndarray, weights: np.ndarray, gate_pr
     order, starts = group_by_expert(np.ascontiguousarray(experts, dtype=np.int64), E)
     xs = np.ascontiguousarray(x, dtype=np.float32)[order // K]             # [T*K, H] grouped by expert
     h = np.empty((T * K, I), np.float32)
-    experts_gate_up(xs, starts, g, gs, u, us, h)
     ys = np.empty((T * K, H), np.float32)
-    experts_down(h, starts, d, ds, ys)
     out = np.empty((T, H), np.float32)
-    combine_slots(ys, order, np.ascontiguousarray(weights, dtype=np.float32), out)
+    with threads_for(3 * T * K * I * H):
+        experts_gate_up(xs, starts, g, gs, u, us, h)
+        experts_down(h, starts, d, ds, ys)
+        combine_slots(ys, order, np.ascontiguousarray(weights, dtype=np.float32), out)
     return out
 
