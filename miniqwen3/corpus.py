@@ -27,8 +27,8 @@ then the answer (the reasoning goes in `<think>`, as Qwen3 writes it):
 Non-thinking mode writes the empty block `<think>\\n\\n</think>\\n\\n` and the answer only. The mode of a turn
 follows the last `/think` or `/no_think` flag in the user or system messages so far (thinking when there is
 none), as in the Qwen3 report's thinking-mode fusion data; multi-turn conversations change the flag between
-turns. A few thinking turns are cut short after a random number of words and end with the budget stop sentence
-(`miniqwen3.budget.STOP_TEXT`), then the answer, so the model has seen what a thinking budget does.
+turns. A quarter of the thinking turns are cut short after a random number of words and end with the budget
+stop sentence (`miniqwen3.budget.STOP_TEXT`), then the answer, so the model has seen what a thinking budget does.
 
 Questions are phrased in six languages (en, zh, fr, de, es, ja) so that routing by language can be measured;
 prose (`pydoc_data.topics`, the standard library's documentation topics) and code (the standard library's
@@ -220,7 +220,7 @@ class Conversation:
 
 
 def sample_conversation(rng: random.Random, held_out: bool = False, level: int | None = None,
-                        lang: str | None = None, cut_rate: float = 0.1) -> Conversation:
+                        lang: str | None = None, cut_rate: float = 0.25) -> Conversation:
     """One to three user turns, each an arithmetic question, flags placed and changed at random;
     the reply to the last turn is written out in the mode the flags select."""
     turns = rng.choices((1, 2, 3), weights=(6, 3, 1))[0]
@@ -289,7 +289,8 @@ def prose_documents(held_out: bool = False) -> list[tuple[str, str]]:
     return [(k, topics[k].strip() + "\n") for k in sorted(topics) if _name_held_out(k) == held_out]
 
 
-def code_documents(held_out: bool = False, max_chars: int = 24_000, total_chars: int = 1_600_000) -> list[tuple[str, str]]:
+def code_documents(held_out: bool = False, max_chars: int = 24_000,
+                   total_chars: int = 1_600_000) -> list[tuple[str, str]]:
     """(file name, source) of the standard library's top-level `.py` files, in name order; each cut to its
     first max_chars characters, and no more than total_chars in all."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])

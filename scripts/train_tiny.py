@@ -360,7 +360,7 @@ def train(args):
 
         load = torch.stack(counts) / torch.stack(counts).sum(dim=1, keepdim=True)   # [L, E], rows sum to 1
         hist["loss"].append(float(lm_total.detach()))
-        hist["aux"].append(float(aux))
+        hist["aux"].append(float(aux.detach()))
         hist["aux_micro"].append(float(np.mean(aux_micro)))
         hist["lr"].append(lr)
         hist["tokens"].append(tokens)
@@ -373,12 +373,12 @@ def train(args):
                                .astype(np.float16))
             domain_steps.append(step)
         if step % args.log_every == 0 or step == args.steps - 1:
-            el = hist["seconds"][-1]
-            tps = sum(hist["tokens"][-args.log_every:]) / max(1e-9, el - (hist["seconds"][-args.log_every - 1]
-                                                                          if len(hist["seconds"]) > args.log_every else 0))
-            print(f"step {step:5d} loss {hist['loss'][-1]:.4f} aux {float(aux):.3f} (micro {np.mean(aux_micro):.3f}) "
+            recent = slice(max(0, len(hist["seconds"]) - args.log_every - 1), None)
+            seconds = hist["seconds"][recent]
+            tps = sum(hist["tokens"][recent][1:]) / max(1e-9, seconds[-1] - seconds[0]) if len(seconds) > 1 else 0.0
+            print(f"step {step:5d} loss {hist['loss'][-1]:.4f} aux {hist['aux'][-1]:.3f} (micro {np.mean(aux_micro):.3f}) "
                   f"lr {lr:.2e} gn {float(grad_norm):.2f} max-load {float(load.max()):.3f} "
-                  f"{tps:.0f} tok/s {el / 60:.1f} min", flush=True)
+                  f"{tps:.0f} tok/s {seconds[-1] / 60:.1f} min", flush=True)
         if (step + 1) % args.eval_every == 0 or step == args.steps - 1:
             ev = evaluate(model, evals, K)
             ev["step"] = step
@@ -408,7 +408,8 @@ def train(args):
     summary = {"steps": args.steps, "wall_seconds": hist["seconds"][-1], "tokens": int(sum(hist["tokens"])),
                "parameters": n_params, "final_loss": hist["loss"][-1], "final_aux": hist["aux"][-1],
                "epochs_of_conversations": batches.epoch + batches.pos / batches.n_chat,
-               "args": {k: v for k, v in vars(args).items() if k != "func"}, "final_eval": eval_rows[-1] if eval_rows else None}
+               "args": {k: v for k, v in vars(args).items() if k != "func"},
+               "final_eval": eval_rows[-1] if eval_rows else None}
     (run / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"done: {args.steps} steps, {summary['tokens']} tokens in {summary['wall_seconds'] / 60:.1f} min", flush=True)
 

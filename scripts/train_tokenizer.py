@@ -93,7 +93,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", default="build/tiny/corpus", help="folder with tokenizer_text.txt (make_corpus.py)")
     ap.add_argument("--out", default="build/tiny/tokenizer")
-    ap.add_argument("--vocab", type=int, default=4000, help="BPE vocabulary size, bytes and merges (added tokens extra)")
+    ap.add_argument("--vocab", type=int, default=4000,
+                    help="BPE vocabulary size, bytes and merges (the added tokens come on top)")
     ap.add_argument("--model-max-length", type=int, default=2048)
     ap.add_argument("--qwen3-config", default=None, help="Qwen3's tokenizer_config.json (added tokens, chat template)")
     args = ap.parse_args(argv)
