@@ -99,19 +99,55 @@ def row_dot(x, w, scales, r):
 
 
 @jit
+def rows_dot4(x, w, scales, r, y, c):
+    """y[c + i] = x . (row r + i of w as fp32) for i = 0..3, widening as it reads. Four rows at once: each x[j]
+    loaded feeds four sums, and four independent sums keep the FMA units busy (one sum waits on its own
+    latency). r is a multiple of 4, so the four rows share one Q8 block of 32 rows.
+    x: [IN], w: [OUT, IN] stored (see `widen_row`), y: [>= c + 4]"""
+    w0, w1, w2, w3 = w[r], w[r + 1], w[r + 2], w[r + 3]
+    a0 = a1 = a2 = a3 = np.float32(0)
+    if w.itemsize == 2:                # bf16
+        for j in range(x.size):
+            u = x[j]
+            a0 += u * bf16_to_f32(w0[j]); a1 += u * bf16_to_f32(w1[j])   # noqa: E702
+            a2 += u * bf16_to_f32(w2[j]); a3 += u * bf16_to_f32(w3[j])   # noqa: E702
+    elif w.itemsize == 1:              # Q8: the block's scale folded into x once for the four rows
+        scale = scales[r // BLOCK]
+        for j in range(x.size):
+            u = x[j] * scale[j]
+            a0 += u * np.float32(w0[j]); a1 += u * np.float32(w1[j])     # noqa: E702
+            a2 += u * np.float32(w2[j]); a3 += u * np.float32(w3[j])     # noqa: E702
+    else:                              # fp32
+        for j in range(x.size):
+            u = x[j]
+            a0 += u * w0[j]; a1 += u * w1[j]; a2 += u * w2[j]; a3 += u * w3[j]   # noqa: E702
+    y[c], y[c + 1], y[c + 2], y[c + 3] = a0, a1, a2, a3
+
+
+@jit
 def project(x, w, scales, r0, r1, y, c0, tile):
     """y[t, c0 + r - r0] = x[t] . w[r] for the weight rows r0..r1-1 and every token t.
     Several tokens (prefill): widen the rows once into `tile` [>= r1 - r0, IN] and multiply (`matmul_nt`).
-    One to three tokens (decode): row by row, widening on the fly (`row_dot`).
+    One to three tokens (decode): four rows at a time, widening on the fly (`rows_dot4`, `row_dot`); `tile`
+    is not used. r0 is a multiple of 4.
     x: [N, IN] fp32, w: [OUT, IN] stored, y: [N, >= c0 + r1 - r0]"""
     if x.shape[0] >= 4:
         for r in range(r0, r1):
             widen_row(w, scales, r, tile[r - r0])
         matmul_nt(x, tile[:r1 - r0], y, c0)
     else:
-        for r in range(r0, r1):
-            for t in range(x.shape[0]):
+        r4 = r0 + (r1 - r0) // 4 * 4
+        for t in range(x.shape[0]):
+            for r in range(r0, r4, 4):
+                rows_dot4(x[t], w, scales, r, y[t], c0 + r - r0)
+            for r in range(r4, r1):
                 y[t, c0 + r - r0] = row_dot(x[t], w, scales, r)
+
+
+@jit
+def tile_rows(tokens):
+    """Rows of the scratch tile `project` needs: ROWS for several tokens, none for decode."""
+    return ROWS if tokens >= 4 else 0
 
 
 @jit
@@ -210,7 +246,7 @@ def linear_tiles(x, w, scales, out):
     OUT, IN = w.shape
     for i in prange((OUT + ROWS - 1) // ROWS):
         r0 = i * ROWS
-        project(x, w, scales, r0, min(OUT, r0 + ROWS), out, r0, np.empty((ROWS, IN), np.float32))
+        project(x, w, scales, r0, min(OUT, r0 + ROWS), out, r0, np.empty((tile_rows(x.shape[0]), IN), np.float32))
 
 
 @parallel_jit
@@ -429,7 +465,7 @@ def experts_gate_up(xs, starts, gate_proj, gate_scales, up_proj, up_scales, h):
         g0, g1 = starts[e], starts[e + 1]
         g = np.empty((g1 - g0, r1 - r0), np.float32)
         u = np.empty((g1 - g0, r1 - r0), np.float32)
-        tile = np.empty((ROWS, H), np.float32)
+        tile = np.empty((tile_rows(g1 - g0), H), np.float32)
         project(xs[g0:g1], gate_proj[e], gate_scales[e], r0, r1, g, 0, tile)
         project(xs[g0:g1], up_proj[e], up_scales[e], r0, r1, u, 0, tile)
         silu_times(g, u)
@@ -450,7 +486,8 @@ def experts_down(h, starts, down_proj, down_scales, ys):
         r0 = (item % n_tiles) * ROWS
         r1 = min(H, r0 + ROWS)
         g0, g1 = starts[e], starts[e + 1]
-        project(h[g0:g1], down_proj[e], down_scales[e], r0, r1, ys[g0:g1], r0, np.empty((ROWS, I), np.float32))
+        project(h[g0:g1], down_proj[e], down_scales[e], r0, r1, ys[g0:g1], r0,
+                np.empty((tile_rows(g1 - g0), I), np.float32))
 
 
 @parallel_jit
