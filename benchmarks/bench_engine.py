@@ -469,7 +469,7 @@ def markdown(report) -> str:
         f"Memory bandwidth (Numba prange sum over 1 GiB, same run): {bw['GBps']:.1f} GB/s on {mc['cores']} cores "
         f"({bw['GBps_1_threads']:.1f} on one; {report['memory_bandwidth_after']['GBps']:.1f} at the end).  ",
         f"Load average while waiting to start: {', '.join(f'{x:.2f}' for x in report['loadavg_waited'])}; "
-        f"at the end {report['loadavg_end'][0]:.2f} (other jobs share these cores); "
+        f"at the end {report['loadavg_end'][0]:.2f} (a 1-minute average: it includes the contenders run just before); "
         f"OMP_WAIT_POLICY {report['settings']['OMP_WAIT_POLICY']} for every contender.  ",
         f"Prompt {report['settings']['prompt']} tokens (prefill: best of {report['settings']['prefill_runs']}), "
         f"then {report['settings']['new']} decoded tokens (the numpy reference: "
