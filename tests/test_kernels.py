@@ -65,20 +65,20 @@ def test_small_work_runs_on_the_calling_thread(monkeypatch):
     assert numba.get_num_threads() == threads
     with kernels.threads_for(2**20):
         assert numba.get_num_threads() == threads
-    # the same results either way (own generator: the other tests' inputs stay as they were)
+    # own generator: the other tests' inputs stay as they were
     r = np.random.default_rng(7)
     x, w = r.standard_normal((3, 70), np.float32), float32_to_bf16(r.standard_normal((37, 70), np.float32))
     q, k, v = (r.standard_normal(shape, np.float32) for shape in [(5, 4, 16), (105, 2, 16), (105, 2, 16)])
-    experts, gates = r.integers(0, 6, (4, 2)), r.random((4, 2), dtype=np.float32)
+    experts, gates = np.stack([r.permutation(6)[:2] for _ in range(4)]), r.random((4, 2), dtype=np.float32)
     gate_up = [float32_to_bf16(r.standard_normal((6, 24, 70), np.float32) * np.float32(0.1)) for _ in range(2)]
     down = float32_to_bf16(r.standard_normal((6, 70, 24), np.float32) * np.float32(0.1))
-    serial = (kernels.linear(x, w), kernels.attention(q, k, v, 100),
-              kernels.moe_experts(x[[0, 1, 2, 0]], experts, gates, *gate_up, down))
-    monkeypatch.setattr(kernels, "SERIAL_WORK", 0)
-    shared = (kernels.linear(x, w), kernels.attention(q, k, v, 100),
-              kernels.moe_experts(x[[0, 1, 2, 0]], experts, gates, *gate_up, down))
-    for a, b in zip(serial, shared):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    # the one-thread path against the NumPy twins (the other tests check the shared path against them)
+    args = {"linear": (x, w), "attention": (q, k, v, 100),
+            "moe_experts": (x[[0, 1, 2, 0]], experts, gates, *gate_up, down)}
+    for name, a in args.items():
+        with kernels.threads_for(0):
+            got = getattr(kernels, name)(*a)
+        np.testing.assert_allclose(got, getattr(ops, name)(*a), rtol=0, atol=2e-5, err_msg=name)
 
 
 # --- linear and SwiGLU ---------------------------------------------------------------------------
