@@ -106,7 +106,7 @@ def cmd_route(args) -> int:
         ids = model.tokenizer.encode(args.text)
     else:
         ids = np.random.default_rng(args.seed).integers(0, c.vocab_size, args.tokens)
-    logits, trace = model.trace(ids)
+    _, trace = model.trace(ids)
     E, K = c.num_experts, c.num_experts_per_tok
     print(f"{len(ids)} tokens through {len(trace.layers)} MoE layers ({E} experts, top-{K}); "
           f"at perfect balance every expert gets {1 / E:.2%} of the assignments")

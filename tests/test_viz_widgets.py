@@ -382,8 +382,12 @@ def test_routing_widgets(chat_moe):
 
 
 def test_generation_widgets(chat_moe):
-    w = widgets.budget(chat_moe, max_new_tokens=6)
-    assert "6 tokens generated" in move(w, 0, 9)
+    # the reply prefilled with an open think block, so the counter runs on this random model: the slider's B
+    # decides whether it trips within the 6 tokens
+    w = widgets.budget(chat_moe, max_new_tokens=6, prefill="<think>\n")
+    assert "N = 6, not tripped" in move(w, 0, 9)
+    tripped = move(w, 0, 2)
+    assert "tripped" in tripped and "not tripped" not in tripped and "#ffd59e" in tripped
     w = widgets.chat(chat_moe, max_new_tokens=4)
     assert "budget 7" in move(w, 2, 7)
     assert "budget None" in move(w, 1, "/no_think")
