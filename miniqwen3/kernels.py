@@ -35,6 +35,7 @@ parallel_jit = numba.njit(cache=True, fastmath=FASTMATH, parallel=True)
 
 ROWS = 16         # weight rows per work item of the tile kernels: a [16, IN] fp32 tile stays in L2
 BLAS_TOKENS = 16  # from this many tokens on, `linear` hands widened chunks to BLAS
+TILE_TOKENS = 4   # from this many tokens on, `project` widens a tile of rows once and multiplies (`matmul_nt`)
 CHUNK_BYTES = 32 * 2**20  # fp32 rows widened per BLAS call: whole matrices, except an output head
 KEYS = 64         # keys per attention block
 QUERY_ROWS = 32   # query rows (tokens x heads sharing a KV head) per attention task
@@ -131,7 +132,7 @@ def project(x, w, scales, r0, r1, y, c0, tile):
     One to three tokens (decode): four rows at a time, widening on the fly (`rows_dot4`, `row_dot`); `tile`
     is not used. r0 is a multiple of 4.
     x: [N, IN] fp32, w: [OUT, IN] stored, y: [N, >= c0 + r1 - r0]"""
-    if x.shape[0] >= 4:
+    if x.shape[0] >= TILE_TOKENS:
         for r in range(r0, r1):
             widen_row(w, scales, r, tile[r - r0])
         matmul_nt(x, tile[:r1 - r0], y, c0)
@@ -147,7 +148,7 @@ def project(x, w, scales, r0, r1, y, c0, tile):
 @jit
 def tile_rows(tokens):
     """Rows of the scratch tile `project` needs: ROWS for several tokens, none for decode."""
-    return ROWS if tokens >= 4 else 0
+    return ROWS if tokens >= TILE_TOKENS else 0
 
 
 @jit
