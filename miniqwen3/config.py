@@ -1,9 +1,11 @@
 """One config dataclass for dense Qwen3 (`qwen3`) and Qwen3-MoE (`qwen3_moe`), read from config.json.
 
-Shape legend used across the package:
-    T tokens, S cached positions, H hidden_size, V vocab_size, NH num_attention_heads,
-    NKV num_key_value_heads, D head_dim, E num_experts, K num_experts_per_tok,
-    I intermediate_size (dense MLP) or moe_intermediate_size (one expert).
+Shape legend used across the package (one meaning per letter):
+    T tokens (positions of the current call), S cached positions (keys), H hidden_size, V vocab_size,
+    NH num_attention_heads, NKV num_key_value_heads, D head_dim, E num_experts, K num_experts_per_tok,
+    I intermediate_size (dense MLP) or moe_intermediate_size (one expert), P (token, slot) pairs = T * K,
+    L layers (the MoE layers traced), N sequences, G groups of sequences (domains, languages),
+    F features and O outputs (the router lab's toy task), IN and OUT the two axes of a weight matrix.
 
 Both spellings of the keys are accepted: real Qwen checkpoints (transformers 4.51) write
 `num_experts`, `rope_theta`, `rope_scaling`; transformers 5.x writes `num_local_experts` and
@@ -73,6 +75,11 @@ class Qwen3Config:
         """Layer i has a MoE block iff not in mlp_only_layers and (i + 1) % decoder_sparse_step == 0."""
         return (self.num_experts > 0 and i not in self.mlp_only_layers
                 and (i + 1) % self.decoder_sparse_step == 0)
+
+    @property
+    def moe_layers(self) -> list[int]:
+        """The indices of the layers with a MoE block."""
+        return [i for i in range(self.num_hidden_layers) if self.is_sparse_layer(i)]
 
     @property
     def layer_types(self) -> list[str]:
@@ -221,31 +228,6 @@ class Qwen3Config:
 
     def kv_cache_bytes_per_token(self, bytes_per_value: int = 4) -> int:
         return 2 * self.num_hidden_layers * self.num_key_value_heads * self.head_dim * bytes_per_value
-
-    def to_dict(self) -> dict:
-        """The config in the key names real Qwen checkpoints use (transformers 4.51)."""
-        d = {
-            "architectures": ["Qwen3MoeForCausalLM" if self.model_type == "qwen3_moe" else "Qwen3ForCausalLM"],
-            "model_type": self.model_type, "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
-            "intermediate_size": self.intermediate_size, "num_hidden_layers": self.num_hidden_layers,
-            "num_attention_heads": self.num_attention_heads, "num_key_value_heads": self.num_key_value_heads,
-            "head_dim": self.head_dim, "rms_norm_eps": self.rms_norm_eps, "rope_theta": self.rope_theta,
-            "rope_scaling": None, "max_position_embeddings": self.max_position_embeddings,
-            "tie_word_embeddings": self.tie_word_embeddings, "hidden_act": "silu",
-            "attention_bias": False, "bos_token_id": self.bos_token_id,
-            "eos_token_id": list(self.eos_token_id) if isinstance(self.eos_token_id, tuple) else self.eos_token_id,
-            "torch_dtype": self.torch_dtype,
-        }
-        s = self.rope_scaling
-        if s.rope_type == "yarn":
-            d["rope_scaling"] = {"rope_type": "yarn", "factor": s.factor,
-                                 "original_max_position_embeddings": s.original_max_position_embeddings}
-        if self.model_type == "qwen3_moe":
-            d.update(num_experts=self.num_experts, num_experts_per_tok=self.num_experts_per_tok,
-                     moe_intermediate_size=self.moe_intermediate_size, norm_topk_prob=self.norm_topk_prob,
-                     decoder_sparse_step=self.decoder_sparse_step, mlp_only_layers=list(self.mlp_only_layers),
-                     router_aux_loss_coef=self.router_aux_loss_coef)
-        return d
 
 
 def _typed(source, key, value, kind):
