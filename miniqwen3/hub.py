@@ -73,14 +73,27 @@ def resolve(name) -> Path:
         raise ModelNotFoundError(f"{name}: download failed ({type(e).__name__}: {why}); {how}") from None
 
 
-def load(name=None, backend: str = "numpy"):
-    """Load a Qwen3 or Qwen3-MoE checkpoint: config.json + safetensors weights (+ tokenizer files if present).
-    `name`: a folder, a Hugging Face repo id, or "tiny"; None loads the embedded tiny model."""
+def load(name=None, backend: str | None = None, quant: str | None = None):
+    """Load a Qwen3 or Qwen3-MoE checkpoint: config.json + safetensors weights (+ tokenizer files if present),
+    or a GGUF model (config, weights and tokenizer from the file, weights kept quantized and memory-mapped).
+    `name`: a folder, a Hugging Face repo id, a .gguf file, or "tiny"; None loads the embedded tiny model.
+    `quant` picks a GGUF quantization ("Q4_K_M") in a folder or repo holding several; "REPO:Q4_K_M" does too.
+    `backend`: "numpy" or "numba"; by default "numba" for GGUF models (the plain-NumPy reference dequantizes
+    whole matrices on every call), "numpy" otherwise."""
     from .model import Model
+    from .gguf_file import find_gguf, load_gguf
+    path = find_gguf(name, quant) if name is not None else None
+    if path is not None:
+        g, config, weights, tokenizer = load_gguf(path)
+        model = Model(config, weights, backend=backend or "numba", path=g.path)
+        model.tokenizer = tokenizer
+        return model
+    if quant is not None:
+        raise ModelNotFoundError(f"{name}: quant={quant!r} asks for a GGUF model, but there are no .gguf files here")
     folder = resolve("tiny" if name is None else name)
     config = Qwen3Config.from_file(folder / "config.json")
     weights = load_weights(config, folder)
-    model = Model(config, weights, backend=backend, path=folder)
+    model = Model(config, weights, backend=backend or "numpy", path=folder)
     if (folder / "tokenizer.json").is_file() or (folder / "vocab.json").is_file():
         from .tokenizer import Tokenizer
         model.tokenizer = Tokenizer.from_file(folder)
