@@ -288,3 +288,511 @@ def quantize_q8_0(w: np.ndarray, rows_per_chunk: int = 4096) -> QuantWeight:
         out[r0:r0 + len(x), :, 0:2] = d.astype(np.float16).view(np.uint8)
         out[r0:r0 + len(x), :, 2:34] = q.astype(np.int8).view(np.uint8)
     return QuantWeight(out.reshape(*w.shape[:-1], ROW_BYTES), Q8_0)
+
+
+# --- Numba kernels -------------------------------------------------------------------------------
+#
+# The same formulas, read the fast way, one row of blocks at a time. A row is its bytes as stored: uint8
+# [ROW_BYTES] (a C-contiguous row of `QuantWeight.data`; for the plain types, the row's bytes, see `row_view`).
+#
+#   widen_<type>(row, out)             out [IN] = the row as fp32 (prefill widens a tile of rows, then multiplies)
+#   dot_<type>(x, [xsum,] row)         x [IN] . the row, fp32 (decode: each block read once, used in registers)
+#   dot4_<type>(x, [xsum,] r0..r3, y, c)   y[c + i] = x . r_i for four rows, each block of x read once
+#
+# A dot sums x times the small integers q over a sub-block first and applies that sub-block's scale once
+# (sum_j x_j * d * sc * q_j = d * sc * sum_j x_j * q_j): the inner loop is then an int-to-float conversion and
+# a multiply-add per weight, which LLVM vectorises. The offsets (Q4_0's -8, Q5_0's -16) and the K-quants'
+# -dmin * m terms are sums of x over a 32-weight sub-block times a per-block constant: `x_sums(x)` computes
+# them once per x (xsum [IN / 32]), for every row. Nibbles are taken as (v & 15) and (v & 240) = 16 * (v >> 4),
+# the 1/16 folded into the scale (a shift would be done on 64-bit lanes: Numba widens integers).
+# Sums are reordered (fastmath), so results equal the NumPy dequantizer's to float32 rounding, not bitwise.
+
+FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+jit = numba.njit(cache=True, fastmath=FASTMATH)
+SIXTEENTH = np.float32(1 / 16)
+
+
+def fp16_at(row, i):
+    """The fp16 stored little-endian at row[i], row[i + 1], as fp32."""
+    return np.float32(np.asarray(row[i:i + 2], dtype=np.uint8).view(np.float16)[0])
+
+
+@numba.extending.overload(fp16_at)
+def _fp16_at_compiled(row, i):
+    # compiled: two bytes joined into 16 bits, reinterpreted as a half and widened (vcvtph2ps with F16C)
+    return lambda row, i: _half_bits_as_f32(row[i] | (row[i + 1] << 8))
+
+
+@numba.extending.intrinsic
+def _half_bits_as_f32(typingctx, bits):
+    """The fp16 whose bit pattern is the low 16 bits of the integer `bits`, as fp32."""
+    def codegen(context, builder, signature, args):
+        v = args[0]
+        i16 = llvmlite.ir.IntType(16)
+        v = builder.trunc(v, i16) if v.type.width > 16 else builder.zext(v, i16) if v.type.width < 16 else v
+        return builder.fpext(builder.bitcast(v, llvmlite.ir.HalfType()), llvmlite.ir.FloatType())
+    return numba.types.float32(bits), codegen
+
+
+def bf16_as_f32(bits):
+    """One bf16 value, given as its 16 bits, as fp32: the bits are the upper half of the fp32's bits."""
+    return np.array(np.uint32(bits) << np.uint32(16), dtype=np.uint32).view(np.float32)[()]
+
+
+@numba.extending.overload(bf16_as_f32)
+def _bf16_as_f32_compiled(bits):
+    return lambda bits: _uint32_bits_as_f32(np.uint32(bits) << np.uint32(16))
+
+
+@numba.extending.intrinsic
+def _uint32_bits_as_f32(typingctx, bits):
+    """The fp32 whose bit pattern is the uint32 `bits` (a bitcast, no conversion)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvmlite.ir.FloatType())
+    return numba.types.float32(numba.types.uint32), codegen
+
+
+@jit
+def x_sums(x):
+    """Sums of x over each 32 consecutive values, for the offset and min terms of the dots.
+    x: [IN] fp32 -> [IN // 32] fp32"""
+    xsum = np.empty(x.size // 32, np.float32)
+    for k in range(xsum.size):
+        s = np.float32(0)
+        for l in range(32):
+            s += x[32 * k + l]
+        xsum[k] = s
+    return xsum
+
+
+@jit
+def scale_min_k(row, s, j):
+    """6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K block whose 12 scale bytes start at row[s],
+    as fp32 (see `unpack_scales_k`)."""
+    if j < 4:
+        return np.float32(row[s + j] & 63), np.float32(row[s + j + 4] & 63)
+    sc = (row[s + j + 4] & 15) | ((row[s + j - 4] >> 6) << 4)
+    m = (row[s + j + 4] >> 4) | ((row[s + j] >> 6) << 4)
+    return np.float32(sc), np.float32(m)
+
+
+# Q8_0: 34 bytes | d | q[32] int8 |                                     w = d * q
+
+@jit
+def widen_q8_0(row, out):
+    """row: uint8 [IN / 32 * 34] -> out: fp32 [IN]"""
+    for b in range(row.size // 34):
+        o, d = 34 * b, fp16_at(row, 34 * b)
+        for l in range(32):
+            out[32 * b + l] = d * np.float32(np.int8(row[o + 2 + l]))
+
+
+@jit
+def dot_q8_0(x, row):
+    """x: [IN] fp32, row: uint8 [IN / 32 * 34] -> fp32"""
+    acc = np.float32(0)
+    for b in range(row.size // 34):
+        o, xo = 34 * b, 32 * b
+        s = np.float32(0)
+        for l in range(32):
+            s += x[xo + l] * np.float32(np.int8(row[o + 2 + l]))
+        acc += fp16_at(row, o) * s
+    return acc
+
+
+@jit
+def dot4_q8_0(x, r0, r1, r2, r3, y, c):
+    """y[c + i] = x . r_i for i = 0..3. x: [IN] fp32, r_i: uint8 [IN / 32 * 34], y: fp32 [>= c + 4]"""
+    a0 = a1 = a2 = a3 = np.float32(0)
+    for b in range(r0.size // 34):
+        o, xo = 34 * b + 2, 32 * b
+        s0 = s1 = s2 = s3 = np.float32(0)
+        for l in range(32):
+            u = x[xo + l]
+            s0 += u * np.float32(np.int8(r0[o + l]))
+            s1 += u * np.float32(np.int8(r1[o + l]))
+            s2 += u * np.float32(np.int8(r2[o + l]))
+            s3 += u * np.float32(np.int8(r3[o + l]))
+        a0 += fp16_at(r0, o - 2) * s0
+        a1 += fp16_at(r1, o - 2) * s1
+        a2 += fp16_at(r2, o - 2) * s2
+        a3 += fp16_at(r3, o - 2) * s3
+    y[c], y[c + 1], y[c + 2], y[c + 3] = a0, a1, a2, a3
+
+
+# Q4_0: 18 bytes | d | qs[16] |  element l: qs[l] & 15, element l + 16: qs[l] >> 4     w = d * (q - 8)
+
+@jit
+def widen_q4_0(row, out):
+    """row: uint8 [IN / 32 * 18] -> out: fp32 [IN]"""
+    for b in range(row.size // 18):
+        o, xo, d = 18 * b + 2, 32 * b, fp16_at(row, 18 * b)
+        for l in range(16):
+            v = row[o + l]
+            out[xo + l] = d * np.float32(np.int32(v & 15) - 8)
+            out[xo + 16 + l] = d * np.float32(np.int32(v >> 4) - 8)
+
+
+@jit
+def dot_q4_0(x, xsum, row):
+    """x: [IN] fp32, xsum: x_sums(x) [IN / 32], row: uint8 [IN / 32 * 18] -> fp32
+    per block d * (sum x_lo * lo + sum x_hi * 16 hi / 16 - 8 * sum x)"""
+    acc = np.float32(0)
+    for b in range(row.size // 18):
+        o, xo = 18 * b + 2, 32 * b
+        s_lo = s_hi = np.float32(0)
+        for l in range(16):
+            v = row[o + l]
+            s_lo += x[xo + l] * np.float32(v & 15)
+            s_hi += x[xo + 16 + l] * np.float32(v & 240)
+        acc += fp16_at(row, o - 2) * (s_lo + SIXTEENTH * s_hi - np.float32(8) * xsum[b])
+    return acc
+
+
+@jit
+def dot4_q4_0(x, xsum, r0, r1, r2, r3, y, c):
+    """y[c + i] = x . r_i for i = 0..3 (see `dot_q4_0`)."""
+    y[c], y[c + 1], y[c + 2], y[c + 3] = (dot_q4_0(x, xsum, r0), dot_q4_0(x, xsum, r1),
+                                          dot_q4_0(x, xsum, r2), dot_q4_0(x, xsum, r3))
+
+
+# Q5_0: 22 bytes | d | qh u32 | qs[16] |  as Q4_0, plus bit j of qh = 16s of element j     w = d * (q - 16)
+
+@jit
+def qh_q5_0(row, o):
+    """The uint32 of 5th bits of the Q5_0 block at row[o] (bytes o + 2 .. o + 5, little-endian)."""
+    return (np.uint32(row[o + 2]) | (np.uint32(row[o + 3]) << 8) | (np.uint32(row[o + 4]) << 16)
+            | (np.uint32(row[o + 5]) << 24))
+
+
+@jit
+def widen_q5_0(row, out):
+    """row: uint8 [IN / 32 * 22] -> out: fp32 [IN]"""
+    for b in range(row.size // 22):
+        o, xo = 22 * b, 32 * b
+        d, qh = fp16_at(row, o), qh_q5_0(row, o)
+        for l in range(16):
+            v = row[o + 6 + l]
+            out[xo + l] = d * np.float32(np.int32((v & 15) | (((qh >> l) & 1) << 4)) - 16)
+            out[xo + 16 + l] = d * np.float32(np.int32((v >> 4) | (((qh >> (l + 16)) & 1) << 4)) - 16)
+
+
+@jit
+def dot_q5_0(x, xsum, row):
+    """x: [IN] fp32, xsum: x_sums(x) [IN / 32], row: uint8 [IN / 32 * 22] -> fp32"""
+    acc = np.float32(0)
+    for b in range(row.size // 22):
+        o, xo = 22 * b, 32 * b
+        qh = qh_q5_0(row, o)
+        s_lo = s_hi = np.float32(0)
+        for l in range(16):
+            v = row[o + 6 + l]
+            s_lo += x[xo + l] * np.float32((v & 15) | (((qh >> l) & 1) << 4))
+            s_hi += x[xo + 16 + l] * np.float32((v & 240) | (((qh >> (l + 16)) & 1) << 8))
+        acc += fp16_at(row, o) * (s_lo + SIXTEENTH * s_hi - np.float32(16) * xsum[b])
+    return acc
+
+
+@jit
+def dot4_q5_0(x, xsum, r0, r1, r2, r3, y, c):
+    """y[c + i] = x . r_i for i = 0..3 (see `dot_q5_0`)."""
+    y[c], y[c + 1], y[c + 2], y[c + 3] = (dot_q5_0(x, xsum, r0), dot_q5_0(x, xsum, r1),
+                                          dot_q5_0(x, xsum, r2), dot_q5_0(x, xsum, r3))
+
+
+# Q4_K: 144 bytes | d | dmin | scales[12] | qs[128] |   sub-block s = 2c + (high nibble), c = chunk of 32 qs
+#                                                       w = d * sc[s] * q - dmin * m[s]
+
+@jit
+def widen_q4_k(row, out):
+    """row: uint8 [IN / 256 * 144] -> out: fp32 [IN]"""
+    for b in range(row.size // 144):
+        o, xo = 144 * b, 256 * b
+        d, dmin = fp16_at(row, o), fp16_at(row, o + 2)
+        for c in range(4):
+            sc0, m0 = scale_min_k(row, o + 4, 2 * c)
+            sc1, m1 = scale_min_k(row, o + 4, 2 * c + 1)
+            a0, a1, b0, b1 = d * sc0, d * sc1, dmin * m0, dmin * m1
+            q, xa = o + 16 + 32 * c, xo + 64 * c
+            for l in range(32):
+                v = row[q + l]
+                out[xa + l] = a0 * np.float32(v & 15) - b0
+                out[xa + 32 + l] = a1 * np.float32(v >> 4) - b1
+
+
+@jit
+def dot_q4_k(x, xsum, row):
+    """x: [IN] fp32, xsum: x_sums(x) [IN / 32], row: uint8 [IN / 256 * 144] -> fp32
+    per block: d * sum_s sc[s] * (x . q over sub-block s) - dmin * sum_s m[s] * xsum[s]; the 8 sub-block sums
+    of a block in one loop (8 independent sums keep the FMA units busy)."""
+    acc = np.float32(0)
+    for b in range(row.size // 144):
+        o, xo, q = 144 * b, 256 * b, 144 * b + 16
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0)
+        for l in range(32):
+            v0, v1, v2, v3 = row[q + l], row[q + 32 + l], row[q + 64 + l], row[q + 96 + l]
+            s0 += x[xo + l] * np.float32(v0 & 15)
+            s1 += x[xo + 32 + l] * np.float32(v0 & 240)
+            s2 += x[xo + 64 + l] * np.float32(v1 & 15)
+            s3 += x[xo + 96 + l] * np.float32(v1 & 240)
+            s4 += x[xo + 128 + l] * np.float32(v2 & 15)
+            s5 += x[xo + 160 + l] * np.float32(v2 & 240)
+            s6 += x[xo + 192 + l] * np.float32(v3 & 15)
+            s7 += x[xo + 224 + l] * np.float32(v3 & 240)
+        acc += k_block_sum(row, o, xsum, 8 * b, s0, s1, s2, s3, s4, s5, s6, s7)
+    return acc
+
+
+@jit
+def k_block_sum(row, o, xsum, k, s0, s1, s2, s3, s4, s5, s6, s7):
+    """A Q4_K/Q5_K block's share of a dot from its 8 sub-block sums of x * q (odd sub-blocks' q taken times
+    16): d * sum_s sc[s] s_s - dmin * sum_s m[s] xsum[k + s]."""
+    sc0, m0 = scale_min_k(row, o + 4, 0)
+    sc1, m1 = scale_min_k(row, o + 4, 1)
+    sc2, m2 = scale_min_k(row, o + 4, 2)
+    sc3, m3 = scale_min_k(row, o + 4, 3)
+    sc4, m4 = scale_min_k(row, o + 4, 4)
+    sc5, m5 = scale_min_k(row, o + 4, 5)
+    sc6, m6 = scale_min_k(row, o + 4, 6)
+    sc7, m7 = scale_min_k(row, o + 4, 7)
+    scaled = sc0 * s0 + sc2 * s2 + sc4 * s4 + sc6 * s6 + SIXTEENTH * (sc1 * s1 + sc3 * s3 + sc5 * s5 + sc7 * s7)
+    mins = (m0 * xsum[k] + m1 * xsum[k + 1] + m2 * xsum[k + 2] + m3 * xsum[k + 3] + m4 * xsum[k + 4]
+            + m5 * xsum[k + 5] + m6 * xsum[k + 6] + m7 * xsum[k + 7])
+    return fp16_at(row, o) * scaled - fp16_at(row, o + 2) * mins
+
+
+@jit
+def dot4_q4_k(x, xsum, r0, r1, r2, r3, y, c):
+    """y[c + i] = x . r_i for i = 0..3, block by block: the four rows' blocks meet the same 256 values of x."""
+    a0 = a1 = a2 = a3 = np.float32(0)
+    for b in range(r0.size // 144):
+        a0 += dot_q4_k(x[256 * b:256 * b + 256], xsum[8 * b:8 * b + 8], r0[144 * b:144 * b + 144])
+        a1 += dot_q4_k(x[256 * b:256 * b + 256], xsum[8 * b:8 * b + 8], r1[144 * b:144 * b + 144])
+        a2 += dot_q4_k(x[256 * b:256 * b + 256], xsum[8 * b:8 * b + 8], r2[144 * b:144 * b + 144])
+        a3 += dot_q4_k(x[256 * b:256 * b + 256], xsum[8 * b:8 * b + 8], r3[144 * b:144 * b + 144])
+    y[c], y[c + 1], y[c + 2], y[c + 3] = a0, a1, a2, a3
+
+
+# Q5_K: 176 bytes | d | dmin | scales[12] | qh[32] | qs[128] |   Q4_K plus bit s of qh[l] = 16s of element l
+#                                                                 of sub-block s      w = d * sc[s] * q - dmin * m[s]
+
+@jit
+def widen_q5_k(row, out):
+    """row: uint8 [IN / 256 * 176] -> out: fp32 [IN]"""
+    for b in range(row.size // 176):
+        o, xo = 176 * b, 256 * b
+        d, dmin = fp16_at(row, o), fp16_at(row, o + 2)
+        for c in range(4):
+            sc0, m0 = scale_min_k(row, o + 4, 2 * c)
+            sc1, m1 = scale_min_k(row, o + 4, 2 * c + 1)
+            a0, a1, b0, b1 = d * sc0, d * sc1, dmin * m0, dmin * m1
+            q, xa = o + 48 + 32 * c, xo + 64 * c
+            for l in range(32):
+                v, h = row[q + l], row[o + 16 + l] >> (2 * c)
+                out[xa + l] = a0 * np.float32((v & 15) | ((h & 1) << 4)) - b0
+                out[xa + 32 + l] = a1 * np.float32((v >> 4) | ((h & 2) << 3)) - b1
+
+
+@jit
+def dot_q5_k(x, xsum, row):
+    """x: [IN] fp32, xsum: x_sums(x) [IN / 32], row: uint8 [IN / 256 * 176] -> fp32 (as `dot_q4_k`; the 5th
+    bit of sub-block s is bit s of qh[l], moved to value 16, or 256 for the odd sub-blocks taken times 16)"""
+    acc = np.float32(0)
+    for b in range(row.size // 176):
+        o, xo, q = 176 * b, 256 * b, 176 * b + 48
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0)
+        for l in range(32):
+            v0, v1, v2, v3 = row[q + l], row[q + 32 + l], row[q + 64 + l], row[q + 96 + l]
+            h = row[o + 16 + l]
+            s0 += x[xo + l] * np.float32((v0 & 15) | ((h & 1) << 4))
+            s1 += x[xo + 32 + l] * np.float32((v0 & 240) | ((h & 2) << 7))
+            s2 += x[xo + 64 + l] * np.float32((v1 & 15) | ((h & 4) << 2))
+            s3 += x[xo + 96 + l] * np.float32((v1 & 240) | ((h & 8) << 5))
+            s4 += x[xo + 128 + l] * np.float32((v2 & 15) | (h & 16))
+            s5 += x[xo + 160 + l] * np.float32((v2 & 240) | ((h & 32) << 3))
+            s6 += x[xo + 192 + l] * np.float32((v3 & 15) | ((h & 64) >> 2))
+            s7 += x[xo + 224 + l] * np.float32((v3 & 240) | ((h & 128) << 1))
+        acc += k_block_sum(row, o, xsum, 8 * b, s0, s1, s2, s3, s4, s5, s6, s7)
+    return acc
+
+
+@jit
+def dot4_q5_k(x, xsum, r0, r1, r2, r3, y, c):
+    """y[c + i] = x . r_i for i = 0..3, block by block (see `dot4_q4_k`)."""
+    a0 = a1 = a2 = a3 = np.float32(0)
+    for b in range(r0.size // 176):
+        a0 += dot_q5_k(x[256 * b:256 * b + 256], xsum[8 * b:8 * b + 8], r0[176 * b:176 * b + 176])
+        a1 += dot_q5_k(x[256 * b:256 * b + 256], xsum[8 * b:8 * b + 8], r1[176 * b:176 * b + 176])
+        a2 += dot_q5_k(x[256 * b:256 * b + 256], xsum[8 * b:8 * b + 8], r2[176 * b:176 * b + 176])
+        a3 += dot_q5_k(x[256 * b:256 * b + 256], xsum[8 * b:8 * b + 8], r3[176 * b:176 * b + 176])
+    y[c], y[c + 1], y[c + 2], y[c + 3] = a0, a1, a2, a3
+
+
+# Q6_K: 210 bytes | ql[128] | qh[64] | scales[16] int8 | d |   q = low 4 bits from ql, top 2 from qh
+#                                                             w = d * sc[e // 16] * (q - 32)
+
+@jit
+def widen_q6_k(row, out):
+    """row: uint8 [IN / 256 * 210] -> out: fp32 [IN]"""
+    for b in range(row.size // 210):
+        o = 210 * b
+        d = fp16_at(row, o + 208)
+        for h in range(2):
+            ql, qh, sc, xa = o + 64 * h, o + 128 + 32 * h, o + 192 + 8 * h, 256 * b + 128 * h
+            for l in range(32):
+                v0, v1, hb = row[ql + l], row[ql + 32 + l], row[qh + l]
+                i = sc + l // 16
+                out[xa + l] = d * np.float32(np.int8(row[i])) * np.float32(
+                    np.int32((v0 & 15) | ((hb & 3) << 4)) - 32)
+                out[xa + 32 + l] = d * np.float32(np.int8(row[i + 2])) * np.float32(
+                    np.int32((v1 & 15) | ((hb & 12) << 2)) - 32)
+                out[xa + 64 + l] = d * np.float32(np.int8(row[i + 4])) * np.float32(
+                    np.int32((v0 >> 4) | (hb & 48)) - 32)
+                out[xa + 96 + l] = d * np.float32(np.int8(row[i + 6])) * np.float32(
+                    np.int32((v1 >> 4) | ((hb & 192) >> 2)) - 32)
+
+
+@jit
+def dot_q6_k(x, row):
+    """x: [IN] fp32, row: uint8 [IN / 256 * 210] -> fp32
+    per 16 l of a half block, four sub-blocks of 16 weights (32 apart), each weight scaled in the register:
+    x . (d * sc * (q - 32)) summed in one loop (a scale per 16 weights makes per-sub-block sums too short)."""
+    acc = np.float32(0)
+    for b in range(row.size // 210):
+        o = 210 * b
+        d = fp16_at(row, o + 208)
+        for h in range(2):
+            ql, qh, xa = o + 64 * h, o + 128 + 32 * h, 256 * b + 128 * h
+            for part in range(2):
+                i = o + 192 + 8 * h + part
+                a0, a1 = d * np.float32(np.int8(row[i])), d * np.float32(np.int8(row[i + 2]))
+                a2, a3 = d * np.float32(np.int8(row[i + 4])), d * np.float32(np.int8(row[i + 6]))
+                s = np.float32(0)
+                for l in range(16 * part, 16 * part + 16):
+                    v0, v1, hb = row[ql + l], row[ql + 32 + l], row[qh + l]
+                    s += (x[xa + l] * (a0 * np.float32(np.int32((v0 & 15) | ((hb & 3) << 4)) - 32))
+                          + x[xa + 32 + l] * (a1 * np.float32(np.int32((v1 & 15) | ((hb & 12) << 2)) - 32))
+                          + x[xa + 64 + l] * (a2 * np.float32(np.int32((v0 >> 4) | (hb & 48)) - 32))
+                          + x[xa + 96 + l] * (a3 * np.float32(np.int32((v1 >> 4) | ((hb & 192) >> 2)) - 32)))
+                acc += s
+    return acc
+
+
+@jit
+def dot4_q6_k(x, r0, r1, r2, r3, y, c):
+    """y[c + i] = x . r_i for i = 0..3, block by block (see `dot4_q4_k`)."""
+    a0 = a1 = a2 = a3 = np.float32(0)
+    for b in range(r0.size // 210):
+        a0 += dot_q6_k(x[256 * b:256 * b + 256], r0[210 * b:210 * b + 210])
+        a1 += dot_q6_k(x[256 * b:256 * b + 256], r1[210 * b:210 * b + 210])
+        a2 += dot_q6_k(x[256 * b:256 * b + 256], r2[210 * b:210 * b + 210])
+        a3 += dot_q6_k(x[256 * b:256 * b + 256], r3[210 * b:210 * b + 210])
+    y[c], y[c + 1], y[c + 2], y[c + 3] = a0, a1, a2, a3
+
+
+# --- dispatch on the type code -------------------------------------------------------------------
+#
+# One compiled function for every type: a row is always its stored bytes (uint8), so the kernels that call
+# these compile once. The plain types are here too: F32 (4 bytes a value), F16, BF16 (2 bytes, as bits).
+
+def row_view(w) -> tuple[int, np.ndarray]:
+    """(type code, uint8 [..., OUT, ROW_BYTES]): a weight's rows as the bytes these kernels read.
+    w: QuantWeight, or a plain array [..., OUT, IN] of fp32, fp16 or bf16 bits (uint16)."""
+    if isinstance(w, QuantWeight):
+        return w.kind, w.data
+    kinds = {np.dtype(np.float32): F32, np.dtype(np.float16): F16, np.dtype(np.uint16): BF16}
+    if w.dtype not in kinds:
+        raise QuantError(f"row_view: a plain weight must be float32, float16 or bf16 bits (uint16), not {w.dtype}")
+    w = np.ascontiguousarray(w)
+    return kinds[w.dtype], w.view(np.uint8)
+
+
+@jit
+def widen_row(kind, row, out):
+    """out [IN] = the row as fp32. kind: GGML type code, row: its bytes uint8 [ROW_BYTES] (C-contiguous)."""
+    if kind == Q4_K:
+        widen_q4_k(row, out)
+    elif kind == Q6_K:
+        widen_q6_k(row, out)
+    elif kind == Q8_0:
+        widen_q8_0(row, out)
+    elif kind == Q5_K:
+        widen_q5_k(row, out)
+    elif kind == Q4_0:
+        widen_q4_0(row, out)
+    elif kind == Q5_0:
+        widen_q5_0(row, out)
+    elif kind == BF16:
+        bits = row.view(np.uint16)
+        for j in range(out.size):
+            out[j] = bf16_as_f32(bits[j])
+    elif kind == F16:
+        bits = row.view(np.uint16)
+        for j in range(out.size):
+            out[j] = _half_bits_as_f32(bits[j])
+    elif kind == F32:
+        out[:] = row.view(np.float32)
+    else:
+        raise ValueError("widen_row: unsupported GGML type code")
+
+
+@jit
+def row_dot(kind, x, xsum, row):
+    """x . the row, fp32. x: [IN] fp32, xsum: x_sums(x) [IN / 32], row: bytes uint8 [ROW_BYTES]."""
+    if kind == Q4_K:
+        return dot_q4_k(x, xsum, row)
+    if kind == Q6_K:
+        return dot_q6_k(x, row)
+    if kind == Q8_0:
+        return dot_q8_0(x, row)
+    if kind == Q5_K:
+        return dot_q5_k(x, xsum, row)
+    if kind == Q4_0:
+        return dot_q4_0(x, xsum, row)
+    if kind == Q5_0:
+        return dot_q5_0(x, xsum, row)
+    acc = np.float32(0)
+    if kind == BF16:
+        bits = row.view(np.uint16)
+        for j in range(x.size):
+            acc += x[j] * bf16_as_f32(bits[j])
+    elif kind == F16:
+        bits = row.view(np.uint16)
+        for j in range(x.size):
+            acc += x[j] * _half_bits_as_f32(bits[j])
+    elif kind == F32:
+        w = row.view(np.float32)
+        for j in range(x.size):
+            acc += x[j] * w[j]
+    else:
+        raise ValueError("row_dot: unsupported GGML type code")
+    return acc
+
+
+@jit
+def rows_dot4(kind, x, xsum, r0, r1, r2, r3, y, c):
+    """y[c + i] = x . r_i for i = 0..3. x: [IN] fp32, xsum: x_sums(x), r_i: bytes uint8 [ROW_BYTES],
+    y: fp32 [>= c + 4]"""
+    if kind == Q4_K:
+        dot4_q4_k(x, xsum, r0, r1, r2, r3, y, c)
+    elif kind == Q6_K:
+        dot4_q6_k(x, r0, r1, r2, r3, y, c)
+    elif kind == Q8_0:
+        dot4_q8_0(x, r0, r1, r2, r3, y, c)
+    elif kind == Q5_K:
+        dot4_q5_k(x, xsum, r0, r1, r2, r3, y, c)
+    elif kind == Q4_0:
+        dot4_q4_0(x, xsum, r0, r1, r2, r3, y, c)
+    elif kind == Q5_0:
+        dot4_q5_0(x, xsum, r0, r1, r2, r3, y, c)
+    elif kind == BF16:
+        b0, b1, b2, b3 = r0.view(np.uint16), r1.view(np.uint16), r2.view(np.uint16), r3.view(np.uint16)
+        a0 = a1 = a2 = a3 = np.float32(0)
+        for j in range(x.size):
+            u = x[j]
+            a0 += u * bf16_as_f32(b0[j]); a1 += u * bf16_as_f32(b1[j])   # noqa: E702
+            a2 += u * bf16_as_f32(b2[j]); a3 += u * bf16_as_f32(b3[j])   # noqa: E702
+        y[c], y[c + 1], y[c + 2], y[c + 3] = a0, a1, a2, a3
+    else:
+        y[c], y[c + 1] = row_dot(kind, x, xsum, r0), row_dot(kind, x, xsum, r1)
+        y[c + 2], y[c + 3] = row_dot(kind, x, xsum, r2), row_dot(kind, x, xsum, r3)
