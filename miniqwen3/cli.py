@@ -6,7 +6,8 @@
     miniqwen3 route [MODEL]                    one forward pass with the routing trace: expert load per layer
     miniqwen3 init-random CONFIG OUT           a checkpoint with random weights for a config (demos, benchmarks)
 
-MODEL is a checkpoint folder or a Hugging Face repo id; left out, the embedded tiny model is used.
+MODEL is a checkpoint folder, a .gguf file (or a folder of one GGUF model, split parts included) or a Hugging Face
+repo id; a GGUF repo takes the quantization as --quant Q4_K_M or REPO:Q4_K_M. Left out, the embedded tiny model.
 """
 from __future__ import annotations
 
@@ -62,7 +63,9 @@ def describe(config: Qwen3Config, disk_bytes: int | None = None, where: str = ""
         lines.append(f"  dense MLP     intermediate {c.intermediate_size}")
     lines.append(f"  parameters    {_count(counts['total'])} total, {_count(counts['active'])} active per token"
                  f" ({_count(counts['embedding'])} in the embedding)")
-    bytes_per = {"float32": 4, "float16": 2, "bfloat16": 2}.get(c.torch_dtype, 2)
+    bytes_per = {"float32": 4, "float16": 2, "bfloat16": 2}.get(c.torch_dtype)
+    if bytes_per is None:   # a GGUF's quantization: its mean bytes per weight, from its size on disk
+        bytes_per = disk_bytes / counts["total"] if disk_bytes else 2
     weights = disk_bytes if disk_bytes is not None else counts["total"] * bytes_per
     kv = c.kv_cache_bytes_per_token(4)
     # decoding reads every active weight once, except the embedding: one row (a tied one is the lm_head too)
@@ -79,6 +82,12 @@ def _layer_pattern(types: list[str]) -> str:
 
 
 def cmd_info(args) -> int:
+    from .gguf_file import GGUFFile, find_gguf
+    gguf_path = find_gguf(args.model, args.quant)
+    if gguf_path is not None:
+        g = GGUFFile(gguf_path)
+        print(describe(g.config(), g.nbytes(), where=str(g.path)))
+        return 0
     try:
         folder = resolve(args.model)
     except ModelNotFoundError as e:
@@ -98,7 +107,7 @@ def cmd_route(args) -> int:
     """One forward pass with the routing trace on: per MoE layer, how the tokens spread over the experts."""
     import numpy as np
     from .hub import load
-    model = load(args.model, backend=args.backend)
+    model = load(args.model, backend=args.backend, quant=args.quant)
     c = model.config
     if not c.is_moe:
         raise ConfigError(f"{model.path}: {c.model_type} has no MoE layers to trace")
@@ -199,7 +208,7 @@ def run_turn(model, messages, args, budget, printer, enable_thinking=None):
 
 def load_model(args):
     from .hub import load
-    model = load(args.model, backend=args.backend)
+    model = load(args.model, backend=args.backend, quant=args.quant)
     if model.tokenizer is None:
         raise ModelNotFoundError(f"{model.path}: no tokenizer.json beside the checkpoint; generation needs one")
     return model
@@ -269,7 +278,14 @@ def add_generation_flags(p) -> None:
     p.add_argument("--min-p", type=float)
     p.add_argument("--presence-penalty", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--backend", choices=["numba", "numpy"], default="numpy")
+    add_model_flags(p)
+
+
+def add_model_flags(p) -> None:
+    p.add_argument("--quant", help="the GGUF quantization to load (Q4_K_M, Q8_0, ...) from a folder or repo holding "
+                                   "several; also written MODEL:QUANT")
+    p.add_argument("--backend", choices=["numba", "numpy"], default=None,
+                   help="default: numba for GGUF models, numpy otherwise")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -284,14 +300,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_generation_flags(chat)
     chat.set_defaults(func=cmd_chat)
     info = sub.add_parser("info", help="architecture, parameters (total and active), bytes and memory of a model")
-    info.add_argument("model", help="a checkpoint folder, a Hugging Face repo id, or a preset like Qwen3-30B-A3B")
+    info.add_argument("model", help="a checkpoint folder, a .gguf file, a Hugging Face repo id (REPO:QUANT for a GGUF "
+                                    "repo), or a preset like Qwen3-30B-A3B")
+    info.add_argument("--quant", help="the GGUF quantization (Q4_K_M, Q8_0, ...) in a folder or repo holding several")
     info.set_defaults(func=cmd_info)
     route = sub.add_parser("route", help="one forward pass with the routing trace: expert load per MoE layer")
     route.add_argument("model", nargs="?", help="checkpoint folder or repo id (default: the embedded tiny model)")
     route.add_argument("--text", help="text to route (needs tokenizer files); default: random token ids")
     route.add_argument("--tokens", type=int, default=64, help="how many random token ids")
     route.add_argument("--seed", type=int, default=0)
-    route.add_argument("--backend", choices=["numba", "numpy"], default="numpy")
+    add_model_flags(route)
     route.set_defaults(func=cmd_route)
     ini = sub.add_parser("init-random", help="write a checkpoint with random weights for a config")
     ini.add_argument("config", help="a config.json, or a preset: " + ", ".join(sorted(p.stem for p in PRESETS.glob("*.json"))))

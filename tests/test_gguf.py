@@ -141,6 +141,7 @@ def write_gguf(path: Path, cfg: dict, tensors: dict, matrix_type=T.F32, *, arch=
 def make_gguf(tmp_path, kind="dense", matrix_type=T.F32, name=None, seed=0, **options):
     cfg = CONFIGS[kind]
     sd = random_state_dict(cfg, seed)
+    Path(tmp_path).mkdir(parents=True, exist_ok=True)
     path = Path(tmp_path) / (name or f"{kind}-{matrix_type.name}.gguf")
     write_gguf(path, cfg, gguf_tensors(cfg, sd), matrix_type, **options)
     return path, cfg, sd
@@ -296,3 +297,250 @@ def test_logits_match_transformers_written_here(kind, matrix_type, backend, tmp_
     ids = np.random.default_rng(1).integers(0, cfg["vocab_size"], 24)
     expected = transformers_outputs(tmp_path / "hf", cfg, dequantized_state_dict(path, cfg), ids)
     check_model_against_transformers(miniqwen3.load(path, backend=backend), expected, ids)
+
+
+# --- the tokenizer from GGUF metadata ------------------------------------------------------------
+
+def qwen3_vocab(tokenizer_dir: Path, size: int = 151936):
+    """A function adding Qwen3's tokenizer to a GGUFWriter as llama.cpp's converter does (gpt2 model, qwen2 pre):
+    vocab + added tokens by id, [PAD{i}] fillers up to the embedding size; added tokens CONTROL when special or
+    looking special (<|...|>), else USER_DEFINED; fillers UNUSED."""
+    data = json.loads((tokenizer_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    config = json.loads((tokenizer_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+    by_id = {i: (t, gguf.TokenType.NORMAL) for t, i in data["model"]["vocab"].items()}
+    for t in data["added_tokens"]:
+        special = t["special"] or (t["content"].startswith("<|") and t["content"].endswith("|>"))
+        by_id[t["id"]] = (t["content"], gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED)
+    tokens = [by_id.get(i, (f"[PAD{i}]", gguf.TokenType.UNUSED)) for i in range(size)]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in data["model"]["merges"]]
+
+    def add(w, pre="qwen2"):
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre(pre)
+        w.add_token_list([t for t, _ in tokens])
+        w.add_token_types([int(k) for _, k in tokens])
+        w.add_token_merges(merges)
+        w.add_eos_token_id(151645)
+        w.add_pad_token_id(151643)
+        w.add_bos_token_id(151643)
+        w.add_add_bos_token(False)
+        w.add_chat_template(config["chat_template"])
+    return add
+
+
+def vocab_only_gguf(folder: Path, tokenizer_dir: Path, pre="qwen2") -> Path:
+    """The real Qwen3 vocabulary as a vocab-only GGUF: the fixture made by llama.cpp's converter when it is
+    there, else one written here the way the converter writes it."""
+    fixture = FIXTURES / "qwen3-vocab.gguf"
+    if fixture.is_file() and pre == "qwen2":
+        return fixture
+    path = folder / f"vocab-{pre}.gguf"
+    w = gguf.GGUFWriter(path, "qwen3")
+    qwen3_vocab(tokenizer_dir)(w, pre)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+TEXTS = [
+    "Hello world", "What is 457 + 385? /think", "  leading spaces and trailing   ", "tabs\tand\nnewlines\r\n\n\nend",
+    "don't you'll I'M we've", "数字 12345 和中文句子。", "日本語のテキストとカタカナ", "한국어 문장입니다",
+    "Ünïcödé café naïve résumé", "e\u0301 combining (NFC)", "emoji 🙂👍🏽 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
+    "def f(x):\n    return x ** 2  # square\n", "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",
+    "<tool_call>{\"name\": \"f\"}</tool_call>", "URL https://example.com/a?b=c&d=e", "1,234,567.89 and 0x1F",
+    "Привет, как дела?", "مرحبا بالعالم", "श्रेणी हिन्दी", "a" * 300, " " * 17 + "x", "<|endoftext|>",
+]
+
+
+@pytest.mark.oracle
+def test_tokenizer_from_gguf_equals_hf_tokenizers(tmp_path, qwen3_tokenizer_dir):
+    tokenizers = pytest.importorskip("tokenizers")
+    hf = tokenizers.Tokenizer.from_file(str(qwen3_tokenizer_dir / "tokenizer.json"))
+    g = GGUFFile(vocab_only_gguf(tmp_path, qwen3_tokenizer_dir))
+    tok = g.tokenizer()
+    assert tok.vocab_size == hf.get_vocab_size(with_added_tokens=True) == 151669
+    for text in TEXTS:
+        ids = tok.encode(text)
+        assert ids == hf.encode(text, add_special_tokens=False).ids, text
+        assert tok.decode(ids) == hf.decode(ids, skip_special_tokens=False), text
+    assert (tok.im_end_id, tok.think_id, tok.end_think_id) == (151645, 151667, 151668)
+    assert tok.is_special(151645) and not tok.is_special(151667)
+
+
+def test_chat_template_is_qwen3s(tmp_path, qwen3_tokenizer_dir):
+    """The GGUF carries tokenizer_config.json's template verbatim, the one miniqwen3.chat renders in Python."""
+    g = GGUFFile(vocab_only_gguf(tmp_path, qwen3_tokenizer_dir))
+    config = json.loads((qwen3_tokenizer_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+    assert g.chat_template == config["chat_template"]
+
+
+# --- loading by file, folder, split parts, repo id -----------------------------------------------
+
+def test_load_file_folder_and_split_parts_give_the_same_model(tmp_path):
+    single, cfg, _ = make_gguf(tmp_path / "one", "moe", T.Q8_0, name="Tiny-MoE-Q8_0.gguf")
+    split, _, _ = make_gguf(tmp_path / "split", "moe", T.Q8_0, name="Tiny-MoE-Q8_0.gguf", split_max_tensors=10)
+    parts = sorted((tmp_path / "split").glob("*.gguf"))
+    assert [p.name for p in parts][:2] == ["Tiny-MoE-Q8_0-00001-of-00003.gguf", "Tiny-MoE-Q8_0-00002-of-00003.gguf"]
+    ids = [3, 1, 4, 1, 5, 9, 2, 6]
+    expected = miniqwen3.load(single, backend="numpy").logits(ids)
+    for name in (tmp_path / "one", parts[0], parts[2], tmp_path / "split"):
+        model = miniqwen3.load(name, backend="numpy")
+        np.testing.assert_array_equal(model.logits(ids), expected)
+        assert model.path.name in ("Tiny-MoE-Q8_0.gguf", parts[0].name)
+    assert miniqwen3.load(single).backend == "numba"                 # GGUF models default to the kernels
+
+
+def fake_gguf_repo(cache: Path, repo_id: str, files: dict, revision="0123abc") -> Path:
+    """The layout huggingface_hub writes, with the files as symlinks into blobs/ as it makes them."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for name, source in files.items():
+        blob = repo / "blobs" / (name + ".blob")
+        shutil.copy(source, blob)
+        (snapshot / name).symlink_to(blob)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    return snapshot
+
+
+def test_repo_id_in_the_cache_with_the_quant_chosen(tmp_path, monkeypatch):
+    q8, _, _ = make_gguf(tmp_path, "dense", T.Q8_0, name="Qwen3-Tiny-Q8_0.gguf")
+    q4, _, _ = make_gguf(tmp_path, "dense", T.Q4_0, name="Qwen3-Tiny-Q4_0.gguf")
+    cache = tmp_path / "hub"
+    fake_gguf_repo(cache, "Qwen/Qwen3-Tiny-GGUF", {q8.name: q8, q4.name: q4, "README.md": q8.parent / q8.name})
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    ids = [5, 6, 7]
+    for name, quant, source in (("Qwen/Qwen3-Tiny-GGUF", "Q4_0", q4), ("Qwen/Qwen3-Tiny-GGUF:Q8_0", None, q8),
+                                ("Qwen/Qwen3-Tiny-GGUF:q4_0", None, q4), ("Qwen/Qwen3-Tiny-GGUF", "q8_0", q8)):
+        model = miniqwen3.load(name, quant=quant, backend="numpy")
+        assert model.path.name == source.name
+        np.testing.assert_array_equal(model.logits(ids), miniqwen3.load(source, backend="numpy").logits(ids))
+    with pytest.raises(GGUFError, match=r"holds 2 GGUF models, choose one with quant=.*Q4_0 \(Qwen3-Tiny-Q4_0.gguf\); "
+                                        r"Q8_0 \(Qwen3-Tiny-Q8_0.gguf\)"):
+        miniqwen3.load("Qwen/Qwen3-Tiny-GGUF")
+    with pytest.raises(GGUFError, match=r"no Q4_K_M GGUF here; there is: Q4_0 .*; Q8_0 "):
+        miniqwen3.load("Qwen/Qwen3-Tiny-GGUF", quant="Q4_K_M")
+
+
+def test_missing_gguf_repo_says_how_to_get_it(tmp_path, monkeypatch):
+    pytest.importorskip("huggingface_hub")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(miniqwen3.ModelNotFoundError,
+                       match=r"download failed .*huggingface-cli download Qwen/Qwen3-30B-A3B-GGUF --include '\*Q4_K_M\*.gguf'"):
+        miniqwen3.load("Qwen/Qwen3-30B-A3B-GGUF:Q4_K_M")
+
+
+def test_folder_with_several_models_lists_them(tmp_path):
+    make_gguf(tmp_path, "dense", T.F32, name="a-F32.gguf")
+    make_gguf(tmp_path, "moe", T.Q8_0, name="b-Q8_0.gguf", split_max_tensors=10)
+    with pytest.raises(GGUFError, match=r"holds 2 GGUF models.*F32 \(a-F32.gguf\); Q8_0 \(b-Q8_0-00001-of-00003.gguf \+ 2 parts\)"):
+        miniqwen3.load(tmp_path)
+
+
+def test_cli_info_on_a_gguf(tmp_path, capsys):
+    from miniqwen3.cli import main
+    path, _, _ = make_gguf(tmp_path, "moe", T.Q8_0, name="Tiny-Q8_0.gguf")
+    assert main(["info", str(tmp_path), "--quant", "Q8_0"]) == 0
+    out = capsys.readouterr().out
+    assert "Qwen3MoeForCausalLM" in out and str(path) in out and "8, top-2, moe_intermediate 64" in out
+    assert f"on disk       {path.stat().st_size / 1e6:.2f} MB" in out and "(Q8_0)" in out
+    assert main(["info", str(tmp_path) + "/nothing.gguf"]) == 2
+
+
+# --- bad input: one clear message each, before anything is used ----------------------------------
+
+def good_file(tmp_path, kind="dense"):
+    path, _, _ = make_gguf(tmp_path / "good", kind, T.Q8_0)
+    return path
+
+
+def test_truncated_file(tmp_path):
+    data = good_file(tmp_path).read_bytes()
+    for keep in (6, 200, len(data) - 100):
+        bad = tmp_path / f"cut{keep}.gguf"
+        bad.write_bytes(data[:keep])
+        with pytest.raises(GGUFError, match=rf"cut{keep}.gguf: truncated: .*{keep:,}"):
+            miniqwen3.load(bad)
+
+
+def test_bad_magic(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGML" + good_file(tmp_path).read_bytes()[4:])
+    with pytest.raises(GGUFError, match=r"bad.gguf: bad magic b'GGML': not a GGUF file"):
+        miniqwen3.load(bad)
+
+
+def test_bad_version(tmp_path):
+    bad = tmp_path / "v9.gguf"
+    data = bytearray(good_file(tmp_path).read_bytes())
+    data[4:8] = (9).to_bytes(4, "little")
+    bad.write_bytes(bytes(data))
+    with pytest.raises(GGUFError, match=r"v9.gguf: GGUF version 9 is not supported \(supported: 2 and 3\)"):
+        miniqwen3.load(bad)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_architecture_that_is_not_qwen3(arch, tmp_path):
+    path, _, _ = make_gguf(tmp_path, "dense", arch=arch)
+    with pytest.raises(GGUFError, match=rf"architecture '{arch}' is not Qwen3; miniqwen3 reads GGUF architectures "
+                                        r"qwen3 and qwen3moe"):
+        miniqwen3.load(path)
+
+
+def test_missing_tensor(tmp_path):
+    cfg = MOE
+    tensors = gguf_tensors(cfg, random_state_dict(cfg))
+    del tensors["blk.1.ffn_up_exps.weight"]
+    path = tmp_path / "m.gguf"
+    write_gguf(path, cfg, tensors)
+    with pytest.raises(GGUFError, match=r"m.gguf: tensor blk.1.ffn_up_exps.weight is missing \(expected shape \[8, 64, 64\]\)"):
+        miniqwen3.load(path)
+
+
+def test_shape_that_disagrees_with_the_metadata(tmp_path):
+    cfg = DENSE
+    tensors = gguf_tensors(cfg, random_state_dict(cfg))
+    tensors["blk.0.attn_k.weight"] = tensors["blk.0.attn_k.weight"][:32]     # one KV head instead of two
+    path = tmp_path / "s.gguf"
+    write_gguf(path, cfg, tensors)
+    with pytest.raises(GGUFError, match=r"s.gguf: tensor blk.0.attn_k.weight has shape \[32, 64\], expected \[64, 64\] "
+                                        r"from the metadata"):
+        miniqwen3.load(path)
+
+
+def test_missing_split_part(tmp_path):
+    make_gguf(tmp_path, "moe", T.F32, name="m.gguf", split_max_tensors=10)
+    (tmp_path / "m-00002-of-00003.gguf").unlink()
+    for name in ("m-00001-of-00003.gguf", "m-00003-of-00003.gguf"):
+        with pytest.raises(GGUFError, match=r"split GGUF m: 1 of 3 parts missing \(m-00002-of-00003.gguf\)"):
+            miniqwen3.load(tmp_path / name)
+
+
+def test_renamed_split_part_disagrees_with_its_metadata(tmp_path):
+    make_gguf(tmp_path, "moe", T.F32, name="m.gguf", split_max_tensors=10)
+    a, b = tmp_path / "m-00002-of-00003.gguf", tmp_path / "m-00003-of-00003.gguf"
+    a.rename(tmp_path / "x")
+    b.rename(a)
+    (tmp_path / "x").rename(b)
+    with pytest.raises(GGUFError, match=r"m-00002-of-00003.gguf: metadata says split part 3 of 3, but its name says part 2"):
+        miniqwen3.load(tmp_path / "m-00001-of-00003.gguf")
+
+
+def test_unsupported_tensor_type(tmp_path):
+    path, _, _ = make_gguf(tmp_path, "dense", T.Q8_0, types={"blk.1.ffn_down.weight": T.Q4_1})
+    with pytest.raises(GGUFError, match=r"tensor blk.1.ffn_down.weight has GGML type Q4_1, which miniqwen3 does not "
+                                        r"read \(supported: F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K\)"):
+        miniqwen3.load(path)
+
+
+def test_pre_tokenizer_that_is_not_qwen2(tmp_path, qwen3_tokenizer_dir):
+    path = vocab_only_gguf(tmp_path, qwen3_tokenizer_dir, pre="llama-bpe")
+    with pytest.raises(GGUFError, match=r"tokenizer.ggml.pre is 'llama-bpe', not 'qwen2': miniqwen3 splits text with "
+                                        r"Qwen2's pre-tokenizer only"):
+        GGUFFile(path).tokenizer()
+
