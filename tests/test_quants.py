@@ -1,0 +1,301 @@
+"""GGUF block formats (miniqwen3/quants.py) against gguf-py, llama.cpp's own Python package: its
+`gguf.quants.dequantize` is the oracle for every block type, its `quantize` for Q8_0's bytes. The Numba kernels
+are checked against the plain-NumPy dequantizers (which the first tests tie to gguf)."""
+import gguf
+import gguf.quants
+import numpy as np
+import pytest
+
+from miniqwen3 import quants as Q
+
+BLOCK_KINDS = [Q.Q8_0, Q.Q4_0, Q.Q5_0, Q.Q4_K, Q.Q5_K, Q.Q6_K]
+NAMES = {Q.Q8_0: "q8_0", Q.Q4_0: "q4_0", Q.Q5_0: "q5_0", Q.Q4_K: "q4_k", Q.Q5_K: "q5_k", Q.Q6_K: "q6_k"}
+USES_XSUM = {Q.Q4_0, Q.Q5_0, Q.Q4_K, Q.Q5_K}
+ids = [Q.TYPE_NAMES[k] for k in BLOCK_KINDS]
+
+
+def random_blocks(kind, n, rng, scale=1e-2):
+    """n blocks of random bytes, uint8 [n, BLOCK_BYTES], with the fp16 d (and dmin) set to finite values
+    (normal * scale, some exactly zero): every bit pattern of the quants and scales occurs."""
+    blocks = rng.integers(0, 256, (n, Q.BLOCK_BYTES[kind]), dtype=np.uint8)
+    d = (rng.standard_normal((n, 2)) * scale).astype(np.float16)
+    d[::17] = 0
+    d_bytes = d.view(np.uint8)                                   # [n, 4]: d then dmin
+    if kind in (Q.Q4_K, Q.Q5_K):
+        blocks[:, 0:4] = d_bytes
+    elif kind == Q.Q6_K:
+        blocks[:, 208:210] = d_bytes[:, :2]                      # Q6_K keeps d last
+    else:
+        blocks[:, 0:2] = d_bytes[:, :2]
+    return blocks
+
+
+def random_rows(kind, OUT, IN, rng):
+    """A random matrix [OUT, IN] of `kind` blocks: uint8 [OUT, ROW_BYTES]."""
+    return random_blocks(kind, OUT * IN // Q.BLOCK_WEIGHTS[kind], rng).reshape(OUT, -1)
+
+
+def gguf_dequantize(data, kind):
+    return gguf.quants.dequantize(data, gguf.GGMLQuantizationType(kind))
+
+
+# --- the tables agree with gguf ------------------------------------------------------------------
+
+def test_type_codes_and_block_sizes_are_ggmls():
+    for kind in BLOCK_KINDS:
+        t = gguf.GGMLQuantizationType(kind)
+        assert Q.TYPE_NAMES[kind] == t.name
+        assert (Q.BLOCK_WEIGHTS[kind], Q.BLOCK_BYTES[kind]) == gguf.GGML_QUANT_SIZES[t]
+    for code, name in Q.TYPE_NAMES.items():
+        assert gguf.GGMLQuantizationType(code).name == name
+    assert (Q.F32, Q.F16, Q.BF16) == (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16,
+                                      gguf.GGMLQuantizationType.BF16)
+
+
+# --- the NumPy dequantizers against gguf ---------------------------------------------------------
+
+@pytest.mark.parametrize("kind", BLOCK_KINDS, ids=ids)
+def test_dequantizer_matches_gguf_on_random_blocks(kind):
+    rng = np.random.default_rng(kind)
+    blocks = random_blocks(kind, 4096, rng)
+    ours = Q.DEQUANTIZERS[kind](blocks)
+    assert ours.dtype == np.float32 and ours.shape == (4096, Q.BLOCK_WEIGHTS[kind])
+    np.testing.assert_array_equal(ours, gguf_dequantize(blocks, kind))
+
+
+@pytest.mark.parametrize("kind", BLOCK_KINDS, ids=ids)
+def test_dequantize_of_a_matrix_matches_gguf(kind):
+    rng = np.random.default_rng(100 + kind)
+    data = random_rows(kind, 24, 512, rng)
+    w = Q.QuantWeight(data, kind)
+    assert w.shape == (24, 512)
+    np.testing.assert_array_equal(Q.dequantize(w), gguf_dequantize(data, kind))
+    np.testing.assert_array_equal(Q.dequantize_blocks(data, kind), gguf_dequantize(data, kind))
+
+
+@pytest.mark.parametrize("kind", BLOCK_KINDS, ids=ids)
+def test_dequantizer_matches_gguf_on_blocks_gguf_quantized(kind):
+    """Blocks as a quantizer writes them (realistic scales), where gguf-py can quantize the type."""
+    rng = np.random.default_rng(200 + kind)
+    x = rng.standard_normal((64, 1024)).astype(np.float32) * np.float32(0.05)
+    x[rng.random(x.shape) < 0.01] *= 40                                     # a few outliers, as in real weights
+    try:
+        data = gguf.quants.quantize(x, gguf.GGMLQuantizationType(kind))
+    except NotImplementedError:
+        pytest.skip(f"gguf {gguf.__name__} cannot quantize {Q.TYPE_NAMES[kind]} (llama-quantize writes it); "
+                    "its random blocks are checked above")
+    ours = Q.dequantize(Q.QuantWeight(data, kind))
+    np.testing.assert_array_equal(ours, gguf_dequantize(data, kind))
+    assert np.abs(ours - x).max() < 0.3 * np.abs(x).max()                # and it is x, roughly
+
+
+def test_dequantizers_read_the_documented_elements():
+    """One hand-made Q4_K block: the picture in the docstring says which nibble is which element."""
+    block = np.zeros((1, 144), np.uint8)
+    block[0, 0:4] = np.array([1.0, 0.5], np.float16).view(np.uint8)    # d = 1, dmin = 0.5
+    block[0, 4:16] = [1, 2, 3, 4, 5, 6, 7, 8, 0x21, 0x43, 0x65, 0x87]   # sc 0..3 = 1..4, m 0..3 = 5..8,
+    block[0, 16 + 32 * 1 + 5] = 0x9A                                     # sc 4..7 = 1,3,5,7, m 4..7 = 2,4,6,8
+    w = Q.dequantize_q4_k(block)[0]
+    sc = [1, 2, 3, 4, 1, 3, 5, 7]
+    m = [5, 6, 7, 8, 2, 4, 6, 8]
+    expected = np.repeat([-0.5 * mi for mi in m], 32).astype(np.float32)
+    expected[64 + 5] = sc[2] * 0xA - 0.5 * m[2]                         # chunk 1, low nibble: sub-block 2
+    expected[96 + 5] = sc[3] * 0x9 - 0.5 * m[3]                         # chunk 1, high nibble: sub-block 3
+    np.testing.assert_array_equal(w, expected)
+
+
+# --- QuantWeight ---------------------------------------------------------------------------------
+
+def test_quantweight_shape_and_sizes():
+    rng = np.random.default_rng(3)
+    data = random_rows(Q.Q4_K, 3 * 8, 512, rng).reshape(3, 8, 2 * 144)
+    w = Q.QuantWeight(data, np.int64(Q.Q4_K))
+    assert w.shape == (3, 8, 512) and w.ndim == 3 and w.nbytes == 3 * 8 * 288 and w.dtype == np.uint8
+    assert w.kind == Q.Q4_K and type(w.kind) is int
+    assert "Q4_K" in repr(w)
+
+
+@pytest.mark.parametrize("kind", [Q.Q8_0, Q.Q6_K], ids=["Q8_0", "Q6_K"])
+def test_quantweight_indexes_experts_and_embedding_rows(kind):
+    rng = np.random.default_rng(4)
+    E, OUT, IN = 4, 6, 512
+    experts = Q.QuantWeight(random_rows(kind, E * OUT, IN, rng).reshape(E, OUT, -1), kind)
+    full = gguf_dequantize(experts.data, kind)                              # [E, OUT, IN]
+    assert full.shape == (E, OUT, IN)
+    assert experts[2].shape == (OUT, IN)
+    np.testing.assert_array_equal(experts[2].astype(np.float32), full[2])
+    np.testing.assert_array_equal(experts[1:3].astype(np.float32), full[1:3])
+    np.testing.assert_array_equal(experts[3, 5].astype(np.float32), full[3, 5])   # one row: shape (IN,)
+
+    table = Q.QuantWeight(random_rows(kind, 50, IN, rng), kind)             # an embedding table [V, H]
+    tokens = np.array([7, 0, 49, 7])
+    rows = table[tokens]
+    assert isinstance(rows, Q.QuantWeight) and rows.shape == (4, IN)
+    np.testing.assert_array_equal(rows.astype(np.float32), gguf_dequantize(table.data, kind)[tokens])
+
+
+def test_quantweight_astype():
+    rng = np.random.default_rng(5)
+    w = Q.QuantWeight(random_rows(Q.Q5_K, 4, 256, rng), Q.Q5_K)
+    f32 = w.astype(np.float32)
+    assert f32.dtype == np.float32 and f32.shape == (4, 256)
+    np.testing.assert_array_equal(f32, gguf_dequantize(w.data, Q.Q5_K))
+    f16 = w.astype(np.float16)
+    assert f16.dtype == np.float16
+    np.testing.assert_array_equal(f16, f32.astype(np.float16))
+
+
+def test_quantweight_refuses_an_index_into_the_blocks():
+    w = Q.QuantWeight(np.zeros((4, 34), np.uint8), Q.Q8_0)
+    with pytest.raises(Q.QuantError, match="leading axes"):
+        w[0, 3]
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("code, name", [(10, "Q2_K"), (3, "Q4_1"), (Q.F16, "F16"), (Q.BF16, "BF16"), (99, "type 99")])
+def test_unsupported_kind_is_refused_by_name(code, name):
+    with pytest.raises(Q.QuantError, match=name) as info:
+        Q.QuantWeight(np.zeros((2, 144), np.uint8), code)
+    assert "Q4_K" in str(info.value)                                        # says what is supported
+    w = Q.QuantWeight(np.zeros((2, 144), np.uint8), Q.Q4_K)
+    w.kind = code
+    with pytest.raises(Q.QuantError, match=name):
+        Q.dequantize(w)
+
+
+def test_plain_types_are_named_as_plain_arrays():
+    with pytest.raises(Q.QuantError, match="F32.*plain array"):
+        Q.check_block_kind(Q.F32)
+
+
+def test_row_not_a_whole_number_of_blocks_is_refused():
+    with pytest.raises(Q.QuantError, match=r"Q8_0: a row of 48 weights is not a whole number of 32-weight"):
+        Q.quantize_q8_0(np.zeros((2, 48), np.float32))
+    with pytest.raises(Q.QuantError, match="Q4_K: a row of 1000 weights .* 256-weight"):
+        Q.row_bytes(Q.Q4_K, 1000)
+    with pytest.raises(Q.QuantError, match=r"Q4_K weight: expected uint8 rows of whole 144-byte blocks, got uint8 \(2, 100\)"):
+        Q.QuantWeight(np.zeros((2, 100), np.uint8), Q.Q4_K)
+    with pytest.raises(Q.QuantError, match="got int8"):
+        Q.QuantWeight(np.zeros((2, 34), np.int8), Q.Q8_0)
+
+
+# --- quantize_q8_0 against gguf's Q8_0 -----------------------------------------------------------
+
+def q8_0_test_matrix(rng):
+    """float32 [8, 256]: random rows, a block of zeros, tiny values, and halves (k + 0.5 with d = 1, so
+    q = x exactly at a tie: C's roundf takes them away from zero, NumPy's round to even would not)."""
+    x = rng.standard_normal((8, 256)).astype(np.float32)
+    x[1, 0:32] = 0
+    x[2, 0:32] *= np.float32(1e-30)
+    x[3, 0:32] = np.concatenate([[127.0], np.arange(31) - 15.5]).astype(np.float32)
+    x[4] *= 1e4
+    return x
+
+
+def test_quantize_q8_0_writes_ggufs_bytes():
+    rng = np.random.default_rng(6)
+    x = q8_0_test_matrix(rng)
+    w = Q.quantize_q8_0(x)
+    assert w.kind == Q.Q8_0 and w.shape == x.shape
+    np.testing.assert_array_equal(w.data, gguf.quants.quantize(x, gguf.GGMLQuantizationType.Q8_0))
+    tie_q = w.data[3, 2:34].view(np.int8)
+    assert list(tie_q[[1, 16, 17, 19]]) == [-16, -1, 1, 3]                # -15.5, -0.5, 0.5, 2.5: away from 0
+
+
+def test_quantize_q8_0_of_fp16_and_bf16_and_stacked_experts():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 4, 128)).astype(np.float32)
+    expected = gguf.quants.quantize(x, gguf.GGMLQuantizationType.Q8_0)
+    np.testing.assert_array_equal(Q.quantize_q8_0(x, rows_per_chunk=5).data, expected)   # chunks of rows
+    f16 = x.astype(np.float16)
+    np.testing.assert_array_equal(Q.quantize_q8_0(f16).data,
+                                  gguf.quants.quantize(f16.astype(np.float32), gguf.GGMLQuantizationType.Q8_0))
+    bf16 = (x.view(np.uint32) >> 16).astype(np.uint16)                     # truncated to bf16 bits
+    widened = (bf16.astype(np.uint32) << 16).view(np.float32)
+    w = Q.quantize_q8_0(bf16)
+    assert w.shape == (3, 4, 128)
+    np.testing.assert_array_equal(w.data, gguf.quants.quantize(widened, gguf.GGMLQuantizationType.Q8_0))
+    np.testing.assert_array_equal(w[1].astype(np.float32), gguf_dequantize(w.data, Q.Q8_0)[1])
+
+
+# --- Numba kernels against the NumPy dequantizers ------------------------------------------------
+
+def relative_dot_error(got, w, x):
+    """|got - x . w| over sum |x * w| (the scale of a dot's rounding error), with x . w in float64."""
+    w64, x64 = w.astype(np.float64), x.astype(np.float64)
+    return np.abs(got - w64 @ x64) / (np.abs(w64) @ np.abs(x64))
+
+
+@pytest.mark.parametrize("kind", BLOCK_KINDS, ids=ids)
+def test_numba_kernels_match_numpy(kind):
+    rng = np.random.default_rng(300 + kind)
+    OUT, IN = 6, 1024
+    rows = random_rows(kind, OUT, IN, rng)
+    w = Q.DEQUANTIZERS[kind](rows.reshape(-1, Q.BLOCK_BYTES[kind])).reshape(OUT, IN)
+    x = rng.standard_normal(IN).astype(np.float32)
+    xsum = Q.x_sums(x)
+    np.testing.assert_allclose(xsum, x.reshape(-1, 32).sum(axis=1), rtol=1e-5, atol=1e-5)
+    name = NAMES[kind]
+    widen, dot, dot4 = (getattr(Q, f"{f}_{name}") for f in ("widen", "dot", "dot4"))
+    xargs = (x, xsum) if kind in USES_XSUM else (x,)
+    for r in range(OUT):
+        out = np.full(IN, np.nan, np.float32)
+        widen(rows[r], out)
+        np.testing.assert_allclose(out, w[r], rtol=2e-7, atol=2e-7 * np.abs(w[r]).max())
+        assert relative_dot_error(dot(*xargs, rows[r]), w[r], x) < 1e-6
+    y = np.full(OUT + 3, np.nan, np.float32)
+    dot4(*xargs, rows[0], rows[1], rows[2], rows[3], y, 2)
+    assert np.isnan(y[[0, 1, 6, 7, 8]]).all()                              # only y[2:6] written
+    assert relative_dot_error(y[2:6], w[:4], x).max() < 1e-6
+
+
+def plain_weights(rng, OUT, IN):
+    """The plain types, as miniqwen3 holds them: fp32, fp16, bf16 bits (uint16), each with its fp32 values."""
+    f32 = rng.standard_normal((OUT, IN)).astype(np.float32)
+    f16 = f32.astype(np.float16)
+    bf16 = (f32.view(np.uint32) >> 16).astype(np.uint16)
+    return [(f32, f32), (f16, f16.astype(np.float32)), (bf16, (bf16.astype(np.uint32) << 16).view(np.float32))]
+
+
+def test_dispatchers_on_every_type():
+    rng = np.random.default_rng(8)
+    OUT, IN = 5, 512
+    x = rng.standard_normal(IN).astype(np.float32)
+    xsum = Q.x_sums(x)
+    cases = [(Q.QuantWeight(random_rows(k, OUT, IN, rng), k), None) for k in BLOCK_KINDS] + plain_weights(rng, OUT, IN)
+    seen = set()
+    for w, w32 in cases:
+        kind, rows = Q.row_view(w)
+        w32 = Q.dequantize(w) if w32 is None else w32
+        seen.add(kind)
+        out = np.empty(IN, np.float32)
+        Q.widen_row(kind, rows[4], out)
+        np.testing.assert_allclose(out, w32[4], rtol=2e-7, atol=2e-7 * np.abs(w32[4]).max())
+        assert relative_dot_error(Q.row_dot(kind, x, xsum, rows[1]), w32[1], x) < 1e-6
+        y = np.full(6, np.nan, np.float32)
+        Q.rows_dot4(kind, x, xsum, rows[1], rows[2], rows[3], rows[4], y, 1)
+        assert np.isnan(y[[0, 5]]).all()
+        assert relative_dot_error(y[1:5], w32[1:5], x).max() < 1e-6, Q.type_name(kind)
+    assert seen == set(BLOCK_KINDS) | {Q.F32, Q.F16, Q.BF16}
+
+
+def test_dispatchers_refuse_an_unknown_type():
+    x = np.ones(32, np.float32)
+    with pytest.raises(ValueError, match="unsupported GGML type"):
+        Q.row_dot(10, x, Q.x_sums(x), np.zeros(84, np.uint8))
+    with pytest.raises(ValueError, match="unsupported GGML type"):
+        Q.widen_row(10, np.zeros(84, np.uint8), np.empty(32, np.float32))
+
+
+def test_row_view_refuses_other_dtypes():
+    with pytest.raises(Q.QuantError, match="float64"):
+        Q.row_view(np.zeros((2, 32)))
+
+
+def test_scalar_helpers_as_plain_python():
+    """fp16_at and bf16_as_f32 run as written without Numba (NUMBA_DISABLE_JIT, notebooks)."""
+    values = np.array([1.5, -2.0, 6.1e-5, 65504.0], np.float16)
+    row = values.view(np.uint8)
+    assert [Q.fp16_at(row, 2 * i) for i in range(4)] == [np.float32(v) for v in values]
+    assert Q.bf16_as_f32(np.uint16(0x3FC0)) == np.float32(1.5)
