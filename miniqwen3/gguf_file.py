@@ -55,6 +55,11 @@ class GGUFError(CheckpointError):
     """A GGUF file that cannot be loaded: names the file, the key or tensor, and what was expected."""
 
 
+def gguf_float32():
+    import gguf
+    return gguf.GGUFValueType.FLOAT32
+
+
 def type_name(kind: int) -> str:
     from .quants import type_name as name
     return name(kind)
@@ -209,6 +214,8 @@ def _value(fields, key, path, kind, default=...):
         raise GGUFError(f"{path}: metadata key {key!r} cannot be read ({e})") from None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    elif kind is float and isinstance(value, float) and field.types == [gguf_float32()]:
+        value = float(str(np.float32(value)))    # the shortest decimal of the fp32: 1e-06, not 9.99999997e-07
     ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
     if not ok:
         raise GGUFError(f"{path}: metadata key {key!r} should be {kind.__name__}, got {value!r:.80}")

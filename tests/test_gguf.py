@@ -552,3 +552,88 @@ def test_pre_tokenizer_that_is_not_qwen2(tmp_path, qwen3_tokenizer_dir):
                                         r"Qwen2's pre-tokenizer only"):
         GGUFFile(path).tokenizer()
 
+
+
+# --- llama.cpp's files: converter (BF16) and quantizer (the rest), with their HF source checkpoints ----
+
+FORMATS = ["BF16", "Q8_0", "Q4_0", "Q5_0", "Q4_K_M", "Q5_K_M", "Q6_K"]
+
+
+def fixture(kind: str, fmt: str) -> Path:
+    path = FIXTURES / f"{kind}-{fmt}.gguf"
+    if not path.is_file():
+        pytest.skip(f"{path} is not there (made by llama.cpp's converter and llama-quantize)")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["dense", "moe"])
+def test_fixture_config_equals_the_source_config(kind):
+    from dataclasses import replace
+    ours = GGUFFile(fixture(kind, "Q4_K_M")).config()
+    source = miniqwen3.Qwen3Config.from_file(FIXTURES / f"hf-{kind}" / "config.json")
+    assert ours.torch_dtype == "Q4_K_M"
+    assert replace(ours, torch_dtype="") == replace(source, torch_dtype="")
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("kind", ["dense", "moe"])
+def test_bf16_gguf_weights_equal_the_source_exactly(kind):
+    """Every tensor of llama.cpp's BF16 conversion, as miniqwen3 maps it, has the bits of the HF source tensor
+    (read by safetensors + torch): q_proj and k_proj included, so the converter did not permute their rows."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+    source = {k: v.view(torch.int16).numpy().view(np.uint16) if v.dtype == torch.bfloat16 else v.numpy()
+              for k, v in load_file(FIXTURES / f"hf-{kind}" / "model.safetensors").items()}
+    w = miniqwen3.load(fixture(kind, "BF16"), backend="numpy").weights
+    ours = {"model.embed_tokens.weight": w.embed_tokens, "model.norm.weight": w.norm}
+    if w.lm_head is not w.embed_tokens:
+        ours["lm_head.weight"] = w.lm_head
+    for i, layer in enumerate(w.layers):
+        p = f"model.layers.{i}."
+        ours[p + "input_layernorm.weight"] = layer.input_layernorm
+        ours[p + "post_attention_layernorm.weight"] = layer.post_attention_layernorm
+        for n in ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm"):
+            ours[p + f"self_attn.{n}.weight"] = getattr(layer.self_attn, n)
+        if isinstance(layer.mlp, MoEWeights):
+            ours[p + "mlp.gate.weight"] = layer.mlp.gate
+            for n in ("gate_proj", "up_proj", "down_proj"):
+                for e in range(layer.mlp.gate.shape[0]):
+                    ours[p + f"mlp.experts.{e}.{n}.weight"] = getattr(layer.mlp, n)[e]
+        else:
+            for n in ("gate_proj", "up_proj", "down_proj"):
+                ours[p + f"mlp.{n}.weight"] = getattr(layer.mlp, n)
+    assert sorted(ours) == sorted(source)
+    for name, a in source.items():
+        b = ours[name]
+        if b.dtype == np.uint16:            # matrices stay bf16: the very same bits
+            np.testing.assert_array_equal(b, a, err_msg=name)
+        else:                               # norms and the router are F32 in the GGUF: bf16 widened exactly
+            np.testing.assert_array_equal(b, as_float32(a), err_msg=name)
+    q = ours["model.layers.0.self_attn.q_proj.weight"]
+    assert not np.array_equal(q[:32], q[32:64])      # rows differ, so a permutation would have been seen
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("kind", ["dense", "moe"])
+def test_llama_cpp_files_match_transformers(kind, fmt, backend, tmp_path):
+    """Logits within 1e-3 of transformers (fp32, eager) run on the same file's weights dequantized by
+    gguf.quants.dequantize, and the same experts for every token and layer."""
+    path = fixture(kind, fmt)
+    if backend == "numba" and fmt != "BF16" and not kernels_take_quant_weights():
+        pytest.skip("kernels.py does not take QuantWeight yet")
+    cfg = json.loads((FIXTURES / f"hf-{kind}" / "config.json").read_text())
+    ids = np.random.default_rng(2).integers(0, 4000, 32)
+    expected = transformers_outputs(tmp_path / "hf", cfg, dequantized_state_dict(path, cfg), ids)
+    check_model_against_transformers(miniqwen3.load(path, backend=backend), expected, ids)
+
+
+@pytest.mark.oracle
+def test_fixture_tokenizer_equals_its_source(tmp_path):
+    """The small tokenizer the fixture models carry, from their GGUF metadata, against HF tokenizers."""
+    tokenizers = pytest.importorskip("tokenizers")
+    hf = tokenizers.Tokenizer.from_file(str(FIXTURES / "hf-moe" / "tokenizer.json"))
+    tok = miniqwen3.load(fixture("moe", "Q8_0"), backend="numpy").tokenizer
+    for text in TEXTS:
+        assert tok.encode(text) == hf.encode(text, add_special_tokens=False).ids, text
