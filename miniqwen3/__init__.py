@@ -6,7 +6,7 @@ from .generate import GenerationResult, Sampling, generate, stream
 from .hub import ModelNotFoundError, load
 from .model import KVCache, Model
 from .tokenizer import StreamDecoder, Tokenizer, TokenizerError
-from .trace import RouterRecord, RoutingTrace
+from .routing import RouterRecord, RoutingTrace
 from .weights import CheckpointError
 
 __version__ = "0.1.0"

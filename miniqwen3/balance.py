@@ -21,7 +21,12 @@ DeepSeek-V3 (arXiv 2412.19437) balances without a loss: top-k is chosen on p + b
 that is not used for the weights; after each step b_i -= gamma for overloaded experts and += gamma for
 underloaded ones.
 
-Shapes: T tokens, E experts, K experts per token, D domains, F features.
+Which form trained the embedded tiny model: `scripts/train_tiny.py` took E * sum f P per MoE layer and averaged
+over layers (`load_balancing_loss(..., per_layer=True)`), with f counted over the whole step's batch; transformers'
+own `load_balancing_loss_func` stacks the layers' rows first (`per_layer=False`, the default here).
+
+Shapes (see `miniqwen3.config`): T tokens, E experts, K experts per token, L layers, G domains, F features,
+O outputs.
 """
 from __future__ import annotations
 
@@ -29,15 +34,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ops import softmax
+from . import ops
+from .routing import domain_expert_share, expert_load, specialisation
 
 
 # --- the loss, step by step ----------------------------------------------------------------------
-
-def top_experts(probs: np.ndarray, k: int) -> np.ndarray:
-    """The k most probable experts of every token, most probable first.  probs: [T, E] -> [T, K]"""
-    return np.argsort(-probs, axis=-1, kind="stable")[:, :k]
-
 
 def routed_fraction(experts: np.ndarray, n_experts: int, mask: np.ndarray | None = None) -> np.ndarray:
     """f_i: the number of tokens that chose expert i, over the number of tokens.  experts: [T, K] -> [E]
@@ -59,15 +60,19 @@ def balance_loss(f: np.ndarray, P: np.ndarray) -> float:
     return float(len(P) * np.sum(f * P))
 
 
-def load_balancing_loss(router_logits, top_k: int, mask: np.ndarray | None = None) -> float:
-    """The auxiliary loss as transformers' `load_balancing_loss_func` computes it: the router logits of all
-    MoE layers are stacked into one set of rows (L*T rows), then f, P and E * sum f * P.
+def load_balancing_loss(router_logits, top_k: int, mask: np.ndarray | None = None, per_layer: bool = False) -> float:
+    """The auxiliary loss E * sum_i f_i * P_i over the router logits of all MoE layers.
+    per_layer=False: as transformers' `load_balancing_loss_func`: the layers' rows are stacked into one set of
+    L*T rows, then one f and one P. per_layer=True: one loss per layer, averaged over the layers (how
+    scripts/train_tiny.py trained the tiny model). The two agree for one layer.
     router_logits: a list of [T, E] arrays (one per layer) or one [T, E] array; mask: [T] or None."""
     layers = [router_logits] if isinstance(router_logits, np.ndarray) else list(router_logits)
+    if per_layer:
+        return float(np.mean([load_balancing_loss(l, top_k, mask) for l in layers]))
     logits = np.concatenate([np.asarray(l, dtype=np.float32) for l in layers])      # [L*T, E]
-    probs = softmax(logits, axis=-1)
+    probs, experts, _ = ops.router(logits, top_k, norm_topk_prob=False)
     m = None if mask is None else np.tile(np.asarray(mask).reshape(-1), len(layers))
-    return balance_loss(routed_fraction(top_experts(probs, top_k), probs.shape[1], m), mean_probability(probs, m))
+    return balance_loss(routed_fraction(experts, probs.shape[1], m), mean_probability(probs, m))
 
 
 def micro_batches(n_tokens: int, size: int) -> list[slice]:
@@ -93,12 +98,6 @@ def global_batch_loss(probs: np.ndarray, experts: np.ndarray, size: int) -> floa
 
 # --- imbalance measures --------------------------------------------------------------------------
 
-def expert_load(experts: np.ndarray, n_experts: int) -> np.ndarray:
-    """Share of all (token, slot) assignments that went to each expert.  experts: [T, K] -> [E], sums to 1"""
-    counts = np.bincount(np.asarray(experts).ravel(), minlength=n_experts).astype(np.float64)
-    return counts / counts.sum()
-
-
 def max_min_ratio(load: np.ndarray) -> float:
     """Load of the busiest expert over that of the idlest: 1 when balanced, inf when an expert is idle."""
     lo = float(np.min(load))
@@ -122,36 +121,14 @@ def imbalance(load: np.ndarray) -> dict:
     return {"max/min": max_min_ratio(load), "cv": coefficient_of_variation(load), "max_violation": max_violation(load)}
 
 
-# --- specialisation ------------------------------------------------------------------------------
-
-def domain_expert_share(experts: np.ndarray, domains: np.ndarray, n_experts: int, n_domains: int) -> np.ndarray:
-    """share[d, i]: of the assignments made by tokens of domain d, the fraction that went to expert i.
-    experts: [T, K], domains: [T] ints -> [D, E], each row sums to 1 (rows of absent domains are 0)."""
-    counts = np.zeros((n_domains, n_experts))
-    np.add.at(counts, (np.repeat(domains, experts.shape[1]), np.asarray(experts).ravel()), 1)
-    totals = counts.sum(axis=1, keepdims=True)
-    return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-
-
-def specialisation(share: np.ndarray) -> float:
-    """Mutual information (bits) between a token's domain and the expert it picks, domains weighted equally:
-    the mean KL divergence of each domain's expert share from the average share. 0 when every domain uses the
-    experts in the same proportions; log2(D) when each domain has experts of its own.  share: [D, E]"""
-    share = share[share.sum(axis=1) > 0]
-    avg = share.mean(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(share > 0, share * np.log2(share / avg), 0.0)
-    return max(0.0, float(terms.sum(axis=1).mean()))     # never -0.0 from rounding
-
-
 # --- a router lab --------------------------------------------------------------------------------
 
 @dataclass
 class Domains:
     """A toy task with several domains. Each token has features x = mean of its domain + noise, and a target
     y = A_domain x, so an expert (a linear map) that sees only one domain can fit it exactly."""
-    means: np.ndarray     # [D, F]
-    maps: np.ndarray      # [D, O, F]
+    means: np.ndarray     # [G, F]
+    maps: np.ndarray      # [G, O, F]
     noise: float
 
     @classmethod
@@ -164,8 +141,8 @@ class Domains:
     def sample(self, n_seqs: int, seq_len: int, rng: np.random.Generator):
         """n_seqs sequences of seq_len tokens, one domain per sequence, laid out one sequence after another.
         -> x [T, F], y [T, O], domain [T] with T = n_seqs * seq_len"""
-        D, F = self.means.shape
-        domain = np.repeat(rng.integers(0, D, size=n_seqs), seq_len)
+        G, F = self.means.shape
+        domain = np.repeat(rng.integers(0, G, size=n_seqs), seq_len)
         x = self.means[domain] + self.noise * rng.normal(size=(len(domain), F))
         y = np.einsum("tof,tf->to", self.maps[domain], x)
         return x, y, domain
@@ -177,7 +154,7 @@ class LabResult:
     load: np.ndarray          # [steps, E] share of assignments per expert at each step
     task_loss: np.ndarray     # [steps]
     balance_loss: np.ndarray  # [steps] the loss the method computes (micro or global), 0 for none/bias
-    share: np.ndarray         # [D, E] domain -> expert share on a held-out batch after training
+    share: np.ndarray         # [G, E] domain -> expert share on a held-out batch after training
     bias: np.ndarray          # [E] DeepSeek-V3's selection bias at the end (zeros for the other methods)
 
 
@@ -185,13 +162,10 @@ METHODS = ("none", "micro", "global", "bias")
 
 
 def route(x, router_w, k, bias=None):
-    """Router of the lab (Qwen3's, plus DeepSeek-V3's optional selection bias): p = softmax(x W^T);
-    the top-k of p + bias are chosen; their weights are p renormalised over the chosen (the bias is not used).
+    """Router of the lab: Qwen3's (`ops.router`, weights renormalised over the chosen), plus DeepSeek-V3's
+    optional selection bias (added to p to choose the top-k, not used for the weights). In float64.
     x: [T, F], router_w: [E, F] -> p [T, E], experts [T, K], g [T, K]"""
-    p = softmax(x @ router_w.T, axis=-1)
-    experts = top_experts(p if bias is None else p + bias, k)
-    g = np.take_along_axis(p, experts, axis=-1)
-    return p, experts, g / g.sum(axis=-1, keepdims=True)
+    return ops.router(x @ router_w.T, k, norm_topk_prob=True, selection_bias=bias)
 
 
 def lab_gradients(x, y, router_w, experts_w, k, f_rows=None, coef=0.0, bias=None):
@@ -235,7 +209,7 @@ def train_router(method: str = "global", coef: float = 0.3, micro_batch: int = 1
         raise ValueError(f"micro_batch={micro_batch} sequences must be in 1..n_seqs={n_seqs}")
     domains = domains or Domains.make(seed=seed)
     rng = np.random.default_rng(seed + 1)
-    D, F = domains.means.shape
+    G, F = domains.means.shape
     O = domains.maps.shape[1]
     router_w = rng.normal(size=(n_experts, F)) * 0.3
     experts_w = rng.normal(size=(n_experts, O, F)) * 0.1
@@ -267,4 +241,4 @@ def train_router(method: str = "global", coef: float = 0.3, micro_batch: int = 1
     x, _, dom = domains.sample(64, seq_len, np.random.default_rng(seed + 2))
     _, chosen, _ = route(x, router_w, k, bias)
     return LabResult(method, np.array(loads), np.array(task), np.array(aux),
-                     domain_expert_share(chosen, dom, n_experts, D), np.zeros(n_experts) if bias is None else bias)
+                     domain_expert_share(chosen, dom, n_experts, G), np.zeros(n_experts) if bias is None else bias)

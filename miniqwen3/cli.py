@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from .chat import ChatError
+from .generate import model_tokenizer
 from .config import ConfigError, Qwen3Config
 from .hub import ModelNotFoundError, resolve
 from .tokenizer import TokenizerError
@@ -209,8 +210,7 @@ def run_turn(model, messages, args, budget, printer, enable_thinking=None):
 def load_model(args):
     from .hub import load
     model = load(args.model, backend=args.backend, quant=args.quant)
-    if model.tokenizer is None:
-        raise ModelNotFoundError(f"{model.path}: no tokenizer.json beside the checkpoint; generation needs one")
+    model_tokenizer(model)
     return model
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from .budget import STOP_TEXT, ThinkingBudget
 from .chat import prompt_for_generation
+from .tokenizer import TokenizerError
 
 
 # --- sampling ------------------------------------------------------------------------------------
@@ -97,6 +98,13 @@ class Piece:
     thinking_tokens: int       # the counter's N after this token
 
 
+def model_tokenizer(model):
+    """model.tokenizer, or a TokenizerError saying that the checkpoint has none (generation needs one)."""
+    if model.tokenizer is None:
+        raise TokenizerError(f"{model.path}: no tokenizer.json beside the checkpoint; generation needs one")
+    return model.tokenizer
+
+
 @dataclass
 class GenerationResult:
     thinking: str
@@ -131,9 +139,7 @@ class Generation:
     def __init__(self, model, messages, budget=None, enable_thinking=None, max_new_tokens=512, seed=None,
                  sampling: Sampling | None = None, stop_text: str = STOP_TEXT, tools=None, prefill: str = "",
                  **overrides):
-        tok = model.tokenizer
-        if tok is None:
-            raise ValueError(f"{model.path}: no tokenizer files beside the checkpoint; generation needs tokenizer.json")
+        tok = model_tokenizer(model)
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         self.model, self.tok = model, tok

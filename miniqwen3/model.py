@@ -3,18 +3,27 @@
     h   = x + o_proj(attention(rope(q_norm(q)), rope(k_norm(k)), v))   on input_layernorm(x)
     out = h + mlp(post_attention_layernorm(h))        mlp: SwiGLU, or the MoE block on sparse layers
 
-The math lives in `ops` (plain NumPy). The hot ops (linear, attention, moe_experts) are looked up on a
-backend: `ops` itself, or `kernels` (their Numba twins, same names and shapes). That is the only seam.
+The math lives in `ops` (plain NumPy). The model has three seams, and nothing else changes it from outside:
+
+- the backend: the hot ops (linear, swiglu, attention, moe_experts) are looked up on `self.ops`, which is `ops`
+  itself or `kernels` (their Numba twins, same names and shapes); `set_backend` swaps them;
+- the routing trace: `forward(..., trace=RoutingTrace())` records every MoE layer's router logits,
+  probabilities, chosen experts and weights (`miniqwen3.routing`);
+- routing overrides: inside `with model.routing(top_k=..., drop=..., weights=..., inputs=...)` the MoE layers
+  choose another number of experts, never choose some, weight them otherwise, or hand over their inputs.
+  Overrides nest and are undone on leaving the block, exceptions included.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
 from . import ops
 from .config import Qwen3Config
-from .trace import RouterRecord, RoutingTrace
+from .routing import RouterRecord, RoutingTrace
 from .weights import AttentionWeights, MoEWeights, Weights
 
 
@@ -47,14 +56,25 @@ class KVCache:
         self.length = min(self.length, n)
 
 
+@dataclass(frozen=True, eq=False)           # eq=False: two equal-looking blocks are still two blocks
+class RoutingOverride:
+    """One `Model.routing(...)` block's change to the routers of the MoE layers."""
+    top_k: int | None = None      # experts per token instead of the config's num_experts_per_tok
+    drop: dict = field(default_factory=dict)   # layer -> experts that may not be chosen (see `ops.router`)
+    weights: Callable | None = None            # (layer, probs [T, E], experts [T, K], weights [T, K]) -> [T, K]
+    inputs: dict | None = None    # filled with layer -> the MoE input x [T, H], concatenated over forward calls
+
+
 class Model:
-    """A loaded Qwen3 model: config, weights, RoPE tables and a backend for the hot ops."""
+    """A loaded Qwen3 model: config, weights, RoPE tables, a backend for the hot ops, and the routing overrides
+    in force (innermost last)."""
 
     def __init__(self, config: Qwen3Config, weights: Weights, backend: str = "numpy", path=None):
         self.config = config
         self.weights = weights
         self.path = path
         self.tokenizer = None
+        self.routing_overrides: list[RoutingOverride] = []
         self.inv_freq, self.attention_factor = ops.rope_frequencies(
             config.head_dim, config.rope_theta, config.rope_scaling)
         self.set_backend(backend)
@@ -74,9 +94,22 @@ class Model:
         return KVCache()
 
     def quantize(self, kind: str = "q8_0") -> "Model":
-        """Convert the big matrices in place to 8-bit blocks (see `miniqwen3.quant`); both backends run them."""
-        from .quant import quantize_weights
-        quantize_weights(self.weights, kind)
+        """Convert the big matrices in place to GGUF's Q8_0 blocks (`quants.quantize_q8_0`: 32 weights of a row
+        share one fp16 scale): the attention projections, the dense MLP, every expert, and the output head (a
+        tied head gets its own quantized copy; the embedding table used for lookup stays as stored). The router
+        and the norms stay as stored, and so does a matrix whose rows are not a whole number of 32-weight blocks.
+        Both backends run the result."""
+        from .quants import QuantWeight, quantize_q8_0
+        if kind.lower() != "q8_0":
+            raise ValueError(f"quantize: unknown format {kind!r} (supported: 'q8_0')")
+
+        def q8(w):
+            return w if isinstance(w, QuantWeight) or w.shape[-1] % 32 else quantize_q8_0(w)
+        for layer in self.weights.layers:
+            a, m = layer.self_attn, layer.mlp
+            a.q_proj, a.k_proj, a.v_proj, a.o_proj = (q8(w) for w in (a.q_proj, a.k_proj, a.v_proj, a.o_proj))
+            m.gate_proj, m.up_proj, m.down_proj = (q8(w) for w in (m.gate_proj, m.up_proj, m.down_proj))
+        self.weights.lm_head = q8(self.weights.lm_head)
         return self
 
     # --- the forward pass ----------------------------------------------------------------------
@@ -128,10 +161,50 @@ class Model:
     def moe_block(self, x, m: MoEWeights, i: int, trace, ids, positions) -> np.ndarray:
         """Route each token to its top-k experts and mix their outputs.  x: [T, H] -> [T, H]"""
         c = self.config
-        logits, probs, experts, weights = ops.router(x, m.gate, c.num_experts_per_tok, c.norm_topk_prob)
+        top_k, drop = c.num_experts_per_tok, set()
+        for o in self.routing_overrides:
+            top_k = o.top_k or top_k
+            drop |= set(o.drop.get(i, ()))
+            if o.inputs is not None:
+                o.inputs[i] = x if i not in o.inputs else np.concatenate([o.inputs[i], x])
+        logits = ops.linear(x, m.gate)                                                 # [T, E]
+        probs, experts, weights = ops.router(logits, top_k, c.norm_topk_prob, drop=sorted(drop))
+        for o in self.routing_overrides:
+            if o.weights is not None:
+                weights = np.asarray(o.weights(i, probs, experts, weights), dtype=np.float32)
         if trace is not None:
             trace.record(RouterRecord(i, positions, ids.copy(), logits, probs, experts, weights))
         return self.ops.moe_experts(x, experts, weights, m.gate_proj, m.up_proj, m.down_proj)
+
+    @contextmanager
+    def routing(self, top_k: int | None = None, drop: dict | None = None, weights: Callable | None = None,
+                inputs: dict | None = None):
+        """Change the routers of the MoE layers inside a `with` block (see `RoutingOverride`):
+            top_k    experts per token (the innermost block that sets it wins)
+            drop     {layer: experts}: never chosen; nested blocks drop the union
+            weights  f(layer, probs, experts, weights) -> new weights [T, K]; nested ones apply outermost first
+            inputs   a dict that receives layer -> MoE input x [T, H] (for the layer walk-through)
+        The block's override is removed on leaving it, so the model is exactly as before."""
+        c = self.config
+        override = RoutingOverride(top_k, dict(drop or {}), weights, inputs)
+        active = self.routing_overrides + [override]
+        k = next((o.top_k for o in reversed(active) if o.top_k), c.num_experts_per_tok)
+        if not 1 <= k <= max(c.num_experts, 1):
+            raise ValueError(f"top_k={k}: expected 1..{c.num_experts} (the number of experts)")
+        for layer in {layer for o in active for layer in o.drop}:
+            if layer not in c.moe_layers:
+                raise ValueError(f"drop: layer {layer} is not a MoE layer (MoE layers: {c.moe_layers})")
+            dropped = {int(e) for o in active for e in o.drop.get(layer, ())}
+            if not dropped <= set(range(c.num_experts)):
+                raise ValueError(f"drop: layer {layer} has experts 0..{c.num_experts - 1}, got {sorted(dropped)}")
+            if c.num_experts - len(dropped) < k:
+                raise ValueError(f"layer {layer}: dropping {len(dropped)} of {c.num_experts} experts leaves "
+                                 f"fewer than top_k={k}")
+        self.routing_overrides.append(override)
+        try:
+            yield self
+        finally:
+            self.routing_overrides.remove(override)
 
     # --- conveniences ----------------------------------------------------------------------------
 

@@ -121,6 +121,27 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     return x * cos[:, None, :] + rotate_half(x) * sin[:, None, :]
 
 
+def rope_rotate(x: np.ndarray, positions, head_dim: int, theta: float,
+                scaling: RopeScaling = RopeScaling()) -> np.ndarray:
+    """One head vector rotated to each position, with the functions above.  x: [D] -> [T, D]"""
+    inv_freq, factor = rope_frequencies(head_dim, theta, scaling)
+    cos, sin = rope_cos_sin(np.asarray(positions), inv_freq, factor)
+    x = np.broadcast_to(np.asarray(x, np.float32), (len(cos), head_dim))[:, None, :]
+    return apply_rope(x, cos, sin)[:, 0, :]
+
+
+def rope_scores(q: np.ndarray, k: np.ndarray, positions, head_dim: int, theta: float) -> np.ndarray:
+    """scores[m, n] = rope(q, m) . rope(k, n): it depends on m - n only (a Toeplitz matrix).  q, k: [D] -> [T, T]"""
+    return rope_rotate(q, positions, head_dim, theta) @ rope_rotate(k, positions, head_dim, theta).T
+
+
+def rope_decay(head_dim: int, theta: float, distances) -> np.ndarray:
+    """The score of q = k = all ones at relative distance d, over its value at d = 0:
+    sum_i cos(d * inv_freq_i) / (D/2). RoFormer's long-term decay, in its simplest form.  distances: [T] -> [T]"""
+    inv_freq = rope_inv_freq(head_dim, theta).astype(np.float64)
+    return np.cos(np.asarray(distances, np.float64)[:, None] * inv_freq[None, :]).mean(axis=1)
+
+
 # --- attention -----------------------------------------------------------------------------------
 
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, q_start: int) -> np.ndarray:
@@ -142,17 +163,28 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, q_start: int) -> np.n
 
 # --- mixture of experts --------------------------------------------------------------------------
 
-def router(x: np.ndarray, gate: np.ndarray, top_k: int, norm_topk_prob: bool):
-    """The Qwen3-MoE router: logits = x @ gate^T, softmax over ALL experts in fp32, then top-k.
-    With norm_topk_prob the k chosen probabilities are renormalised to sum to 1.
-    x: [T, H], gate: [E, H] -> logits [T, E], probs [T, E], experts [T, K] (most probable first), weights [T, K]"""
-    logits = linear(x, gate)
-    probs = softmax(logits.astype(np.float32), axis=-1)
-    experts = np.argsort(-probs, axis=-1, kind="stable")[:, :top_k]
+def router(logits: np.ndarray, top_k: int, norm_topk_prob: bool, drop=None, selection_bias=None):
+    """The Qwen3-MoE router, after its linear layer (`logits = x @ gate^T`): softmax over ALL experts in fp32,
+    then the top-k. With norm_topk_prob the k chosen probabilities are renormalised to sum to 1.
+    This is the only place in miniqwen3 where experts are selected; the interventions are arguments:
+      drop:           experts that may not be chosen; their logits become -inf, so softmax renormalises over the
+                      others (as if they were deleted from the checkpoint)
+      selection_bias: [E] added to the probabilities to choose the top-k only, not to weight them
+                      (DeepSeek-V3's auxiliary-loss-free balancing; Qwen3 has none)
+    float64 logits stay float64 (the router lab's gradient checks); anything else is computed in fp32.
+    logits: [T, E] -> probs [T, E], experts [T, K] (most probable first, ties to the lower index), weights [T, K]"""
+    logits = np.asarray(logits)
+    logits = logits.astype(np.promote_types(logits.dtype, np.float32))
+    if drop is not None and len(drop):
+        logits = logits.copy()
+        logits[:, list(drop)] = -np.inf
+    probs = softmax(logits, axis=-1)
+    score = probs if selection_bias is None else probs + selection_bias
+    experts = np.argsort(-score, axis=-1, kind="stable")[:, :top_k]
     weights = np.take_along_axis(probs, experts, axis=-1)
     if norm_topk_prob:
         weights = weights / weights.sum(axis=-1, keepdims=True)
-    return logits, probs, experts, weights.astype(np.float32)
+    return probs, experts, weights.astype(probs.dtype)
 
 
 def moe_experts(x: np.ndarray, experts: np.ndarray, weights: np.ndarray, gate_proj: np.ndarray,
@@ -165,3 +197,58 @@ def moe_experts(x: np.ndarray, experts: np.ndarray, weights: np.ndarray, gate_pr
         y = swiglu(x[token], gate_proj[e], up_proj[e], down_proj[e])  # [n, H]
         out[token] += weights[token, slot][:, None] * y                # a token picks e at most once
     return out
+
+
+# --- reference algorithms, shown for comparison (the model does not use them) ----------------------
+# The notebooks set these beside the versions above and the Numba kernels: the same results, computed the way
+# other codebases do or the naive way, so that what the real version saves can be seen and measured.
+
+def moe_token_by_token(x, experts, weights, gate_proj, up_proj, down_proj) -> np.ndarray:
+    """The MoE block the naive way: every token runs its own k experts, so an expert's weights are read once
+    per token that chose it.  Same arguments and result as `moe_experts`."""
+    out = np.zeros_like(x)
+    for t in range(len(x)):
+        for e, w in zip(experts[t], weights[t]):
+            out[t] += w * swiglu(x[t:t + 1], gate_proj[e], up_proj[e], down_proj[e])[0]
+    return out
+
+
+def online_softmax(scores: np.ndarray, values: np.ndarray, block: int):
+    """softmax(scores) @ values for one query, reading `block` keys at a time and never holding all the
+    weights (what `kernels.attention` does; `attention` above holds the full score matrix): keep the running max
+    m, the sum l of exp(s - m) and acc = sum exp(s - m) v; when a block raises the max, rescale l and acc by
+    exp(m_old - m_new). Returns the output and the (m, l) after each block.
+    scores: [S], values: [S, D] -> [D], list of (m, l)"""
+    m, l = -np.inf, 0.0
+    acc = np.zeros(values.shape[1])
+    history = []
+    for s0 in range(0, len(scores), block):
+        s, v = scores[s0:s0 + block], values[s0:s0 + block]
+        m_new = max(m, float(s.max()))
+        p = np.exp(s - m_new)
+        rescale = math.exp(m - m_new) if np.isfinite(m) else 0.0
+        l = l * rescale + p.sum()
+        acc = acc * rescale + p @ v
+        m = m_new
+        history.append((m, l))
+    return acc / l, history
+
+
+def apply_rope_interleaved(x: np.ndarray, positions, inv_freq: np.ndarray) -> np.ndarray:
+    """RoPE in the interleaved layout (GPT-J, Meta's original Llama): pairs (2i, 2i+1) rotate by
+    position * inv_freq_i; Qwen3 uses rotate_half (`apply_rope`).  x: [T, D] -> [T, D]"""
+    a = np.asarray(positions, np.float32)[:, None] * inv_freq[None, :]         # [T, D/2]
+    cos, sin = np.cos(a), np.sin(a)
+    even, odd = x[..., 0::2], x[..., 1::2]
+    out = np.empty_like(x)
+    out[..., 0::2] = even * cos - odd * sin
+    out[..., 1::2] = even * sin + odd * cos
+    return out
+
+
+def interleaved_order(head_dim: int) -> np.ndarray:
+    """The permutation that takes a rotate_half head to the interleaved layout: [0, D/2, 1, D/2+1, ...].
+    x_interleaved = x[order]; the two layouts rotate the same pairs and agree after the permutation
+    (which is why a checkpoint converted between them permutes the rows of q_proj and k_proj).  -> [D]"""
+    half = head_dim // 2
+    return np.stack([np.arange(half), np.arange(half) + half], axis=1).ravel()

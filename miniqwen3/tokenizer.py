@@ -42,7 +42,7 @@ SUPPORTED_TOKENIZER_CLASSES = ("Qwen2Tokenizer", "Qwen2TokenizerFast")
 WORD_CACHE_LIMIT = 200_000
 
 
-class TokenizerError(Exception):
+class TokenizerError(ValueError):
     """A tokenizer file is missing, malformed or unsupported, or an id or text cannot be handled."""
 
 

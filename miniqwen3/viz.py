@@ -1,22 +1,17 @@
-"""The numbers and figures behind the notebooks: RoPE and YaRN, routing, load, the thinking budget, kernels.
+"""Figures and HTML for the notebooks: RoPE and YaRN, routing, load, the thinking budget, kernels.
 
-Each section has small functions that compute something from miniqwen3's own code (tested in
-tests/test_viz_widgets.py), and figure functions that draw it. Figures are matplotlib `Figure`s made without
-pyplot (no global state, nothing shown twice); they render as PNG wherever IPython displays them.
-HTML snippets (token strips, tables) are `Html` strings, which Jupyter renders and tests can search.
+Drawing only: what is drawn is computed elsewhere (`ops`, `routing`, `evaluate`, `balance`) and passed in, or
+computed here with those modules' functions. Figures are matplotlib `Figure`s made without pyplot (no global
+state, nothing shown twice); they render as PNG wherever IPython displays them. HTML snippets (token strips,
+tables) are `Html` strings, which Jupyter renders and tests can search.
 
-Shape letters as in `miniqwen3.config`: T tokens, H hidden, D head_dim, E experts, K experts per token,
-L layers.
+Shape letters as in `miniqwen3.config`.
 """
 from __future__ import annotations
 
 import html
 import io
 import math
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 import matplotlib
 import matplotlib.figure
@@ -24,7 +19,7 @@ import matplotlib.patches
 import numpy as np
 
 from . import ops
-from .config import Qwen3Config, RopeScaling
+from .config import RopeScaling
 
 
 # --- figures and HTML ----------------------------------------------------------------------------
@@ -97,12 +92,6 @@ def parameter_rows(configs: dict) -> list[dict]:
     return rows
 
 
-def shipped_configs() -> dict:
-    """The real Qwen3 configs shipped in miniqwen3/configs, by name."""
-    configs = {p.stem: Qwen3Config.from_file(p) for p in (Path(__file__).parent / "configs").glob("*.json")}
-    return dict(sorted(configs.items(), key=lambda kv: kv[1].parameter_counts()["total"]))
-
-
 def _count(n: int) -> str:
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K"
 
@@ -137,53 +126,11 @@ def token_html(tokenizer, ids, channels=None, forced=None, numbers=None) -> Html
 
 # --- RoPE ----------------------------------------------------------------------------------------
 
-def rope_rotate(x: np.ndarray, positions, head_dim: int, theta: float,
-                scaling: RopeScaling = RopeScaling()) -> np.ndarray:
-    """x rotated to each position with miniqwen3's own RoPE (`ops.rope_frequencies`, `rope_cos_sin`,
-    `apply_rope`).  x: [D] (one head) -> [P, D]"""
-    inv_freq, factor = ops.rope_frequencies(head_dim, theta, scaling)
-    cos, sin = ops.rope_cos_sin(np.asarray(positions), inv_freq, factor)
-    x = np.broadcast_to(np.asarray(x, np.float32), (len(cos), head_dim))[:, None, :]
-    return ops.apply_rope(x, cos, sin)[:, 0, :]
-
-
-def rope_scores(q: np.ndarray, k: np.ndarray, positions, head_dim: int, theta: float) -> np.ndarray:
-    """scores[m, n] = rope(q, m) . rope(k, n): it depends on m - n only (a Toeplitz matrix).  -> [P, P]"""
-    return rope_rotate(q, positions, head_dim, theta) @ rope_rotate(k, positions, head_dim, theta).T
-
-
-def rope_decay(head_dim: int, theta: float, distances) -> np.ndarray:
-    """The score of q = k = all ones at relative distance d, over its value at d = 0:
-    sum_i cos(d * inv_freq_i) / (D/2). RoFormer's long-term decay, in its simplest form."""
-    inv_freq = ops.rope_inv_freq(head_dim, theta).astype(np.float64)
-    return np.cos(np.asarray(distances, np.float64)[:, None] * inv_freq[None, :]).mean(axis=1)
-
-
-def apply_rope_interleaved(x: np.ndarray, positions, inv_freq: np.ndarray) -> np.ndarray:
-    """RoPE in the interleaved layout (GPT-J, Meta's original Llama): pairs (2i, 2i+1) rotate by
-    position * inv_freq_i.  x: [P, D] -> [P, D]"""
-    a = np.asarray(positions, np.float32)[:, None] * inv_freq[None, :]         # [P, D/2]
-    cos, sin = np.cos(a), np.sin(a)
-    even, odd = x[..., 0::2], x[..., 1::2]
-    out = np.empty_like(x)
-    out[..., 0::2] = even * cos - odd * sin
-    out[..., 1::2] = even * sin + odd * cos
-    return out
-
-
-def interleaved_order(head_dim: int) -> np.ndarray:
-    """The permutation that takes a rotate_half head to the interleaved layout: [0, D/2, 1, D/2+1, ...].
-    x_interleaved = x[order]; the two layouts rotate the same pairs and agree after the permutation
-    (which is why a checkpoint converted between them permutes the rows of q_proj and k_proj)."""
-    half = head_dim // 2
-    return np.stack([np.arange(half), np.arange(half) + half], axis=1).ravel()
-
-
 def rope_pairs_figure(position: int, head_dim: int = 64, theta: float = 10_000.0, pairs=(0, 4, 8, 16, 31)) -> Figure:
     """Where RoPE moves a vector, pair by pair: each dimension pair (i, i + D/2) of x = ones is a 2-D vector
     rotated by position * inv_freq_i. Fast pairs (small i) spin, slow pairs barely move."""
     positions = np.arange(position + 1)
-    rotated = rope_rotate(np.ones(head_dim), positions, head_dim, theta)        # [P, D]
+    rotated = ops.rope_rotate(np.ones(head_dim), positions, head_dim, theta)    # [T, D]
     inv_freq = ops.rope_inv_freq(head_dim, theta)
     fig = figure(2.1 * len(pairs), 2.6)
     half = head_dim // 2
@@ -227,7 +174,7 @@ def rope_decay_figure(head_dim: int = 128, thetas=(10_000.0, 1_000_000.0), max_d
     fig = figure(7, 3)
     ax = fig.add_subplot()
     for theta in thetas:
-        ax.semilogx(d, rope_decay(head_dim, theta, d), label=f"theta {theta:,.0f}", lw=1)
+        ax.semilogx(d, ops.rope_decay(head_dim, theta, d), label=f"theta {theta:,.0f}", lw=1)
     ax.set_xlabel("relative distance m - n"), ax.set_ylabel("score / score at 0")
     ax.set_title("q = k = ones: the score decays (and wobbles) with distance", fontsize=10)
     ax.legend(fontsize=8)
@@ -275,90 +222,7 @@ def yarn_figure(factor: float, head_dim: int = 128, theta: float = 1_000_000.0, 
 
 # --- routing -------------------------------------------------------------------------------------
 
-@contextmanager
-def routing(model, top_k: int | None = None, drop: dict | None = None, inputs: dict | None = None):
-    """Run `model` with a changed router, without touching the model code: inside the block, MoE layers pick
-    `top_k` experts (default: the config's) and never the experts in drop[layer] (their router logits are
-    set to -inf, so softmax renormalises over the others). With `inputs`, a dict, the MoE input x [T, H] of
-    every layer is stored in inputs[layer] (concatenated over forward calls)."""
-    c = model.config
-    k = top_k or c.num_experts_per_tok
-    drop = drop or {}
-    for layer, experts in drop.items():
-        if c.num_experts - len(set(experts)) < k:
-            raise ValueError(f"layer {layer}: dropping {len(set(experts))} of {c.num_experts} experts leaves "
-                             f"fewer than top_k={k}")
-
-    def moe_block(x, m, i, trace, ids, positions):
-        if inputs is not None:
-            inputs[i] = x if i not in inputs else np.concatenate([inputs[i], x])
-        logits = ops.linear(x, m.gate)
-        if drop.get(i):
-            logits[:, list(drop[i])] = -np.inf
-        probs = ops.softmax(logits.astype(np.float32), axis=-1)
-        experts = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
-        weights = np.take_along_axis(probs, experts, axis=-1)
-        if c.norm_topk_prob:
-            weights = weights / weights.sum(axis=-1, keepdims=True)
-        if trace is not None:
-            from .trace import RouterRecord
-            trace.record(RouterRecord(i, positions, ids.copy(), logits, probs, experts, weights))
-        return model.ops.moe_experts(x, experts, weights.astype(np.float32), m.gate_proj, m.up_proj, m.down_proj)
-
-    model.moe_block = moe_block
-    try:
-        yield model
-    finally:
-        del model.moe_block
-
-
-def moe_inputs(model, ids) -> dict:
-    """The input x [T, H] of every MoE layer (after post_attention_layernorm) for one sequence: layer -> x."""
-    inputs = {}
-    with routing(model, inputs=inputs):
-        model.forward(ids)
-    return inputs
-
-
-@dataclass
-class RouterStep:
-    """One token through one MoE layer, every intermediate kept."""
-    layer: int
-    position: int
-    x: np.ndarray               # [H] the token's hidden state entering the MoE block
-    logits: np.ndarray          # [E] x @ gate^T
-    probs: np.ndarray           # [E] softmax over all experts
-    experts: np.ndarray         # [K] top-k of probs
-    chosen_probs: np.ndarray    # [K] their probabilities
-    weights: np.ndarray         # [K] renormalised to sum 1 (when norm_topk_prob)
-    expert_outputs: np.ndarray  # [K, H] each chosen expert's SwiGLU output
-    output: np.ndarray          # [H] sum_k weights_k * expert_outputs_k
-    block_output: np.ndarray    # [H] the model's MoE block (ops.moe_experts) on the same token, for checking
-
-
-def router_step(model, ids, position: int, layer: int, inputs: dict | None = None) -> RouterStep:
-    """Take token `position` of `ids` through the router and experts of MoE layer `layer`, step by step,
-    with ops' functions. Pass `inputs` from `moe_inputs(model, ids)` to avoid a forward pass per call."""
-    c = model.config
-    if not c.is_sparse_layer(layer):
-        raise ValueError(f"layer {layer} is not a MoE layer (MoE layers: "
-                         f"{[i for i in range(c.num_hidden_layers) if c.is_sparse_layer(i)]})")
-    inputs = inputs if inputs is not None else moe_inputs(model, ids)
-    m = model.weights.layers[layer].mlp
-    x = inputs[layer][position]
-    logits = ops.linear(x[None], m.gate)[0]
-    probs = ops.softmax(logits.astype(np.float32))
-    experts = np.argsort(-probs, kind="stable")[:c.num_experts_per_tok]
-    chosen = probs[experts]
-    weights = chosen / chosen.sum() if c.norm_topk_prob else chosen
-    outs = np.stack([ops.swiglu(x[None], m.gate_proj[e], m.up_proj[e], m.down_proj[e])[0] for e in experts])
-    block = ops.moe_experts(x[None], experts[None], weights[None].astype(np.float32), m.gate_proj, m.up_proj,
-                            m.down_proj)[0]
-    return RouterStep(layer, position, x, logits, probs, experts, chosen, weights, outs,
-                      (weights[:, None] * outs).sum(axis=0), block)
-
-
-def router_step_figure(step: RouterStep, token: str = "") -> Figure:
+def router_step_figure(step, token: str = "") -> Figure:
     E = len(step.probs)
     colors = np.array(["#c8c8c8"] * E, dtype=object)
     colors[step.experts] = "C3"
@@ -380,12 +244,6 @@ def router_step_figure(step: RouterStep, token: str = "") -> Figure:
     return fig
 
 
-def first_choices(trace, layers=None) -> np.ndarray:
-    """The first-choice expert of every token in every traced MoE layer.  -> [L, T]"""
-    layers = trace.layers if layers is None else layers
-    return np.stack([trace.layer(i).experts[:, 0] for i in layers])
-
-
 def routing_html(tokens: list[str], first: np.ndarray, layers, n_experts: int) -> Html:
     """The text once per layer, each token on the colour of its first-choice expert (hover: the expert)."""
     colors = expert_colors(n_experts)
@@ -395,61 +253,6 @@ def routing_html(tokens: list[str], first: np.ndarray, layers, n_experts: int) -
                         f'{html.escape(t.replace(chr(10), "↵"))}</span>' for t, e in zip(tokens, experts))
         rows.append(f'<div style="font-family:monospace;margin:2px 0"><b>L{layer}</b> {spans}</div>')
     return Html("".join(rows))
-
-
-def repeat_rate(first: np.ndarray) -> np.ndarray:
-    """Per layer, how often a token's first-choice expert is the previous token's.  first: [L, T] -> [L]"""
-    return (first[:, 1:] == first[:, :-1]).mean(axis=1)
-
-
-def chance_repeat_rate(first: np.ndarray, n_experts: int) -> np.ndarray:
-    """The same if tokens picked independently with the observed first-choice frequencies q: sum_e q_e^2."""
-    q = np.stack([np.bincount(f, minlength=n_experts) / len(f) for f in first])
-    return (q ** 2).sum(axis=1)
-
-
-def repeat_vs_chance(firsts, n_experts: int):
-    """Pooled over sequences (each [L, T] first choices): per layer, the observed rate at which a token keeps the
-    previous token's first-choice expert, and the rate expected by chance from the pooled frequencies.  -> [L], [L]"""
-    same = np.concatenate([f[:, 1:] == f[:, :-1] for f in firsts], axis=1).mean(axis=1)
-    return same, chance_repeat_rate(np.concatenate(list(firsts), axis=1), n_experts)
-
-
-@dataclass
-class GroupRouting:
-    """Routing of groups of sequences (e.g. one group per language or domain), from `routing_by_group`."""
-    names: list             # group names
-    layers: list            # the MoE layers traced
-    counts: np.ndarray      # [S, L, E] assignments per sequence, layer and expert
-    group: np.ndarray       # [S] the group of each sequence
-    first: dict             # name -> list of [L, T] first-choice experts, one per sequence
-
-    def shares(self, group=None) -> dict:
-        """layer -> [G, E]: the share of each group's assignments that went to each expert."""
-        group = self.group if group is None else group
-        per_group = np.stack([self.counts[group == g].sum(axis=0) for g in range(len(self.names))])   # [G, L, E]
-        per_group = per_group / per_group.sum(axis=2, keepdims=True)
-        return {i: per_group[:, j] for j, i in enumerate(self.layers)}
-
-    def shuffled_shares(self, seed: int = 0) -> dict:
-        """The same with the sequences dealt to the groups at random (group sizes kept): what the shares look
-        like when routing does not depend on the group, with this many tokens. The baseline for `specialisation`."""
-        return self.shares(np.random.default_rng(seed).permutation(self.group))
-
-
-def routing_by_group(model, groups: dict) -> GroupRouting:
-    """Trace every sequence of every group.  groups: name -> list of id sequences."""
-    c = model.config
-    layers = [i for i in range(c.num_hidden_layers) if c.is_sparse_layer(i)]
-    counts, group, first = [], [], {}
-    for g, (name, seqs) in enumerate(groups.items()):
-        first[name] = []
-        for ids in seqs:
-            _, trace = model.trace(ids)
-            counts.append([np.bincount(trace.layer(i).experts.ravel(), minlength=c.num_experts) for i in layers])
-            group.append(g)
-            first[name].append(first_choices(trace, layers))
-    return GroupRouting(list(groups), layers, np.array(counts, dtype=np.float64), np.array(group), first)
 
 
 def group_share_figure(shares: dict, names: list[str], layers=None) -> Figure:
@@ -467,55 +270,6 @@ def group_share_figure(shares: dict, names: list[str], layers=None) -> Figure:
         ax.set_title(f"layer {i}", fontsize=9), ax.set_xlabel("expert", fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
     return fig
-
-
-def mean_loss(model, sequences) -> float:
-    """Mean next-token cross-entropy (nats) over all predicted tokens of the sequences."""
-    total, count = 0.0, 0
-    for ids in sequences:
-        ids = np.asarray(ids)
-        logits = model.logits(ids)[:-1].astype(np.float64)
-        z = logits - logits.max(axis=1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        total -= logp[np.arange(len(ids) - 1), ids[1:]].sum()
-        count += len(ids) - 1
-    return total / count
-
-
-def loss_vs_top_k(model, sequences, ks) -> dict:
-    """Mean loss with k experts per token at inference: k -> loss."""
-    out = {}
-    for k in ks:
-        with routing(model, top_k=k):
-            out[k] = mean_loss(model, sequences)
-    return out
-
-
-def expert_loads(model, sequences) -> dict:
-    """Share of assignments per expert in every MoE layer over the sequences: layer -> [E]."""
-    counts = {}
-    for ids in sequences:
-        _, trace = model.trace(ids)
-        for i in trace.layers:
-            c = np.bincount(trace.layer(i).experts.ravel(), minlength=model.config.num_experts)
-            counts[i] = counts.get(i, 0) + c
-    return {i: c / c.sum() for i, c in counts.items()}
-
-
-def loss_vs_dropped(model, sequences, loads: dict, counts, order: str = "most") -> dict:
-    """Mean loss after removing, in every MoE layer, its n most used (order="most"), least used ("least")
-    or n random experts ("random", seed 0): n -> loss. loads: from `expert_loads`."""
-    rng = np.random.default_rng(0)
-    out = {}
-    for n in counts:
-        drop = {}
-        for i, load in loads.items():
-            ranked = np.argsort(-load, kind="stable") if order == "most" else \
-                np.argsort(load, kind="stable") if order == "least" else rng.permutation(len(load))
-            drop[i] = [int(e) for e in ranked[:n]]
-        with routing(model, drop=drop):
-            out[n] = mean_loss(model, sequences)
-    return out
 
 
 def curves_figure(curves: dict, xlabel: str, ylabel: str = "mean loss (nats)", title: str = "") -> Figure:
@@ -563,7 +317,8 @@ def load_history_figure(steps: np.ndarray, loads: np.ndarray, title: str = "") -
 def lab_figure(results: list, domain_names=None) -> Figure:
     """For each router-lab run (`balance.train_router`): expert load over the steps, the domain -> expert
     share at the end, and the task loss."""
-    from .balance import coefficient_of_variation, specialisation
+    from .balance import coefficient_of_variation
+    from .routing import specialisation
     n = len(results)
     fig = figure(3.0 * n, 6.4)
     for j, r in enumerate(results):
@@ -588,22 +343,6 @@ def lab_figure(results: list, domain_names=None) -> Figure:
 
 
 # --- the thinking budget -------------------------------------------------------------------------
-
-def budget_steps(model, messages, budget, **options) -> list[dict]:
-    """Generate with the budget counter and record every step: the token, whether it was forced, its channel,
-    the counter's N and state after it."""
-    from .generate import stream
-    g = stream(model, messages, budget=budget, **options)
-    rows = []
-    for piece in g:
-        if piece.token_id < 0:
-            continue
-        c = g.counter
-        rows.append({"step": len(rows), "id": piece.token_id, "token": model.tokenizer.decode([piece.token_id]),
-                     "forced": piece.forced, "channel": piece.channel, "N": piece.thinking_tokens,
-                     "state": c.state.value, "tripped": c.tripped})
-    return rows
-
 
 def budget_steps_html(rows: list[dict]) -> Html:
     """The steps as a table, forced tokens highlighted."""
@@ -640,33 +379,6 @@ def reply_html(result) -> Html:
                 f'<small>{status}</small></div>')
 
 
-def accuracy_vs_budget(model, questions, expected, budgets, parse, max_new_tokens: int = 128, **options) -> dict:
-    """Share of questions answered correctly at each budget: budget -> accuracy.
-    questions: messages (or strings); expected: the right answers; parse: answer text -> value or None."""
-    out = {}
-    for b in budgets:
-        right = 0
-        for q, want in zip(questions, expected):
-            r = model.generate(q, budget=b, max_new_tokens=max_new_tokens, **options)
-            right += parse(r.answer) == want
-        out[b] = right / len(questions)
-    return out
-
-
-def eval_curves(report: dict) -> dict:
-    """Accuracy-vs-budget curves per level from an EVAL.json report (`scripts/evaluate_tiny.py`:
-    report["arithmetic"]["think"][budget name][level] in percent, budget names "0", "2", ..., "unlimited").
-    -> {label: {budget (None = unlimited): accuracy in 0..1}}"""
-    think = report["arithmetic"]["think"]
-    levels = list(next(iter(think.values())))
-    curves = {}
-    for level in levels:
-        label = "all levels" if level == "all" else f"level {level.lstrip('L')}"
-        curves[label] = {None if name == "unlimited" else int(name): by_level[level] / 100
-                         for name, by_level in think.items() if by_level.get(level) is not None}
-    return curves
-
-
 def accuracy_figure(curves: dict, title: str = "accuracy against the thinking budget",
                     levels: dict | None = None) -> Figure:
     """{label: {budget: accuracy}}; budget None (unlimited) is drawn at the right end, budget 0 at the left.
@@ -690,46 +402,6 @@ def accuracy_figure(curves: dict, title: str = "accuracy against the thinking bu
 
 
 # --- kernels -------------------------------------------------------------------------------------
-
-def best_time(fn, *args, repeat: int = 3) -> float:
-    """The fastest of `repeat` calls of fn(*args), in seconds (the least disturbed by other processes)."""
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn(*args)
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
-def moe_token_by_token(x, experts, weights, gate_proj, up_proj, down_proj) -> np.ndarray:
-    """The MoE block the naive way: every token runs its own k experts, so an expert's weights are read once
-    per token that chose it.  Same arguments and result as `ops.moe_experts`."""
-    out = np.zeros_like(x)
-    for t in range(len(x)):
-        for e, w in zip(experts[t], weights[t]):
-            out[t] += w * ops.swiglu(x[t:t + 1], gate_proj[e], up_proj[e], down_proj[e])[0]
-    return out
-
-
-def online_softmax(scores: np.ndarray, values: np.ndarray, block: int):
-    """softmax(scores) @ values for one query, reading `block` keys at a time and never holding all the
-    weights: keep the running max m, the sum l of exp(s - m) and acc = sum exp(s - m) v; when a block
-    raises the max, rescale l and acc by exp(m_old - m_new). Returns the output and the (m, l) after each block.
-    scores: [S], values: [S, D] -> [D], list of (m, l)"""
-    m, l = -np.inf, 0.0
-    acc = np.zeros(values.shape[1])
-    history = []
-    for s0 in range(0, len(scores), block):
-        s, v = scores[s0:s0 + block], values[s0:s0 + block]
-        m_new = max(m, float(s.max()))
-        p = np.exp(s - m_new)
-        rescale = math.exp(m - m_new) if np.isfinite(m) else 0.0
-        l = l * rescale + p.sum()
-        acc = acc * rescale + p @ v
-        m = m_new
-        history.append((m, l))
-    return acc / l, history
-
 
 def timing_figure(rows: dict, xlabel: str, title: str = "") -> Figure:
     """{label: {x: seconds}} on log-log axes."""

@@ -11,7 +11,7 @@ import ipywidgets as W
 import numpy as np
 from IPython.display import display
 
-from . import balance, viz
+from . import balance, evaluate, routing, viz
 
 CHECK = "mq-check"
 
@@ -55,12 +55,12 @@ def yarn(head_dim: int = 128, theta: float = 1_000_000.0, original_max: int = 32
 def router_step(model, ids) -> W.interactive:
     """Pick a token and a MoE layer; see its router logits, softmax, top-k, weights and the weighted sum."""
     c = model.config
-    inputs = viz.moe_inputs(model, ids)
+    inputs = routing.moe_inputs(model, ids)
     tokens = viz.token_strings(model.tokenizer, ids) if model.tokenizer else [str(i) for i in ids]
     layers = sorted(inputs)
 
     def show(position, layer):
-        s = viz.router_step(model, ids, position, layer, inputs)
+        s = routing.router_step(model, ids, position, layer, inputs)
         rows = [{"expert": int(e), "probability": p, "weight": w, "|expert output|": float(np.linalg.norm(o))}
                 for e, p, w, o in zip(s.experts, s.chosen_probs, s.weights, s.expert_outputs)]
         display(viz.table(rows, {"probability": "{:.4f}".format, "weight": "{:.4f}".format,
@@ -79,7 +79,7 @@ def routing_text(model, texts: dict) -> W.interactive:
     def show(name):
         ids = texts[name]
         _, trace = model.trace(ids)
-        return viz.routing_html(viz.token_strings(model.tokenizer, ids), viz.first_choices(trace), trace.layers,
+        return viz.routing_html(viz.token_strings(model.tokenizer, ids), routing.first_choices(trace), trace.layers,
                                 model.config.num_experts)
     return panel(show, name=W.Dropdown(options=list(texts), description="text"))
 
@@ -91,7 +91,7 @@ def top_k_loss(model, sequences, reference: dict | None = None) -> W.interactive
 
     def show(k):
         if k not in seen:
-            seen.update(viz.loss_vs_top_k(model, sequences, [k]))
+            seen.update(evaluate.loss_vs_top_k(model, sequences, [k]))
         xy = dict(sorted(seen.items()))
         return viz.curves_figure({"loss": xy}, "experts per token k",
                                  title=f"k = {k}: loss {seen[k]:.3f} (trained with k = {c.num_experts_per_tok})")
@@ -106,7 +106,7 @@ def drop_experts(model, sequences, loads: dict, max_drop: int | None = None) -> 
 
     def show(n, order):
         if (n, order) not in seen:
-            seen[(n, order)] = viz.loss_vs_dropped(model, sequences, loads, [n], order)[n]
+            seen[(n, order)] = evaluate.loss_vs_dropped(model, sequences, loads, [n], order)[n]
         curves = {o: dict(sorted((m, v) for (m, oo), v in seen.items() if oo == o))
                   for o in ("most", "least", "random") if any(oo == o for _, oo in seen)}
         return viz.curves_figure({f"{o} used first": xy for o, xy in curves.items()}, "experts removed per layer",
@@ -158,7 +158,7 @@ def budget(model, prompt: str = "What is 2 + 3? /think", max_budget: int = 64, m
     options.setdefault("temperature", 0.0)
 
     def show(B):
-        rows = viz.budget_steps(model, prompt, B, max_new_tokens=max_new_tokens, seed=0, **options)
+        rows = evaluate.budget_steps(model, prompt, B, max_new_tokens=max_new_tokens, seed=0, **options)
         return viz.budget_steps_strip(model.tokenizer, rows)
     return panel(show, check=True, B=_slider(W.IntSlider, 4, 0, max_budget, description="budget B"))
 
@@ -192,8 +192,8 @@ def attention_timing(n_heads: int = 8, n_kv_heads: int = 2, head_dim: int = 64) 
         q = rng.normal(size=(S, n_heads, head_dim)).astype(np.float32)
         k = rng.normal(size=(S, n_kv_heads, head_dim)).astype(np.float32)
         v = rng.normal(size=(S, n_kv_heads, head_dim)).astype(np.float32)
-        t_ops = viz.best_time(ops.attention, q, k, v, 0)
-        t_ker = viz.best_time(kernels.attention, q, k, v, 0)
+        t_ops = evaluate.best_time(ops.attention, q, k, v, 0)
+        t_ker = evaluate.best_time(kernels.attention, q, k, v, 0)
         diff = np.abs(ops.attention(q, k, v, 0) - kernels.attention(q, k, v, 0)).max()
         return viz.Html(f"<pre>S = {S}: score matrix {n_heads} x {S} x {S} fp32 = {4 * n_heads * S * S / 1e6:.1f} MB\n"
                         f"ops.attention     {1e3 * t_ops:8.2f} ms\nkernels.attention {1e3 * t_ker:8.2f} ms   "

@@ -28,8 +28,9 @@ import regex
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import miniqwen3  # noqa: E402
-from miniqwen3.balance import specialisation  # noqa: E402
 from miniqwen3.chat import render_chat  # noqa: E402
+from miniqwen3.evaluate import budget_runs, follows_flag  # noqa: E402
+from miniqwen3.routing import routing_by_group, specialisation  # noqa: E402
 from miniqwen3.corpus import (LANGUAGES, LEVELS, Conversation, conversation_segments, parse_answer,  # noqa: E402
                               read_jsonl)
 
@@ -51,19 +52,13 @@ def arithmetic(model, convs, max_new_tokens, log):
         row = {"level": conv.problem.level, "lang": conv.lang, "op": conv.problem.op}
         r = model.generate(prompt, enable_thinking=False, temperature=0, max_new_tokens=40)
         row["no_think"] = parse_answer(r.answer) == want
-        free = model.generate(prompt, enable_thinking=True, budget=None, temperature=0,
-                              max_new_tokens=max_new_tokens)
+        runs = budget_runs(model, prompt, BUDGETS, max_new_tokens, enable_thinking=True, temperature=0)
+        free = runs[None]
         row["thinking_tokens"] = free.thinking_tokens
         row["closed"] = free.finish_reason == "stop" and "</think>" not in free.answer
-        for b in BUDGETS:
-            if b is None or free.thinking_tokens < b:
-                r, tripped = free, False          # the budget is never reached: the same greedy run
-            else:
-                r = model.generate(prompt, enable_thinking=True, budget=b, temperature=0,
-                                   max_new_tokens=max_new_tokens)
-                tripped = r.budget_tripped
+        for b, r in runs.items():
             row[f"B{budget_name(b)}"] = parse_answer(r.answer) == want
-            row[f"tripped{budget_name(b)}"] = tripped
+            row[f"tripped{budget_name(b)}"] = r.budget_tripped
         if n < 3 or n % 100 == 0:
             row["example"] = {"prompt": prompt[-1]["content"], "level": conv.problem.level,
                               "thinking": free.thinking, "answer": free.answer}
@@ -106,16 +101,12 @@ def summarize_arithmetic(rows):
 # --- 2. ThinkFollow ------------------------------------------------------------------------------
 
 def think_follow(model, convs, max_new_tokens, log):
-    tok = model.tokenizer
     rows = []
     for conv in convs:
-        r = model.generate(conv.messages[:-1], enable_thinking=True, temperature=0, max_new_tokens=max_new_tokens)
-        opened = bool(r.token_ids) and r.token_ids[0] == tok.think_id and tok.end_think_id in r.token_ids
-        thought = r.thinking.strip() != ""
-        rows.append({"want_thinking": conv.thinking, "opened": opened, "thought": thought,
-                     "followed": opened and thought == conv.thinking,
-                     "turns": sum(m["role"] == "user" for m in conv.messages),
-                     "correct": parse_answer(r.answer) == conv.problem.result})
+        f = follows_flag(model, conv.messages[:-1], conv.thinking, max_new_tokens, temperature=0)
+        rows.append({"want_thinking": conv.thinking, "opened": f["opened"], "thought": f["thought"],
+                     "followed": f["followed"], "turns": sum(m["role"] == "user" for m in conv.messages),
+                     "correct": parse_answer(f["result"].answer) == conv.problem.result})
     log(f"  think-follow {len(rows)} conversations")
 
     def rate(sel, key="followed"):
@@ -133,47 +124,15 @@ def think_follow(model, convs, max_new_tokens, log):
 
 # --- 3. routing ----------------------------------------------------------------------------------
 
-def slot_counts(model, ids, keep=None):
-    """Routing slots per expert and MoE layer over the kept positions of one sequence.  -> [L, E]"""
-    _, trace = model.trace(np.asarray(ids))
-    E = model.config.num_experts
-    out = []
-    for layer in trace.layers:
-        experts = trace.layer(layer).experts                       # [T, K]
-        if keep is not None:
-            experts = experts[keep]
-        out.append(np.bincount(experts.ravel(), minlength=E))
-    return np.array(out, np.float64)
-
-
-def shares(counts):
-    return counts / np.maximum(counts.sum(axis=-1, keepdims=True), 1)
-
-
 def tv(p, q):
     """Total variation distance per layer between two share tables [L, E] -> [L]."""
     return 0.5 * np.abs(p - q).sum(axis=-1)
 
 
-def group_bits(per_seq: dict) -> np.ndarray:
-    """Per layer, the mutual information (bits) between a token's group and its expert, groups weighted equally
-    (`miniqwen3.balance.specialisation` of the [groups, E] share table).  per_seq: {group: [[L, E] counts]}"""
-    share = np.stack([shares(sum(v)) for v in per_seq.values()])      # [G, L, E]
-    return np.array([specialisation(share[:, layer]) for layer in range(share.shape[1])])
-
-
-def shuffled_bits(per_seq: dict, rounds: int = 20, seed: int = 0) -> np.ndarray:
-    """The same measure with the sequences dealt to the groups at random (group sizes kept): what sampling
-    noise alone gives.  -> [L], mean over rounds"""
-    rng = np.random.default_rng(seed)
-    seqs = [c for v in per_seq.values() for c in v]
-    sizes = [len(v) for v in per_seq.values()]
-    out = []
-    for _ in range(rounds):
-        order = rng.permutation(len(seqs))
-        cuts = np.cumsum([0] + sizes)
-        out.append(group_bits({g: [seqs[i] for i in order[cuts[g]:cuts[g + 1]]] for g in range(len(sizes))}))
-    return np.mean(out, axis=0)
+def group_shares(g) -> dict:
+    """name -> [L, E]: each group's share of the assignments per layer (from a `routing.GroupRouting`)."""
+    per_layer = g.shares()                                            # layer -> [G, E]
+    return {name: np.stack([per_layer[i][j] for i in g.layers]) for j, name in enumerate(g.names)}
 
 
 def routing(model, corpus: Path, arith_convs, log, doc_tokens=256, max_docs_seqs=40):
@@ -190,12 +149,12 @@ def routing(model, corpus: Path, arith_convs, log, doc_tokens=256, max_docs_seqs
                 ids = tok.encode(text[start:start + 4 * doc_tokens])[:doc_tokens]
                 if len(ids) >= 64 and len(domain_seqs[kind]) < max_docs_seqs:
                     domain_seqs[kind].append(ids)
-    per_seq = {k: [slot_counts(model, s) for s in v] for k, v in domain_seqs.items()}
-    domain = {k: shares(sum(v)) for k, v in per_seq.items()}
+    by_domain = routing_by_group(model, domain_seqs)
+    domain = group_shares(by_domain)
     log(f"  routing: domains {', '.join(f'{k} {sum(len(s) for s in v)} tokens' for k, v in domain_seqs.items())}")
 
     # Per language: only the word tokens of the questions (digits, spaces, operators are shared by all).
-    lang_seq, lang_tokens = {}, {}
+    lang_ids, lang_keep, lang_tokens = {}, {}, {}
     prefix = len(tok.encode("<|im_start|>user\n"))
     for conv in arith_convs:
         ids = tok.encode(render_chat(conv.messages[:-1], add_generation_prompt=True))
@@ -204,9 +163,11 @@ def routing(model, corpus: Path, arith_convs, log, doc_tokens=256, max_docs_seqs
         for i in range(prefix, end):
             keep[i] = bool(letters.search(tok.decode([ids[i]])))
         if keep.any():
-            lang_seq.setdefault(conv.lang, []).append(slot_counts(model, ids, keep))
+            lang_ids.setdefault(conv.lang, []).append(ids)
+            lang_keep.setdefault(conv.lang, []).append(keep)
             lang_tokens[conv.lang] = lang_tokens.get(conv.lang, 0) + int(keep.sum())
-    language = {k: shares(sum(v)) for k, v in lang_seq.items()}
+    by_language = routing_by_group(model, lang_ids, lang_keep)
+    language = group_shares(by_language)
     lang_mean = np.mean(list(language.values()), axis=0)
 
     layers = list(range(len(next(iter(domain.values())))))
@@ -230,15 +191,15 @@ def routing(model, corpus: Path, arith_convs, log, doc_tokens=256, max_docs_seqs
         "domain_tokens": {k: sum(len(s) for s in v) for k, v in domain_seqs.items()},
         "domain_sequences": {k: len(v) for k, v in domain_seqs.items()},
         "domain_share": {k: np.round(v, 4).tolist() for k, v in domain.items()},
-        "domain_bits": np.round(group_bits(per_seq), 3).tolist(),
-        "domain_bits_shuffled": np.round(shuffled_bits(per_seq), 3).tolist(),
+        "domain_bits": np.round(by_domain.bits(), 3).tolist(),
+        "domain_bits_shuffled": np.round(by_domain.shuffled_bits(), 3).tolist(),
         "domain_tv": {f"{a} vs {b}": np.round(tv(domain[a], domain[b]), 3).tolist() for a, b in pairs},
         "domain_top_experts": top,
         "domain_max_share": {k: np.round(v.max(axis=-1), 3).tolist() for k, v in domain.items()},
         "language_tokens": lang_tokens,
         "language_share": {k: np.round(v, 4).tolist() for k, v in language.items()},
-        "language_bits": np.round(group_bits(lang_seq), 3).tolist(),
-        "language_bits_shuffled": np.round(shuffled_bits(lang_seq), 3).tolist(),
+        "language_bits": np.round(by_language.bits(), 3).tolist(),
+        "language_bits_shuffled": np.round(by_language.shuffled_bits(), 3).tolist(),
         "language_tv_from_mean": {k: np.round(tv(v, lang_mean), 3).tolist() for k, v in language.items()},
     }
 

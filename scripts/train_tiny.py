@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from miniqwen3 import ops  # noqa: E402
 from miniqwen3.corpus import Conversation, conversation_segments, read_jsonl  # noqa: E402
 
 DOMAINS = ("arithmetic", "prose", "code")
@@ -230,20 +231,22 @@ def forward(model, ids, tgt, att):
 
 
 def router_stats(router_logits, att, top_k: int):
-    """Per MoE layer, for the real (unpadded) tokens of one micro-batch: router probabilities [N, E] (with
-    gradient) and the count of routing slots each expert won [E] (no gradient)."""
+    """Per MoE layer, for the real (unpadded) tokens of one micro-batch: router probabilities [T, E] (with
+    gradient) and the count of routing slots each expert won [E] (no gradient; the choice is `ops.router`'s)."""
     keep = att.reshape(-1).bool()
     probs, counts = [], []
     for logits in router_logits:
         p = torch.softmax(logits.float(), dim=-1)[keep]
         probs.append(p)
-        chosen = torch.topk(p.detach(), top_k, dim=-1).indices
-        counts.append(torch.bincount(chosen.reshape(-1), minlength=p.shape[-1]).float())
+        _, chosen, _ = ops.router(logits.detach().float()[keep].numpy(), top_k, norm_topk_prob=False)
+        counts.append(torch.from_numpy(np.bincount(chosen.ravel(), minlength=p.shape[-1])).float())
     return probs, counts
 
 
 def load_balancing_loss(probs, counts, num_experts: int):
     """E * sum_e f[e] * P[e] per layer, averaged over layers; f = counts / tokens (sums to K), P = mean probs.
+    The torch twin (with gradients) of `miniqwen3.balance.load_balancing_loss(..., per_layer=True)`; a test
+    checks that they agree.
     probs/counts: per layer, concatenated/summed over all the micro-batches that share one f."""
     losses = []
     for p, c in zip(probs, counts):

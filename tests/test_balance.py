@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from miniqwen3 import balance as b
+from miniqwen3 import ops, routing
 
 
 def cyclic_logits(n_experts, k, big=6.0):
@@ -17,8 +18,8 @@ def cyclic_logits(n_experts, k, big=6.0):
 @pytest.mark.parametrize("E,k", [(8, 1), (8, 2), (16, 4), (128, 8)])
 def test_perfect_balance_gives_k(E, k):
     logits = cyclic_logits(E, k)
-    probs = b.softmax(logits)
-    np.testing.assert_allclose(b.routed_fraction(b.top_experts(probs, k), E), np.full(E, k / E))
+    probs, experts, _ = ops.router(logits, k, False)
+    np.testing.assert_allclose(b.routed_fraction(experts, E), np.full(E, k / E))
     np.testing.assert_allclose(b.mean_probability(probs), np.full(E, 1 / E), rtol=1e-6)
     assert b.load_balancing_loss(logits, k) == pytest.approx(k, rel=1e-6)
 
@@ -64,6 +65,27 @@ def test_matches_transformers_with_padding_mask():
     assert ours != pytest.approx(b.load_balancing_loss(layers, k), rel=1e-3)   # the mask matters here
 
 
+def test_per_layer_form_is_what_trained_the_tiny_model():
+    """scripts/train_tiny.py's torch loss (the one with gradients) equals load_balancing_loss(per_layer=True);
+    with one layer both forms are the same."""
+    torch = pytest.importorskip("torch")
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "scripts" / "train_tiny.py"
+    spec = importlib.util.spec_from_file_location("train_tiny", path)
+    train_tiny = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_tiny)
+    rng = np.random.default_rng(1)
+    E, k = 16, 4
+    layers = [rng.normal(size=(40, E)).astype(np.float32) * 2 for _ in range(3)]
+    att = torch.ones(1, 40, dtype=torch.int64)
+    probs, counts = train_tiny.router_stats([torch.from_numpy(l) for l in layers], att, k)
+    theirs = float(train_tiny.load_balancing_loss(probs, counts, E))
+    assert b.load_balancing_loss(layers, k, per_layer=True) == pytest.approx(theirs, rel=1e-5)
+    assert b.load_balancing_loss(layers, k, per_layer=True) != pytest.approx(b.load_balancing_loss(layers, k), rel=1e-4)
+    assert b.load_balancing_loss(layers[0], k, per_layer=True) == pytest.approx(b.load_balancing_loss(layers[0], k))
+
+
 def test_micro_vs_global_closed_form():
     # M micro-batches, each routing all its tokens (top-1, p one-hot) to an expert of its own:
     # micro: each micro-batch has f = P = one-hot, loss E. global: f = 1/M on M experts, E * (1/M) per micro-batch.
@@ -78,8 +100,7 @@ def test_micro_vs_global_closed_form():
 
 def test_global_batch_loss_is_the_loss_of_the_whole_batch_for_equal_micro_batches():
     rng = np.random.default_rng(1)
-    probs = b.softmax(rng.normal(size=(64, 8)))
-    experts = b.top_experts(probs, 2)
+    probs, experts, _ = ops.router(rng.normal(size=(64, 8)), 2, False)
     whole = b.balance_loss(b.routed_fraction(experts, 8), b.mean_probability(probs))
     assert b.global_batch_loss(probs, experts, 16) == pytest.approx(whole)
 
@@ -97,16 +118,16 @@ def test_imbalance_measures_closed_forms(E):
 
 def test_expert_load_and_share():
     experts = np.array([[0, 1], [0, 2], [3, 0]])
-    np.testing.assert_allclose(b.expert_load(experts, 5), [3 / 6, 1 / 6, 1 / 6, 1 / 6, 0])
-    share = b.domain_expert_share(experts, np.array([0, 0, 1]), 5, 3)
+    np.testing.assert_allclose(routing.expert_load(experts, 5), [3 / 6, 1 / 6, 1 / 6, 1 / 6, 0])
+    share = routing.domain_expert_share(experts, np.array([0, 0, 1]), 5, 3)
     np.testing.assert_allclose(share, [[0.5, 0.25, 0.25, 0, 0], [0.5, 0, 0, 0.5, 0], [0, 0, 0, 0, 0]])
 
 
 def test_specialisation_closed_forms():
-    assert b.specialisation(np.eye(4)) == pytest.approx(2.0)                 # log2(D) bits: own experts
-    assert b.specialisation(np.tile([0.1, 0.2, 0.3, 0.4], (3, 1))) == pytest.approx(0.0)
+    assert routing.specialisation(np.eye(4)) == pytest.approx(2.0)                 # log2(G) bits: own experts
+    assert routing.specialisation(np.tile([0.1, 0.2, 0.3, 0.4], (3, 1))) == pytest.approx(0.0)
     half = np.array([[0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5]])
-    assert b.specialisation(half) == pytest.approx(1.0)
+    assert routing.specialisation(half) == pytest.approx(1.0)
 
 
 def test_lab_gradients_match_finite_differences():
@@ -156,7 +177,7 @@ def test_lab_story(lab):
     sequence of one domain per micro-batch) forbids domain experts and hurts the task; the global batch and
     DeepSeek-V3's bias balance the load and keep the specialisation."""
     cv = {m: b.coefficient_of_variation(r.load[-20:].mean(axis=0)) for m, r in lab.items()}
-    spec = {m: b.specialisation(r.share) for m, r in lab.items()}
+    spec = {m: routing.specialisation(r.share) for m, r in lab.items()}
     final = {m: r.task_loss[-20:].mean() for m, r in lab.items()}
     assert cv["none"] > 2 * max(cv["global"], cv["bias"], cv["micro"])
     assert spec["global"] > 2 * spec["micro"] and spec["bias"] > 2 * spec["micro"]

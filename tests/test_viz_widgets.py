@@ -10,7 +10,8 @@ pytest.importorskip("matplotlib", reason="the notebooks extra is not installed")
 pytest.importorskip("ipywidgets", reason="the notebooks extra is not installed")
 
 import miniqwen3  # noqa: E402
-from miniqwen3 import balance, ops, viz, widgets  # noqa: E402
+from miniqwen3 import balance, evaluate, ops, routing, viz, widgets  # noqa: E402
+from miniqwen3.config import shipped_configs  # noqa: E402
 from miniqwen3.cli import main as cli_main  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "parity"
@@ -44,7 +45,7 @@ IDS = np.array([3, 17, 42, 99, 5, 5, 120, 7, 64, 33, 2, 150])
 def test_rope_scores_depend_only_on_the_distance():
     rng = np.random.default_rng(0)
     q, k = rng.normal(size=64), rng.normal(size=64)
-    s = viz.rope_scores(q, k, np.arange(40), 64, 10_000.0)
+    s = ops.rope_scores(q, k, np.arange(40), 64, 10_000.0)
     for d in range(-39, 40):
         diag = np.diagonal(s, offset=d)
         np.testing.assert_allclose(diag, diag[0], atol=2e-4 * np.abs(s).max())
@@ -54,7 +55,7 @@ def test_rope_scores_depend_only_on_the_distance():
 def test_rope_rotates_each_pair_by_position_times_frequency():
     # x = ones: the pair (x_i, x_{i+D/2}) = (1, 1) turns by a = m * inv_freq_i: (cos a - sin a, sin a + cos a)
     D, theta, m = 32, 10_000.0, 7
-    r = viz.rope_rotate(np.ones(D), [m], D, theta)[0]
+    r = ops.rope_rotate(np.ones(D), [m], D, theta)[0]
     a = m * theta ** (-np.arange(0, D, 2) / D)
     np.testing.assert_allclose(r[:D // 2], np.cos(a) - np.sin(a), atol=1e-5)
     np.testing.assert_allclose(r[D // 2:], np.sin(a) + np.cos(a), atol=1e-5)
@@ -63,10 +64,10 @@ def test_rope_rotates_each_pair_by_position_times_frequency():
 def test_rope_decay_closed_form():
     d = np.array([0, 1, 10, 1000])
     inv = 10_000.0 ** (-np.arange(0, 64, 2) / 64)
-    np.testing.assert_allclose(viz.rope_decay(64, 10_000.0, d), np.cos(d[:, None] * inv).mean(axis=1), atol=1e-5)
+    np.testing.assert_allclose(ops.rope_decay(64, 10_000.0, d), np.cos(d[:, None] * inv).mean(axis=1), atol=1e-5)
     # the same number as the RoPE score of q = k = ones, normalised by its value at distance 0
-    s = viz.rope_scores(np.ones(64), np.ones(64), np.arange(11), 64, 10_000.0)
-    np.testing.assert_allclose(s[10, 0] / s[0, 0], viz.rope_decay(64, 10_000.0, [10])[0], rtol=1e-5)
+    s = ops.rope_scores(np.ones(64), np.ones(64), np.arange(11), 64, 10_000.0)
+    np.testing.assert_allclose(s[10, 0] / s[0, 0], ops.rope_decay(64, 10_000.0, [10])[0], rtol=1e-5)
 
 
 def test_interleaved_rope_is_the_complex_rotation_and_a_permutation_of_rotate_half():
@@ -77,12 +78,12 @@ def test_interleaved_rope_is_the_complex_rotation_and_a_permutation_of_rotate_ha
     # Meta's Llama: view pairs (2i, 2i+1) as complex numbers and multiply by exp(i * m * inv_freq_i)
     z = (x[:, 0::2] + 1j * x[:, 1::2]) * np.exp(1j * positions[:, None] * inv[None, :])
     expected = np.stack([z.real, z.imag], axis=-1).reshape(len(positions), D)
-    np.testing.assert_allclose(viz.apply_rope_interleaved(x, positions, inv), expected, atol=1e-5)
-    order = viz.interleaved_order(D)
+    np.testing.assert_allclose(ops.apply_rope_interleaved(x, positions, inv), expected, atol=1e-5)
+    order = ops.interleaved_order(D)
     assert list(order[:6]) == [0, 8, 1, 9, 2, 10]
     cos, sin = ops.rope_cos_sin(positions, inv)
     half_layout = ops.apply_rope(x[:, None, :], cos, sin)[:, 0, :]
-    np.testing.assert_allclose(viz.apply_rope_interleaved(x[:, order], positions, inv), half_layout[:, order], atol=1e-5)
+    np.testing.assert_allclose(ops.apply_rope_interleaved(x[:, order], positions, inv), half_layout[:, order], atol=1e-5)
 
 
 def test_rope_and_yarn_figures():
@@ -101,10 +102,34 @@ def test_rope_and_yarn_figures():
 def test_routing_without_changes_is_the_model(moe):
     base = moe.logits(IDS)
     inputs = {}
-    with viz.routing(moe, inputs=inputs):
+    with moe.routing(inputs=inputs):
         np.testing.assert_array_equal(moe.logits(IDS), base)
     assert sorted(inputs) == [0, 1, 2] and inputs[0].shape == (len(IDS), 48)
-    assert "moe_block" not in vars(moe)                   # the override is gone after the block
+    assert moe.routing_overrides == [] and "moe_block" not in vars(moe)   # the override is gone after the block
+
+
+def test_nested_routing_overrides_compose_and_restore_exactly(moe):
+    """Inner blocks see the union of the drops and their own k; leaving each block restores the model as it was
+    before it, also when the block raises."""
+    base, trace0 = moe.trace(IDS)
+    with moe.routing(drop={0: [1]}):
+        outer, trace1 = moe.trace(IDS)
+        assert 1 not in trace1.layer(0).experts
+        with moe.routing(top_k=3, drop={0: [2], 1: [4]}):
+            _, trace2 = moe.trace(IDS)
+            assert trace2.layer(0).experts.shape[1] == 3
+            assert not np.isin(trace2.layer(0).experts, [1, 2]).any() and 4 not in trace2.layer(1).experts
+            with pytest.raises(RuntimeError):
+                with moe.routing(weights=lambda i, p, e, w: np.full_like(w, 1 / w.shape[1])):
+                    _, trace3 = moe.trace(IDS)
+                    np.testing.assert_allclose(trace3.layer(1).weights, 1 / 3)
+                    raise RuntimeError("leaves the block")
+            np.testing.assert_array_equal(moe.trace(IDS)[1].layer(1).weights, trace2.layer(1).weights)
+        np.testing.assert_array_equal(moe.logits(IDS), outer)
+        assert len(moe.routing_overrides) == 1
+    np.testing.assert_array_equal(moe.logits(IDS), base)
+    np.testing.assert_array_equal(moe.trace(IDS)[1].layer(0).experts, trace0.layer(0).experts)
+    assert moe.routing_overrides == []
 
 
 def transformers_logits(folder, ids, **config):
@@ -119,7 +144,7 @@ def transformers_logits(folder, ids, **config):
 @pytest.mark.oracle
 @pytest.mark.parametrize("k", [1, 3, 8])
 def test_top_k_at_inference_matches_transformers(moe, k):
-    with viz.routing(moe, top_k=k):
+    with moe.routing(top_k=k):
         ours = moe.logits(IDS)
     np.testing.assert_allclose(ours, transformers_logits(MOE, IDS, num_experts_per_tok=k), atol=1e-4)
 
@@ -150,7 +175,7 @@ def test_dropped_experts_match_a_checkpoint_without_them(moe, tmp_path):
     st.save_file(out, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
     raw["num_local_experts"] = 5
     (tmp_path / "config.json").write_text(json.dumps(raw))
-    with viz.routing(moe, drop=drop):
+    with moe.routing(drop=drop):
         ours = moe.logits(IDS)
     np.testing.assert_allclose(ours, transformers_logits(tmp_path, IDS), atol=1e-4)
     assert not np.allclose(ours, moe.logits(IDS), atol=1e-3)
@@ -158,15 +183,15 @@ def test_dropped_experts_match_a_checkpoint_without_them(moe, tmp_path):
 
 def test_routing_refuses_to_drop_below_k(moe):
     with pytest.raises(ValueError, match="layer 0: dropping 7 of 8 experts leaves fewer than top_k=2"):
-        with viz.routing(moe, drop={0: list(range(7))}):
+        with moe.routing(drop={0: list(range(7))}):
             pass
 
 
 def test_router_step_is_the_traced_routing(moe):
     _, trace = moe.trace(IDS)
-    inputs = viz.moe_inputs(moe, IDS)
+    inputs = routing.moe_inputs(moe, IDS)
     for layer, pos in [(0, 0), (1, 5), (2, 11)]:
-        s = viz.router_step(moe, IDS, pos, layer, inputs)
+        s = routing.router_step(moe, IDS, pos, layer, inputs)
         rec = trace.layer(layer)
         np.testing.assert_array_equal(s.experts, rec.experts[pos])
         np.testing.assert_allclose(s.weights, rec.weights[pos], rtol=1e-6)
@@ -180,13 +205,13 @@ def test_router_step_is_the_traced_routing(moe):
 def test_router_step_rejects_a_dense_layer():
     m = miniqwen3.load(FIXTURES / "moe_sparse_step2_mlp_only")
     with pytest.raises(ValueError, match="layer 0 is not a MoE layer"):
-        viz.router_step(m, IDS[:4] % m.config.vocab_size, 0, 0)
+        routing.router_step(m, IDS[:4] % m.config.vocab_size, 0, 0)
 
 
 def test_repeat_rates_closed_forms():
     first = np.array([[0, 0, 1, 1], [0, 1, 0, 1]])
-    np.testing.assert_allclose(viz.repeat_rate(first), [2 / 3, 0])
-    np.testing.assert_allclose(viz.chance_repeat_rate(first, 4), [0.5, 0.5])
+    np.testing.assert_allclose(routing.repeat_rate(first), [2 / 3, 0])
+    np.testing.assert_allclose(routing.chance_repeat_rate(first, 4), [0.5, 0.5])
 
 
 @pytest.mark.oracle
@@ -197,29 +222,29 @@ def test_mean_loss_matches_transformers(moe):
     ids = torch.from_numpy(IDS)[None]
     with torch.no_grad():
         expected = float(ref(ids, labels=ids).loss)
-    assert viz.mean_loss(moe, [IDS]) == pytest.approx(expected, rel=1e-5)
+    assert evaluate.mean_loss(moe, [IDS]) == pytest.approx(expected, rel=1e-5)
 
 
 def test_loss_sweeps(moe):
     seqs = [IDS, IDS[::-1].copy()]
-    base = viz.mean_loss(moe, seqs)
-    assert viz.loss_vs_top_k(moe, seqs, [2])[2] == pytest.approx(base)
-    loads = viz.expert_loads(moe, seqs)
+    base = evaluate.mean_loss(moe, seqs)
+    assert evaluate.loss_vs_top_k(moe, seqs, [2])[2] == pytest.approx(base)
+    loads = evaluate.expert_loads(moe, seqs)
     _, trace = moe.trace(IDS)
     for i in loads:
         assert loads[i].sum() == pytest.approx(1.0)
-    dropped = viz.loss_vs_dropped(moe, seqs, loads, [0, 2], "most")
+    dropped = evaluate.loss_vs_dropped(moe, seqs, loads, [0, 2], "most")
     assert dropped[0] == pytest.approx(base) and dropped[2] != pytest.approx(base)
     # the dropped experts are never chosen
     most = {i: list(np.argsort(-l, kind="stable")[:2]) for i, l in loads.items()}
-    with viz.routing(moe, drop=most):
+    with moe.routing(drop=most):
         _, tr = moe.trace(IDS)
     for i in tr.layers:
         assert not np.isin(tr.layer(i).experts, most[i]).any()
 
 
 def test_routing_by_group(moe):
-    g = viz.routing_by_group(moe, {"a": [IDS[:6]], "b": [IDS[6:], IDS[:3]]})
+    g = routing.routing_by_group(moe, {"a": [IDS[:6]], "b": [IDS[6:], IDS[:3]]})
     shares = g.shares()
     assert sorted(shares) == [0, 1, 2] and g.counts.shape == (3, 3, 8)
     np.testing.assert_allclose(shares[1].sum(axis=1), 1.0)
@@ -233,7 +258,7 @@ def test_routing_by_group(moe):
 
 def test_routing_html_colours_every_token(moe):
     _, trace = moe.trace(IDS[:4])
-    first = viz.first_choices(trace)
+    first = routing.first_choices(trace)
     h = viz.routing_html(["a", "b<", "\n", "d"], first, trace.layers, 8)
     assert h.count("<span") == 12 and "b&lt;" in h and "↵" in h
     assert f'title="expert {first[0][0]}"' in h
@@ -263,7 +288,7 @@ def test_budget_steps_walk_through(qwen3_tokenizer_dir):
     tok = miniqwen3.Tokenizer.from_file(qwen3_tokenizer_dir)
     words = tok.encode(" one two three four five six")
     model = ScriptedModel(tok, [tok.think_id] + words + [tok.end_think_id] + tok.encode("5") * 60 + [tok.im_end_id] * 40)
-    rows = viz.budget_steps(model, "What is 2 + 3? /think", 4, temperature=0.0, max_new_tokens=60)
+    rows = evaluate.budget_steps(model, "What is 2 + 3? /think", 4, temperature=0.0, max_new_tokens=60)
     assert rows[0]["id"] == tok.think_id and rows[0]["state"] == "thinking"
     assert [r["N"] for r in rows[1:5]] == [1, 2, 3, 4]
     assert rows[4]["state"] == "forcing" and rows[4]["tripped"]
@@ -283,7 +308,7 @@ def test_accuracy_vs_budget_counts_right_answers(chat_moe):
         answers.setdefault("text", text)
         return text
     first = chat_moe.generate("What is 2 + 3?", budget=0, max_new_tokens=5, temperature=0.0).answer
-    acc = viz.accuracy_vs_budget(chat_moe, ["What is 2 + 3?"] * 2, [first, "nope"], [0], parse,
+    acc = evaluate.accuracy_vs_budget(chat_moe, ["What is 2 + 3?"] * 2, [first, "nope"], [0], parse,
                                  max_new_tokens=5, temperature=0.0)
     assert acc == {0: 0.5}
     fig = viz.accuracy_figure({"live": acc, "eval": {0: 0.1, 8: 0.5, None: 0.9}})
@@ -293,8 +318,8 @@ def test_accuracy_vs_budget_counts_right_answers(chat_moe):
 def test_eval_curves_read_the_evaluate_tiny_layout():
     report = {"arithmetic": {"think": {"0": {"L1": 50.0, "all": 25.0}, "8": {"L1": 100.0, "all": None},
                                        "unlimited": {"L1": 100.0, "all": 75.0}}}}
-    assert viz.eval_curves(report) == {"level 1": {0: 0.5, 8: 1.0, None: 1.0}, "all levels": {0: 0.25, None: 0.75}}
-    fig = viz.accuracy_figure(viz.eval_curves(report), levels={"no-think": 0.4})
+    assert evaluate.eval_curves(report) == {"level 1": {0: 0.5, 8: 1.0, None: 1.0}, "all levels": {0: 0.25, None: 0.75}}
+    fig = viz.accuracy_figure(evaluate.eval_curves(report), levels={"no-think": 0.4})
     assert len(fig.axes[0].lines) == 3
 
 
@@ -313,7 +338,7 @@ def test_lab_and_load_figures():
 def test_online_softmax_is_softmax():
     rng = np.random.default_rng(2)
     s, v = rng.normal(size=37) * 3, rng.normal(size=(37, 5))
-    out, history = viz.online_softmax(s, v, 8)
+    out, history = ops.online_softmax(s, v, 8)
     np.testing.assert_allclose(out, ops.softmax(s) @ v, rtol=1e-10)
     assert len(history) == 5 and history[-1][0] == s.max()
     assert history[-1][1] == pytest.approx(np.exp(s - s.max()).sum())
@@ -322,17 +347,17 @@ def test_online_softmax_is_softmax():
 def test_moe_token_by_token_is_moe_experts(moe):
     m = moe.weights.layers[0].mlp
     x = np.random.default_rng(3).normal(size=(6, 48)).astype(np.float32)
-    _, _, experts, weights = ops.router(x, m.gate, 2, True)
-    np.testing.assert_allclose(viz.moe_token_by_token(x, experts, weights, m.gate_proj, m.up_proj, m.down_proj),
+    _, experts, weights = ops.router(ops.linear(x, m.gate), 2, True)
+    np.testing.assert_allclose(ops.moe_token_by_token(x, experts, weights, m.gate_proj, m.up_proj, m.down_proj),
                                ops.moe_experts(x, experts, weights, m.gate_proj, m.up_proj, m.down_proj), atol=1e-6)
 
 
 def test_parameter_table_has_the_real_moe_counts():
-    rows = {r["model"]: r for r in viz.parameter_rows(viz.shipped_configs())}
+    rows = {r["model"]: r for r in viz.parameter_rows(shipped_configs())}
     assert rows["Qwen3-235B-A22B"]["total"] / 1e9 == pytest.approx(235.09, abs=0.01)
     assert rows["Qwen3-235B-A22B"]["active"] / 1e9 == pytest.approx(22.19, abs=0.01)
     assert rows["Qwen3-30B-A3B"]["active"] / 1e9 == pytest.approx(3.35, abs=0.01)
-    assert "235.09B" in viz.parameter_table(viz.shipped_configs())
+    assert "235.09B" in viz.parameter_table(shipped_configs())
 
 
 def test_token_html_marks_channels_and_forced(chat_moe):
@@ -376,7 +401,7 @@ def test_routing_widgets(chat_moe):
     w = widgets.top_k_loss(chat_moe, [ids])
     fig = move(w, 0, 4)
     assert "k = 4" in fig.axes[0].get_title() and len(fig.axes[0].lines[0].get_xdata()) == 2
-    w = widgets.drop_experts(chat_moe, [ids], viz.expert_loads(chat_moe, [ids]))
+    w = widgets.drop_experts(chat_moe, [ids], evaluate.expert_loads(chat_moe, [ids]))
     assert "3 most-used removed" in move(w, 0, 3).axes[0].get_title()
     assert "3 least-used removed" in move(w, 1, "least").axes[0].get_title()
 
@@ -409,6 +434,6 @@ def test_attention_timing_widget():
 
 def test_repeat_vs_chance_pools_sequences_without_crossing_them():
     a, b = np.array([[0, 0, 0]]), np.array([[1, 1]])
-    same, chance = viz.repeat_vs_chance([a, b], 2)
+    same, chance = routing.repeat_vs_chance([a, b], 2)
     np.testing.assert_allclose(same, [1.0])                 # the 0 -> 1 step between sequences is not a pair
     np.testing.assert_allclose(chance, [(3 / 5) ** 2 + (2 / 5) ** 2])
