@@ -3,29 +3,31 @@ arguments and results (to float32 rounding). `Model.set_backend("numba")` swaps 
 
 Three ideas make them fast on a CPU:
 
-- Weights stay as stored (bf16 bits, Q8 blocks or fp32) and are widened to fp32 where they are used, never
-  as a whole matrix (let alone all experts). Prefill (many tokens) is compute-bound: a tile of weight rows
-  is widened once into a scratch buffer that stays in cache and multiplied with every token (`project`,
-  `matmul_nt`). Decode (one token) is memory-bound: each weight is read once, widened in a register and
-  used at once (`row_dot`). Work is split over the cores by tiles of rows (`prange`).
+- Weights stay as stored (fp32, bf16 bits, or GGUF blocks: Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K) and are widened
+  to fp32 where they are used, never as a whole matrix (let alone all experts). Every weight reaches the kernels
+  the same way: a GGML type code and its rows as bytes (`quants.row_view`); `quants` reads one row of any type.
+  Prefill (many tokens) is compute-bound: a tile of weight rows is widened once into a scratch buffer that
+  stays in cache and multiplied with every token (`project`, `matmul_nt`), or a chunk of rows is widened and
+  handed to BLAS. Decode (one token) is memory-bound: each weight is read once, widened in registers and used
+  at once (`quants.rows_dot4`). Work is split over the cores by tiles of rows (`prange`).
 - Attention streams over blocks of keys with an online softmax, so the T x S score matrix never exists.
+- The MoE block sorts its (token, slot) pairs by expert, so each chosen expert's weights are read once per call.
 
-Every function here is plain Python over arrays: with NUMBA_DISABLE_JIT=1 it runs as written (slowly),
-and a notebook can step through it. Compiled code is cached on disk (cache=True), so only the first process
-pays the compile time.
+The public twins come first in each section, their helpers after them. Every function here is plain Python
+over arrays: with NUMBA_DISABLE_JIT=1 it runs as written (slowly), and a notebook can step through it.
+Compiled code is cached on disk (cache=True), so only the first process pays the compile time. Speeds are
+measured in benchmarks/ (bench_engine.py, profile_decode.py, bench_gguf.py), not quoted here.
 """
 from __future__ import annotations
 
 import contextlib
 import math
 
-import llvmlite.ir
 import numba
-import numba.extending
 import numpy as np
 from numba import prange
 
-from .quant import BLOCK, Q8Weight
+from .quants import row_dot, row_view, rows_dot4, widen_row, x_sums
 
 # Sums may be reordered (that is what lets LLVM vectorise a dot product); inf and nan keep their meaning,
 # which the masked softmax relies on.
@@ -42,253 +44,33 @@ QUERY_ROWS = 32   # query rows (tokens x heads sharing a KV head) per attention 
 SERIAL_WORK = 2**20  # multiply-adds below which a kernel runs on the calling thread alone (`threads_for`)
 
 
-# --- building blocks -----------------------------------------------------------------------------
-
-def bf16_to_f32(bits):
-    """One bf16 value, given as its 16 bits, as fp32: the bits are the upper half of the fp32's bits."""
-    return np.array(np.uint32(bits) << np.uint32(16), dtype=np.uint32).view(np.float32)[()]
-
-
-@numba.extending.overload(bf16_to_f32)
-def _bf16_to_f32_compiled(bits):
-    # compiled: a shift and a reinterpretation of the register, which LLVM vectorises in a loop
-    return lambda bits: _uint32_bits_as_f32(np.uint32(bits) << np.uint32(16))
-
-
-@numba.extending.intrinsic
-def _uint32_bits_as_f32(typingctx, bits):
-    """The fp32 whose bit pattern is the uint32 `bits` (no conversion: a bitcast)."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], llvmlite.ir.FloatType())
-    return numba.types.float32(numba.types.uint32), codegen
-
-
-@jit
-def widen_row(w, scales, r, out):
-    """Row r of a weight matrix as fp32, into out [IN].
-    w: [OUT, IN] bf16 bits (uint16), Q8 values (int8; scales [ceil(OUT/32), IN]) or fp32."""
-    row = w[r]
-    if w.itemsize == 2:                # bf16
-        for j in range(row.size):
-            out[j] = bf16_to_f32(row[j])
-    elif w.itemsize == 1:              # Q8: int8 value times the scale of its block (of 32 rows)
-        scale = scales[r // BLOCK]
-        for j in range(row.size):
-            out[j] = row[j] * scale[j]
-    else:                              # fp32
-        for j in range(row.size):
-            out[j] = row[j]
-
-
-@jit
-def row_dot(x, w, scales, r):
-    """x . (row r of w as fp32), widening as it reads: decode reads each weight once, so no scratch.
-    x: [IN], w: [OUT, IN] stored (see `widen_row`)"""
-    row = w[r]
-    acc = np.float32(0)
-    if w.itemsize == 2:                # bf16
-        for j in range(row.size):
-            acc += x[j] * bf16_to_f32(row[j])
-    elif w.itemsize == 1:              # Q8: int8 value times the scale of its block (of 32 rows)
-        scale = scales[r // BLOCK]
-        for j in range(row.size):
-            acc += x[j] * scale[j] * np.float32(row[j])
-    else:                              # fp32
-        for j in range(row.size):
-            acc += x[j] * row[j]
-    return acc
-
-
-@jit
-def rows_dot4(x, w, scales, r, y, c):
-    """y[c + i] = x . (row r + i of w as fp32) for i = 0..3, widening as it reads. Four rows at once: each x[j]
-    loaded feeds four sums, and four independent sums keep the FMA units busy (one sum waits on its own
-    latency). r is a multiple of 4, so the four rows share one Q8 block of 32 rows.
-    x: [IN], w: [OUT, IN] stored (see `widen_row`), y: [>= c + 4]"""
-    w0, w1, w2, w3 = w[r], w[r + 1], w[r + 2], w[r + 3]
-    a0 = a1 = a2 = a3 = np.float32(0)
-    if w.itemsize == 2:                # bf16
-        for j in range(x.size):
-            u = x[j]
-            a0 += u * bf16_to_f32(w0[j]); a1 += u * bf16_to_f32(w1[j])   # noqa: E702
-            a2 += u * bf16_to_f32(w2[j]); a3 += u * bf16_to_f32(w3[j])   # noqa: E702
-    elif w.itemsize == 1:              # Q8: the block's scale folded into x once for the four rows
-        scale = scales[r // BLOCK]
-        for j in range(x.size):
-            u = x[j] * scale[j]
-            a0 += u * np.float32(w0[j]); a1 += u * np.float32(w1[j])     # noqa: E702
-            a2 += u * np.float32(w2[j]); a3 += u * np.float32(w3[j])     # noqa: E702
-    else:                              # fp32
-        for j in range(x.size):
-            u = x[j]
-            a0 += u * w0[j]; a1 += u * w1[j]; a2 += u * w2[j]; a3 += u * w3[j]   # noqa: E702
-    y[c], y[c + 1], y[c + 2], y[c + 3] = a0, a1, a2, a3
-
-
-@jit
-def project(x, w, scales, r0, r1, y, c0, tile):
-    """y[t, c0 + r - r0] = x[t] . w[r] for the weight rows r0..r1-1 and every token t.
-    Several tokens (prefill): widen the rows once into `tile` [>= r1 - r0, IN] and multiply (`matmul_nt`).
-    One to three tokens (decode): four rows at a time, widening on the fly (`rows_dot4`, `row_dot`); `tile`
-    is not used. r0 is a multiple of 4.
-    x: [N, IN] fp32, w: [OUT, IN] stored, y: [N, >= c0 + r1 - r0]"""
-    if x.shape[0] >= TILE_TOKENS:
-        for r in range(r0, r1):
-            widen_row(w, scales, r, tile[r - r0])
-        matmul_nt(x, tile[:r1 - r0], y, c0)
-    else:
-        r4 = r0 + (r1 - r0) // 4 * 4
-        for t in range(x.shape[0]):
-            for r in range(r0, r4, 4):
-                rows_dot4(x[t], w, scales, r, y[t], c0 + r - r0)
-            for r in range(r4, r1):
-                y[t, c0 + r - r0] = row_dot(x[t], w, scales, r)
-
-
-@jit
-def tile_rows(tokens):
-    """Rows of the scratch tile `project` needs: ROWS for several tokens, none for decode."""
-    return ROWS if tokens >= TILE_TOKENS else 0
-
-
-@jit
-def matmul_nt(x, w, y, c0):
-    """y[t, c0 + r] = x[t] . w[r] for every row t of x and r of w (that is, x @ w.T), in fp32.
-    Four rows of x meet four rows of w at a time: 16 running sums, and each value loaded feeds 4 of them.
-    x: [N, K], w: [R, K], y: [N, >= c0 + R]"""
-    N, K = x.shape
-    R = w.shape[0]
-    N4, R4 = N - N % 4, R - R % 4
-    for t in range(0, N4, 4):
-        x0, x1, x2, x3 = x[t], x[t + 1], x[t + 2], x[t + 3]
-        for r in range(0, R4, 4):
-            w0, w1, w2, w3 = w[r], w[r + 1], w[r + 2], w[r + 3]
-            a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = np.float32(0)
-            a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = np.float32(0)
-            for j in range(K):
-                v0, v1, v2, v3 = w0[j], w1[j], w2[j], w3[j]
-                u = x0[j]
-                a00 += u * v0; a01 += u * v1; a02 += u * v2; a03 += u * v3   # noqa: E702
-                u = x1[j]
-                a10 += u * v0; a11 += u * v1; a12 += u * v2; a13 += u * v3   # noqa: E702
-                u = x2[j]
-                a20 += u * v0; a21 += u * v1; a22 += u * v2; a23 += u * v3   # noqa: E702
-                u = x3[j]
-                a30 += u * v0; a31 += u * v1; a32 += u * v2; a33 += u * v3   # noqa: E702
-            c = c0 + r
-            y[t, c], y[t, c + 1], y[t, c + 2], y[t, c + 3] = a00, a01, a02, a03
-            y[t + 1, c], y[t + 1, c + 1], y[t + 1, c + 2], y[t + 1, c + 3] = a10, a11, a12, a13
-            y[t + 2, c], y[t + 2, c + 1], y[t + 2, c + 2], y[t + 2, c + 3] = a20, a21, a22, a23
-            y[t + 3, c], y[t + 3, c + 1], y[t + 3, c + 2], y[t + 3, c + 3] = a30, a31, a32, a33
-        for r in range(R4, R):   # the last rows of w
-            for i in range(4):
-                y[t + i, c0 + r] = dot(x[t + i], w[r])
-    for t in range(N4, N):       # the last tokens (all of them when there are fewer than four)
-        for r in range(R):
-            y[t, c0 + r] = dot(x[t], w[r])
-
-
-@jit
-def dot(a, b):
-    """sum_j a[j] * b[j] in fp32 (vectorised: fastmath lets the sum be split across SIMD lanes)."""
-    acc = np.float32(0)
-    for j in range(a.size):
-        acc += a[j] * b[j]
-    return acc
-
-
-@jit
-def silu_times(g, u):
-    """silu(g) * u = g * sigmoid(g) * u, in place in g."""
-    for t in range(g.shape[0]):
-        for j in range(g.shape[1]):
-            gj = g[t, j]
-            g[t, j] = gj / (np.float32(1) + np.exp(-gj)) * u[t, j]
-
-
-def _parts(w):
-    """A weight as (values, scales) for the kernels: Q8 gives its int8 values and block scales; bf16 and fp32
-    arrays give themselves and an empty scales array (fp16 is widened here: no kernel reads fp16).
-    Read-only views, so that memory-mapped and in-memory weights share one compiled kernel."""
-    if isinstance(w, Q8Weight):
-        values, scales = w.q, w.scales
-    else:
-        values = w.astype(np.float32) if w.dtype == np.float16 else w
-        scales = np.empty(values.shape[:-2] + (0, 0), np.float32)
-    values, scales = np.ascontiguousarray(values).view(), scales.view()
-    values.flags.writeable = scales.flags.writeable = False
-    return values, scales
-
-
-@contextlib.contextmanager
-def threads_for(work: int):
-    """Run the kernels called inside on the calling thread alone when their work (multiply-adds) is below
-    SERIAL_WORK. Every parallel region synchronises the threads: some microseconds on an idle machine, but a
-    scheduler time slice (several ms) when another process keeps the other core busy. A decode step of the
-    tiny model is ~20 regions of a few microseconds of work each: 1.5 ms per token on one thread against 320 ms
-    on two while a training job ran on the same two cores."""
-    if work >= SERIAL_WORK:
-        yield
-        return
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(threads)
-
-
 # --- linear and SwiGLU ---------------------------------------------------------------------------
 
-@parallel_jit
-def linear_tiles(x, w, scales, out):
-    """out = x @ w.T, a tile of ROWS weight rows per step (see `project`), tiles spread over the cores.
-    x: [T, IN] fp32, w: [OUT, IN] stored, out: [T, OUT]"""
-    OUT, IN = w.shape
-    for i in prange((OUT + ROWS - 1) // ROWS):
-        r0 = i * ROWS
-        project(x, w, scales, r0, min(OUT, r0 + ROWS), out, r0, np.empty((tile_rows(x.shape[0]), IN), np.float32))
-
-
-@parallel_jit
-def widen_chunk(w, scales, r0, r1, out):
-    """out[:r1 - r0] = rows r0..r1-1 of w as fp32, rows spread over the cores."""
-    for r in prange(r0, r1):
-        widen_row(w, scales, r, out[r - r0])
-
-
 def linear(x: np.ndarray, w) -> np.ndarray:
-    """x @ w.T, no bias.  x: [T, IN], w: [OUT, IN] bf16 / fp16 / fp32 / Q8Weight -> [T, OUT]
+    """x @ w.T, no bias.  x: [T, IN], w: [OUT, IN] fp32 / fp16 / bf16 bits / QuantWeight -> [T, OUT]
 
     Few tokens (decode): `linear_tiles`, bound by reading the weights. Many tokens (prefill): bound by
     arithmetic, where BLAS's matmul is faster than anything written here, so widen up to CHUNK_BYTES of rows
     at a time into an fp32 buffer and hand them to BLAS with all the tokens (few, large calls: every parallel
     region costs a synchronisation of the threads)."""
-    values, scales = _parts(w)
     x = np.ascontiguousarray(x, dtype=np.float32)
-    (T, IN), OUT = x.shape, values.shape[0]
-    if T >= BLAS_TOKENS and values.dtype == np.float32:
-        return x @ values.T
+    if x.shape[0] >= BLAS_TOKENS and isinstance(w, np.ndarray) and w.dtype == np.float32:
+        return x @ w.T
+    kind, rows = weight_rows(w)
+    (T, IN), OUT = x.shape, rows.shape[0]
     out = np.empty((T, OUT), np.float32)
     if T < BLAS_TOKENS:
         with threads_for(T * OUT * IN):
-            linear_tiles(x, values, scales, out)
+            linear_tiles(x, x_sums_rows(x), kind, rows, out)
         return out
-    rows = max(ROWS, CHUNK_BYTES // (4 * IN))
-    chunk = np.empty((min(OUT, rows), IN), np.float32)
-    for r0 in range(0, OUT, rows):
-        r1 = min(OUT, r0 + rows)
+    n = max(ROWS, CHUNK_BYTES // (4 * IN))
+    chunk = np.empty((min(OUT, n), IN), np.float32)
+    for r0 in range(0, OUT, n):
+        r1 = min(OUT, r0 + n)
         with threads_for((r1 - r0) * IN):
-            widen_chunk(values, scales, r0, r1, chunk)
+            widen_chunk(kind, rows, r0, r1, chunk)
         out[:, r0:r1] = x @ chunk[:r1 - r0].T
     return out
-
-
-@parallel_jit
-def silu_times_rows(g, u):
-    """silu(g) * u in place in g, rows spread over the cores."""
-    for t in prange(g.shape[0]):
-        silu_times(g[t:t + 1], u[t:t + 1])
 
 
 def swiglu(x: np.ndarray, gate_proj, up_proj, down_proj) -> np.ndarray:
@@ -302,57 +84,54 @@ def swiglu(x: np.ndarray, gate_proj, up_proj, down_proj) -> np.ndarray:
         with threads_for(16 * g.size):       # an exp and a division: about 16 multiply-adds
             silu_times_rows(g, u)
         return linear(g, down_proj)
-    (g, gs), (u, us), (d, ds) = _parts(gate_proj[None]), _parts(up_proj[None]), _parts(down_proj[None])
+    (kg, g), (ku, u), (kd, d) = (weight_rows(w[None]) for w in (gate_proj, up_proj, down_proj))
     one_group = np.array([0, x.shape[0]], np.int64)        # every token in the group of "expert" 0
     h = np.empty((x.shape[0], g.shape[1]), np.float32)
     out = np.empty_like(x)
-    with threads_for(3 * x.shape[0] * g.shape[1] * g.shape[2]):
-        experts_gate_up(x, one_group, g, gs, u, us, h)
-        experts_down(h, one_group, d, ds, out)
+    with threads_for(3 * x.shape[0] * g.shape[1] * x.shape[1]):
+        experts_gate_up(x, x_sums_rows(x), one_group, kg, g, ku, u, h)
+        experts_down(h, x_sums_rows(h), one_group, kd, d, out)
     return out
+
+
+@parallel_jit
+def linear_tiles(x, xsum, kind, w, out):
+    """out = x @ w.T, a tile of ROWS weight rows per step (see `project`), tiles spread over the cores.
+    x: [T, IN] fp32, xsum: [T, IN / 32], w: [OUT, ROW_BYTES] rows of type `kind`, out: [T, OUT]"""
+    OUT, IN = w.shape[0], x.shape[1]
+    for i in prange((OUT + ROWS - 1) // ROWS):
+        r0 = i * ROWS
+        project(x, xsum, kind, w, r0, min(OUT, r0 + ROWS), out, r0,
+                np.empty((tile_rows(x.shape[0]), IN), np.float32))
+
+
+@parallel_jit
+def widen_chunk(kind, w, r0, r1, out):
+    """out[:r1 - r0] = rows r0..r1-1 of w as fp32, rows spread over the cores."""
+    for r in prange(r0, r1):
+        widen_row(kind, w[r], out[r - r0])
+
+
+@parallel_jit
+def silu_times_rows(g, u):
+    """silu(g) * u in place in g, rows spread over the cores."""
+    for t in prange(g.shape[0]):
+        silu_times(g[t:t + 1], u[t:t + 1])
 
 
 # --- attention -----------------------------------------------------------------------------------
 
-@jit
-def key_block_scores(qs, k, kv, s0, n, keys, p):
-    """p[i, s] = qs[i] . k[s0 + s, kv] for the n keys of a block.
-    Many query rows: copy the keys into a contiguous block and multiply (`matmul_nt`); a few (decode):
-    one dot product per key, read straight from the cache."""
-    if qs.shape[0] >= 4:
-        for s in range(n):
-            keys[s] = k[s0 + s, kv]
-        matmul_nt(qs, keys[:n], p, 0)
-    else:
-        for i in range(qs.shape[0]):
-            for s in range(n):
-                p[i, s] = dot(qs[i], k[s0 + s, kv])
-
-
-@jit
-def add_value_block(p, v, kv, s0, n, values_t, pv, acc):
-    """acc[i] += sum_s p[i, s] * v[s0 + s, kv] over the n keys of a block.
-    Many query rows: transpose the values into `values_t` [D, KEYS] (zero-padded), so that p @ v is a
-    `matmul_nt`; a few (decode): add each value row, scaled, straight from the cache."""
-    rows, D = acc.shape
-    if rows >= 4:
-        for s in range(n):
-            value = v[s0 + s, kv]
-            for d in range(D):
-                values_t[d, s] = value[d]
-        for d in range(D):
-            for s in range(n, values_t.shape[1]):
-                values_t[d, s] = 0
-        matmul_nt(p, values_t, pv, 0)
-        for i in range(rows):
-            for d in range(D):
-                acc[i, d] += pv[i, d]
-    else:
-        for i in range(rows):
-            for s in range(n):
-                value, weight = v[s0 + s, kv], p[i, s]
-                for d in range(D):
-                    acc[i, d] += weight * value[d]
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, q_start: int) -> np.ndarray:
+    """Causal grouped-query attention, streaming over blocks of KEYS keys with an online softmax:
+    per query row keep the running max m, the sum l of exp(score - m) and acc = sum exp(score - m) v; a new
+    block with a larger max rescales l and acc by exp(m_old - m_new). Output acc / l.
+    q: [T, NH, D] at positions q_start..q_start+T-1; k, v: [S, NKV, D] (S = q_start + T) -> [T, NH, D]
+    Prefill (T > 1) and decode (T = 1, reading the KV cache) are the same loop."""
+    q, k, v = (np.ascontiguousarray(a, dtype=np.float32) for a in (q, k, v))
+    out = np.empty_like(q)
+    with threads_for(2 * q.shape[0] * k.shape[0] * q.shape[1] * q.shape[2]):
+        attention_blocks(q, k, v, q_start, out)
+    return out
 
 
 @parallel_jit
@@ -417,25 +196,75 @@ def attention_task(q, k, v, q_start, kv, t0, t1, out):
             out[t0 + i // group, kv * group + i % group, d] = acc[i, d] / l[i]
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, q_start: int) -> np.ndarray:
-    """Causal grouped-query attention, streaming over blocks of KEYS keys with an online softmax:
-    per query row keep the running max m, the sum l of exp(score - m) and acc = sum exp(score - m) v; a new
-    block with a larger max rescales l and acc by exp(m_old - m_new). Output acc / l.
-    q: [T, NH, D] at positions q_start..q_start+T-1; k, v: [S, NKV, D] (S = q_start + T) -> [T, NH, D]
-    Prefill (T > 1) and decode (T = 1, reading the KV cache) are the same loop."""
-    q, k, v = (np.ascontiguousarray(a, dtype=np.float32) for a in (q, k, v))
-    out = np.empty_like(q)
-    with threads_for(2 * q.shape[0] * k.shape[0] * q.shape[1] * q.shape[2]):
-        attention_blocks(q, k, v, q_start, out)
-    return out
+@jit
+def key_block_scores(qs, k, kv, s0, n, keys, p):
+    """p[i, s] = qs[i] . k[s0 + s, kv] for the n keys of a block.
+    Many query rows: copy the keys into a contiguous block and multiply (`matmul_nt`); a few (decode):
+    one dot product per key, read straight from the cache."""
+    if qs.shape[0] >= 4:
+        for s in range(n):
+            keys[s] = k[s0 + s, kv]
+        matmul_nt(qs, keys[:n], p, 0)
+    else:
+        for i in range(qs.shape[0]):
+            for s in range(n):
+                p[i, s] = dot(qs[i], k[s0 + s, kv])
+
+
+@jit
+def add_value_block(p, v, kv, s0, n, values_t, pv, acc):
+    """acc[i] += sum_s p[i, s] * v[s0 + s, kv] over the n keys of a block.
+    Many query rows: transpose the values into `values_t` [D, KEYS] (zero-padded), so that p @ v is a
+    `matmul_nt`; a few (decode): add each value row, scaled, straight from the cache."""
+    rows, D = acc.shape
+    if rows >= 4:
+        for s in range(n):
+            value = v[s0 + s, kv]
+            for d in range(D):
+                values_t[d, s] = value[d]
+        for d in range(D):
+            for s in range(n, values_t.shape[1]):
+                values_t[d, s] = 0
+        matmul_nt(p, values_t, pv, 0)
+        for i in range(rows):
+            for d in range(D):
+                acc[i, d] += pv[i, d]
+    else:
+        for i in range(rows):
+            for s in range(n):
+                value, weight = v[s0 + s, kv], p[i, s]
+                for d in range(D):
+                    acc[i, d] += weight * value[d]
 
 
 # --- mixture of experts --------------------------------------------------------------------------
 
+def moe_experts(x: np.ndarray, experts: np.ndarray, weights: np.ndarray, gate_proj, up_proj,
+                down_proj) -> np.ndarray:
+    """Weighted sum of the chosen experts' SwiGLU outputs, dispatched by expert:
+    sort the (token, slot) pairs by expert (counting sort), gather each expert's tokens into one contiguous
+    group, run the expert's SwiGLU on the group (tile by tile, widening each weight tile once), then add
+    the weighted results back to their tokens. Only the chosen experts' weights are read.
+    x: [T, H], experts/weights: [T, K], gate_proj/up_proj: [E, I, H], down_proj: [E, H, I] -> [T, H]"""
+    T, K = experts.shape
+    (kg, g), (ku, u), (kd, d) = weight_rows(gate_proj), weight_rows(up_proj), weight_rows(down_proj)
+    E, I, H = g.shape[0], g.shape[1], x.shape[1]
+    order, starts = group_by_expert(np.ascontiguousarray(experts, dtype=np.int64), E)
+    xs = np.ascontiguousarray(x, dtype=np.float32)[order // K]             # [P, H] grouped by expert
+    h = np.empty((T * K, I), np.float32)
+    ys = np.empty((T * K, H), np.float32)
+    out = np.empty((T, H), np.float32)
+    with threads_for(3 * T * K * I * H):
+        experts_gate_up(xs, x_sums_rows(xs), starts, kg, g, ku, u, h)
+        experts_down(h, x_sums_rows(h), starts, kd, d, ys)
+        combine_slots(ys, order, np.ascontiguousarray(weights, dtype=np.float32), out)
+    return out
+
+
 @jit
 def group_by_expert(experts, n_experts):
     """Counting sort of the (token, slot) pairs by expert.
-    experts: [T, K] -> order [T*K] (pair index token*K + slot, grouped by expert, in token order within a
+    experts: [T, K] -> order [P] (pair index token*K + slot, grouped by expert, in token order within a
     group), starts [E+1] (expert e's pairs are order[starts[e]:starts[e+1]])"""
     flat = experts.ravel()
     counts = np.zeros(n_experts + 1, np.int64)
@@ -452,11 +281,11 @@ def group_by_expert(experts, n_experts):
 
 
 @parallel_jit
-def experts_gate_up(xs, starts, gate_proj, gate_scales, up_proj, up_scales, h):
+def experts_gate_up(xs, xsum, starts, gate_kind, gate_proj, up_kind, up_proj, h):
     """h[group of e] = silu(xs[group] @ gate_proj[e].T) * (xs[group] @ up_proj[e].T) for every expert with
     tokens; the work items are (expert, tile of ROWS rows), spread over the cores.
-    xs: [P, H] token rows grouped by expert, gate/up_proj: [E, I, H], h: [P, I]"""
-    E, I, H = gate_proj.shape
+    xs: [P, H] token rows grouped by expert, xsum: [P, H / 32], gate/up_proj: [E, I, ROW_BYTES], h: [P, I]"""
+    I, H = gate_proj.shape[1], xs.shape[1]
     active = np.nonzero(starts[1:] > starts[:-1])[0]
     n_tiles = (I + ROWS - 1) // ROWS
     for item in prange(active.size * n_tiles):
@@ -467,8 +296,8 @@ def experts_gate_up(xs, starts, gate_proj, gate_scales, up_proj, up_scales, h):
         g = np.empty((g1 - g0, r1 - r0), np.float32)
         u = np.empty((g1 - g0, r1 - r0), np.float32)
         tile = np.empty((tile_rows(g1 - g0), H), np.float32)
-        project(xs[g0:g1], gate_proj[e], gate_scales[e], r0, r1, g, 0, tile)
-        project(xs[g0:g1], up_proj[e], up_scales[e], r0, r1, u, 0, tile)
+        project(xs[g0:g1], xsum[g0:g1], gate_kind, gate_proj[e], r0, r1, g, 0, tile)
+        project(xs[g0:g1], xsum[g0:g1], up_kind, up_proj[e], r0, r1, u, 0, tile)
         silu_times(g, u)
         for t in range(g1 - g0):
             for r in range(r1 - r0):
@@ -476,10 +305,10 @@ def experts_gate_up(xs, starts, gate_proj, gate_scales, up_proj, up_scales, h):
 
 
 @parallel_jit
-def experts_down(h, starts, down_proj, down_scales, ys):
+def experts_down(h, hsum, starts, down_kind, down_proj, ys):
     """ys[group of e] = h[group] @ down_proj[e].T; work items are (expert, tile of ROWS output rows).
-    h: [P, I], down_proj: [E, H, I], ys: [P, H]"""
-    E, H, I = down_proj.shape
+    h: [P, I], hsum: [P, I / 32], down_proj: [E, H, ROW_BYTES], ys: [P, H]"""
+    H, I = down_proj.shape[1], h.shape[1]
     active = np.nonzero(starts[1:] > starts[:-1])[0]
     n_tiles = (H + ROWS - 1) // ROWS
     for item in prange(active.size * n_tiles):
@@ -487,7 +316,7 @@ def experts_down(h, starts, down_proj, down_scales, ys):
         r0 = (item % n_tiles) * ROWS
         r1 = min(H, r0 + ROWS)
         g0, g1 = starts[e], starts[e + 1]
-        project(h[g0:g1], down_proj[e], down_scales[e], r0, r1, ys[g0:g1], r0,
+        project(h[g0:g1], hsum[g0:g1], down_kind, down_proj[e], r0, r1, ys[g0:g1], r0,
                 np.empty((tile_rows(g1 - g0), I), np.float32))
 
 
@@ -509,24 +338,121 @@ def combine_slots(ys, order, weights, out):
                 out[t, j] += wk * ys[row, j]
 
 
-def moe_experts(x: np.ndarray, experts: np.ndarray, weights: np.ndarray, gate_proj, up_proj,
-                down_proj) -> np.ndarray:
-    """Weighted sum of the chosen experts' SwiGLU outputs, dispatched by expert:
-    sort the (token, slot) pairs by expert (counting sort), gather each expert's tokens into one contiguous
-    group, run the expert's SwiGLU on the group (tile by tile, widening each weight tile once), then add
-    the weighted results back to their tokens.
-    x: [T, H], experts/weights: [T, K], gate_proj/up_proj: [E, I, H], down_proj: [E, H, I] -> [T, H]"""
-    T, K = experts.shape
-    (g, gs), (u, us), (d, ds) = _parts(gate_proj), _parts(up_proj), _parts(down_proj)
-    E, I, H = g.shape
-    order, starts = group_by_expert(np.ascontiguousarray(experts, dtype=np.int64), E)
-    xs = np.ascontiguousarray(x, dtype=np.float32)[order // K]             # [T*K, H] grouped by expert
-    h = np.empty((T * K, I), np.float32)
-    ys = np.empty((T * K, H), np.float32)
-    out = np.empty((T, H), np.float32)
-    with threads_for(3 * T * K * I * H):
-        experts_gate_up(xs, starts, g, gs, u, us, h)
-        experts_down(h, starts, d, ds, ys)
-        combine_slots(ys, order, np.ascontiguousarray(weights, dtype=np.float32), out)
+# --- building blocks shared by the sections ------------------------------------------------------
+
+def weight_rows(w) -> tuple[int, np.ndarray]:
+    """A weight as the kernels read it: (GGML type code, rows as bytes uint8 [..., OUT, ROW_BYTES]).
+    A read-only view, so that memory-mapped and in-memory weights share one compiled kernel."""
+    kind, rows = row_view(w)
+    rows = rows.view()
+    rows.flags.writeable = False
+    return kind, rows
+
+
+@jit
+def x_sums_rows(x):
+    """quants.x_sums of every row: sums of each 32 consecutive values, which the block dots of Q4_0, Q5_0,
+    Q4_K and Q5_K use for their offsets.  x: [N, IN] -> [N, IN // 32]"""
+    out = np.empty((x.shape[0], x.shape[1] // 32), np.float32)
+    for t in range(x.shape[0]):
+        out[t] = x_sums(x[t])
     return out
+
+
+@jit
+def project(x, xsum, kind, w, r0, r1, y, c0, tile):
+    """y[t, c0 + r - r0] = x[t] . w[r] for the weight rows r0..r1-1 and every token t.
+    Several tokens (prefill): widen the rows once into `tile` [>= r1 - r0, IN] and multiply (`matmul_nt`).
+    One to three tokens (decode): four rows at a time, widening in registers (`quants.rows_dot4`); `tile` is
+    not used. r0 is a multiple of 4.
+    x: [N, IN] fp32, xsum: [N, IN / 32], w: [OUT, ROW_BYTES] of type `kind`, y: [N, >= c0 + r1 - r0]"""
+    if x.shape[0] >= TILE_TOKENS:
+        for r in range(r0, r1):
+            widen_row(kind, w[r], tile[r - r0])
+        matmul_nt(x, tile[:r1 - r0], y, c0)
+    else:
+        r4 = r0 + (r1 - r0) // 4 * 4
+        for t in range(x.shape[0]):
+            for r in range(r0, r4, 4):
+                rows_dot4(kind, x[t], xsum[t], w[r], w[r + 1], w[r + 2], w[r + 3], y[t], c0 + r - r0)
+            for r in range(r4, r1):
+                y[t, c0 + r - r0] = row_dot(kind, x[t], xsum[t], w[r])
+
+
+@jit
+def tile_rows(tokens):
+    """Rows of the scratch tile `project` needs: ROWS for several tokens, none for decode."""
+    return ROWS if tokens >= TILE_TOKENS else 0
+
+
+@jit
+def matmul_nt(x, w, y, c0):
+    """y[t, c0 + r] = x[t] . w[r] for every row t of x and r of w (that is, x @ w.T), in fp32.
+    Four rows of x meet four rows of w at a time: 16 running sums, and each value loaded feeds 4 of them.
+    x: [N, IN], w: [R, IN], y: [N, >= c0 + R]"""
+    N, IN = x.shape
+    R = w.shape[0]
+    N4, R4 = N - N % 4, R - R % 4
+    for t in range(0, N4, 4):
+        x0, x1, x2, x3 = x[t], x[t + 1], x[t + 2], x[t + 3]
+        for r in range(0, R4, 4):
+            w0, w1, w2, w3 = w[r], w[r + 1], w[r + 2], w[r + 3]
+            a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = np.float32(0)
+            a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = np.float32(0)
+            for j in range(IN):
+                v0, v1, v2, v3 = w0[j], w1[j], w2[j], w3[j]
+                u = x0[j]
+                a00 += u * v0; a01 += u * v1; a02 += u * v2; a03 += u * v3   # noqa: E702
+                u = x1[j]
+                a10 += u * v0; a11 += u * v1; a12 += u * v2; a13 += u * v3   # noqa: E702
+                u = x2[j]
+                a20 += u * v0; a21 += u * v1; a22 += u * v2; a23 += u * v3   # noqa: E702
+                u = x3[j]
+                a30 += u * v0; a31 += u * v1; a32 += u * v2; a33 += u * v3   # noqa: E702
+            c = c0 + r
+            y[t, c], y[t, c + 1], y[t, c + 2], y[t, c + 3] = a00, a01, a02, a03
+            y[t + 1, c], y[t + 1, c + 1], y[t + 1, c + 2], y[t + 1, c + 3] = a10, a11, a12, a13
+            y[t + 2, c], y[t + 2, c + 1], y[t + 2, c + 2], y[t + 2, c + 3] = a20, a21, a22, a23
+            y[t + 3, c], y[t + 3, c + 1], y[t + 3, c + 2], y[t + 3, c + 3] = a30, a31, a32, a33
+        for r in range(R4, R):   # the last rows of w
+            for i in range(4):
+                y[t + i, c0 + r] = dot(x[t + i], w[r])
+    for t in range(N4, N):       # the last tokens (all of them when there are fewer than four)
+        for r in range(R):
+            y[t, c0 + r] = dot(x[t], w[r])
+
+
+@jit
+def dot(a, b):
+    """sum_j a[j] * b[j] in fp32 (vectorised: fastmath lets the sum be split across SIMD lanes)."""
+    acc = np.float32(0)
+    for j in range(a.size):
+        acc += a[j] * b[j]
+    return acc
+
+
+@jit
+def silu_times(g, u):
+    """silu(g) * u = g * sigmoid(g) * u, in place in g."""
+    for t in range(g.shape[0]):
+        for j in range(g.shape[1]):
+            gj = g[t, j]
+            g[t, j] = gj / (np.float32(1) + np.exp(-gj)) * u[t, j]
+
+
+@contextlib.contextmanager
+def threads_for(work: int):
+    """Run the kernels called inside on the calling thread alone when their work (multiply-adds) is below
+    SERIAL_WORK. Every parallel region synchronises the threads: some microseconds on an idle machine, but a
+    scheduler time slice (several ms) when another process keeps the other core busy, which a decode step of
+    the tiny model (~20 regions of a few microseconds of work each) would pay twenty times over."""
+    if work >= SERIAL_WORK:
+        yield
+        return
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(threads)
 
