@@ -230,6 +230,12 @@ class Qwen3Config:
         return 2 * self.num_hidden_layers * self.num_key_value_heads * self.head_dim * bytes_per_value
 
 
+def shipped_configs() -> dict:
+    """The real Qwen3 configs shipped in miniqwen3/configs, by name, smallest first."""
+    configs = {p.stem: Qwen3Config.from_file(p) for p in (Path(__file__).parent / "configs").glob("*.json")}
+    return dict(sorted(configs.items(), key=lambda kv: kv[1].parameter_counts()["total"]))
+
+
 def _typed(source, key, value, kind):
     """Check a JSON value's type: ints must be ints (not 2.5, not "2"), floats may be ints, bools bools."""
     if kind is bool:
