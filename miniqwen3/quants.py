@@ -295,20 +295,27 @@ def quantize_q8_0(w: np.ndarray, rows_per_chunk: int = 4096) -> QuantWeight:
 # The same formulas, read the fast way, one row of blocks at a time. A row is its bytes as stored: uint8
 # [ROW_BYTES] (a C-contiguous row of `QuantWeight.data`; for the plain types, the row's bytes, see `row_view`).
 #
-#   widen_<type>(row, out)             out [IN] = the row as fp32 (prefill widens a tile of rows, then multiplies)
-#   dot_<type>(x, [xsum,] row)         x [IN] . the row, fp32 (decode: each block read once, used in registers)
-#   dot4_<type>(x, [xsum,] r0..r3, y, c)   y[c + i] = x . r_i for four rows, each block of x read once
+#   widen_<type>(row, out)                 out [IN] = the row as fp32 (prefill widens a tile of rows once)
+#   dot_<type>(x, [xsum,] row)             x [IN] . the row in fp32 (decode: each block read once, in registers)
+#   dot4_<type>(x, [xsum,] r0..r3, y, c)   y[c + i] = x . r_i for four rows
 #
 # A dot sums x times the small integers q over a sub-block first and applies that sub-block's scale once
-# (sum_j x_j * d * sc * q_j = d * sc * sum_j x_j * q_j): the inner loop is then an int-to-float conversion and
-# a multiply-add per weight, which LLVM vectorises. The offsets (Q4_0's -8, Q5_0's -16) and the K-quants'
-# -dmin * m terms are sums of x over a 32-weight sub-block times a per-block constant: `x_sums(x)` computes
-# them once per x (xsum [IN / 32]), for every row. Nibbles are taken as (v & 15) and (v & 240) = 16 * (v >> 4),
-# the 1/16 folded into the scale (a shift would be done on 64-bit lanes: Numba widens integers).
+# (sum_j x_j * d * sc * q_j = d * sc * sum_j x_j * q_j): the inner loop is an int-to-float conversion and a
+# multiply-add per weight, which LLVM vectorises, 8 weights an instruction. Several sub-blocks are summed
+# in one loop (8 independent sums keep the FMA units busy; one sum per loop would wait on its own latency and
+# pay a horizontal reduction per 32 weights). The offsets (Q4_0's -8, Q5_0's -16) and the K-quants' -dmin * m
+# are a constant times the sum of x over 32 weights: `x_sums(x)` computes those once per x, for every row.
+#
+# Two things Numba does not do for us. It computes integer expressions in 64 bits, and LLVM narrows ands and
+# ors back to 32-bit lanes but not shifts: shifts go through `shr32`/`shl32`, or are avoided (a high nibble
+# is taken as v & 240 = 16 * (v >> 4), the 1/16 folded into its scale, exactly). And a loop over a constant
+# 32 gets unrolled, after which LLVM vectorises the loop over blocks instead, strided and ~4x slower: the
+# 32-weight formats therefore work on groups of 4 blocks, like the K-quants' 256-weight blocks.
 # Sums are reordered (fastmath), so results equal the NumPy dequantizer's to float32 rounding, not bitwise.
 
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 jit = numba.njit(cache=True, fastmath=FASTMATH)
+inline_jit = numba.njit(cache=True, fastmath=FASTMATH, inline="always")   # small helpers of the loops
 SIXTEENTH = np.float32(1 / 16)
 
 
@@ -323,13 +330,16 @@ def _fp16_at_compiled(row, i):
     return lambda row, i: _half_bits_as_f32(row[i] | (row[i + 1] << 8))
 
 
+def _to_i32(builder, v):
+    i32 = llvmlite.ir.IntType(32)
+    return builder.trunc(v, i32) if v.type.width > 32 else builder.zext(v, i32) if v.type.width < 32 else v
+
+
 @numba.extending.intrinsic
 def _half_bits_as_f32(typingctx, bits):
     """The fp16 whose bit pattern is the low 16 bits of the integer `bits`, as fp32."""
     def codegen(context, builder, signature, args):
-        v = args[0]
-        i16 = llvmlite.ir.IntType(16)
-        v = builder.trunc(v, i16) if v.type.width > 16 else builder.zext(v, i16) if v.type.width < 16 else v
+        v = builder.trunc(_to_i32(builder, args[0]), llvmlite.ir.IntType(16))
         return builder.fpext(builder.bitcast(v, llvmlite.ir.HalfType()), llvmlite.ir.FloatType())
     return numba.types.float32(bits), codegen
 
@@ -352,6 +362,36 @@ def _uint32_bits_as_f32(typingctx, bits):
     return numba.types.float32(numba.types.uint32), codegen
 
 
+def shr32(v, k):
+    """v >> k for 0 <= v < 2**32, 0 <= k < 32, computed on 32 bits (vectorised 8 to an AVX2 register)."""
+    return int(v) >> int(k)
+
+
+def shl32(v, k):
+    """(v << k) mod 2**32, computed on 32 bits."""
+    return (int(v) << int(k)) & 0xFFFFFFFF
+
+
+@numba.extending.overload(shr32)
+def _shr32_compiled(v, k):
+    return lambda v, k: _shift32(v, k, False)
+
+
+@numba.extending.overload(shl32)
+def _shl32_compiled(v, k):
+    return lambda v, k: _shift32(v, k, True)
+
+
+@numba.extending.intrinsic
+def _shift32(typingctx, v, k, left):
+    def codegen(context, builder, signature, args):
+        a, b = _to_i32(builder, args[0]), _to_i32(builder, args[1])
+        return builder.shl(a, b) if signature.args[2].literal_value else builder.lshr(a, b)
+    if not isinstance(left, numba.types.BooleanLiteral):
+        return None
+    return numba.types.int32(v, k, left), codegen
+
+
 @jit
 def x_sums(x):
     """Sums of x over each 32 consecutive values, for the offset and min terms of the dots.
@@ -365,7 +405,7 @@ def x_sums(x):
     return xsum
 
 
-@jit
+@inline_jit
 def scale_min_k(row, s, j):
     """6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K block whose 12 scale bytes start at row[s],
     as fp32 (see `unpack_scales_k`)."""
@@ -380,29 +420,51 @@ def scale_min_k(row, s, j):
 
 @jit
 def widen_q8_0(row, out):
-    """row: uint8 [IN / 32 * 34] -> out: fp32 [IN]"""
-    for b in range(row.size // 34):
-        o, d = 34 * b, fp16_at(row, 34 * b)
+    """row: uint8 [IN / 32 * 34] -> out: fp32 [IN]; four blocks a step, then the last ones."""
+    nb = row.size // 34
+    for g4 in range(nb // 4):
+        g = 4 * g4   # (a loop from 0: LLVM then knows no index is negative, and vectorises)
+        o, xo = 34 * g + 2, 32 * g
+        d0, d1, d2, d3 = fp16_at(row, o - 2), fp16_at(row, o + 32), fp16_at(row, o + 66), fp16_at(row, o + 100)
         for l in range(32):
-            out[32 * b + l] = d * np.float32(np.int8(row[o + 2 + l]))
+            out[xo + l] = d0 * np.float32(np.int8(row[o + l]))
+            out[xo + 32 + l] = d1 * np.float32(np.int8(row[o + 34 + l]))
+            out[xo + 64 + l] = d2 * np.float32(np.int8(row[o + 68 + l]))
+            out[xo + 96 + l] = d3 * np.float32(np.int8(row[o + 102 + l]))
+    for b in range(nb - nb % 4, nb):
+        o, d = 34 * b + 2, fp16_at(row, 34 * b)
+        for l in range(32):
+            out[32 * b + l] = d * np.float32(np.int8(row[o + l]))
 
 
 @jit
 def dot_q8_0(x, row):
-    """x: [IN] fp32, row: uint8 [IN / 32 * 34] -> fp32"""
+    """x: [IN] fp32, row: uint8 [IN / 32 * 34] -> fp32; per block d * (x . q), four blocks a step."""
+    nb = row.size // 34
     acc = np.float32(0)
-    for b in range(row.size // 34):
-        o, xo = 34 * b, 32 * b
-        s = np.float32(0)
+    for g4 in range(nb // 4):
+        g = 4 * g4
+        o, xo = 34 * g + 2, 32 * g
+        s0 = s1 = s2 = s3 = np.float32(0)
         for l in range(32):
-            s += x[xo + l] * np.float32(np.int8(row[o + 2 + l]))
-        acc += fp16_at(row, o) * s
+            s0 += x[xo + l] * np.float32(np.int8(row[o + l]))
+            s1 += x[xo + 32 + l] * np.float32(np.int8(row[o + 34 + l]))
+            s2 += x[xo + 64 + l] * np.float32(np.int8(row[o + 68 + l]))
+            s3 += x[xo + 96 + l] * np.float32(np.int8(row[o + 102 + l]))
+        acc += (fp16_at(row, o - 2) * s0 + fp16_at(row, o + 32) * s1 + fp16_at(row, o + 66) * s2
+                + fp16_at(row, o + 100) * s3)
+    for b in range(nb - nb % 4, nb):
+        o, s = 34 * b + 2, np.float32(0)
+        for l in range(32):
+            s += x[32 * b + l] * np.float32(np.int8(row[o + l]))
+        acc += fp16_at(row, o - 2) * s
     return acc
 
 
 @jit
 def dot4_q8_0(x, r0, r1, r2, r3, y, c):
-    """y[c + i] = x . r_i for i = 0..3. x: [IN] fp32, r_i: uint8 [IN / 32 * 34], y: fp32 [>= c + 4]"""
+    """y[c + i] = x . r_i for i = 0..3, x read once: each x value feeds the four rows' sums.
+    x: [IN] fp32, r_i: uint8 [IN / 32 * 34], y: fp32 [>= c + 4]"""
     a0 = a1 = a2 = a3 = np.float32(0)
     for b in range(r0.size // 34):
         o, xo = 34 * b + 2, 32 * b
@@ -424,41 +486,70 @@ def dot4_q8_0(x, r0, r1, r2, r3, y, c):
 
 @jit
 def widen_q4_0(row, out):
-    """row: uint8 [IN / 32 * 18] -> out: fp32 [IN]"""
-    for b in range(row.size // 18):
+    """row: uint8 [IN / 32 * 18] -> out: fp32 [IN]; two blocks a step, then the last one."""
+    nb = row.size // 18
+    for g2 in range(nb // 2):
+        g = 2 * g2
+        o, xo = 18 * g + 2, 32 * g
+        d0, d1 = fp16_at(row, o - 2), fp16_at(row, o + 16)
+        e0, e1 = d0 * SIXTEENTH, d1 * SIXTEENTH
+        for l in range(16):
+            v0, v1 = row[o + l], row[o + 18 + l]
+            out[xo + l] = d0 * np.float32(v0 & 15) - np.float32(8) * d0
+            out[xo + 16 + l] = e0 * np.float32(v0 & 240) - np.float32(8) * d0
+            out[xo + 32 + l] = d1 * np.float32(v1 & 15) - np.float32(8) * d1
+            out[xo + 48 + l] = e1 * np.float32(v1 & 240) - np.float32(8) * d1
+    for b in range(nb - nb % 2, nb):
         o, xo, d = 18 * b + 2, 32 * b, fp16_at(row, 18 * b)
         for l in range(16):
-            v = row[o + l]
-            out[xo + l] = d * np.float32(np.int32(v & 15) - 8)
-            out[xo + 16 + l] = d * np.float32(np.int32(v >> 4) - 8)
+            out[xo + l] = d * np.float32(row[o + l] & 15) - np.float32(8) * d
+            out[xo + 16 + l] = d * SIXTEENTH * np.float32(row[o + l] & 240) - np.float32(8) * d
 
 
 @jit
 def dot_q4_0(x, xsum, row):
     """x: [IN] fp32, xsum: x_sums(x) [IN / 32], row: uint8 [IN / 32 * 18] -> fp32
-    per block d * (sum x_lo * lo + sum x_hi * 16 hi / 16 - 8 * sum x)"""
+    per block d * (x_lo . lo + (x_hi . 16 hi) / 16 - 8 xsum), four blocks a step."""
+    nb = row.size // 18
     acc = np.float32(0)
-    for b in range(row.size // 18):
-        o, xo = 18 * b + 2, 32 * b
-        s_lo = s_hi = np.float32(0)
+    for g4 in range(nb // 4):
+        g = 4 * g4
+        o, xo = 18 * g + 2, 32 * g
+        s0 = s1 = s2 = s3 = t0 = t1 = t2 = t3 = np.float32(0)
         for l in range(16):
-            v = row[o + l]
-            s_lo += x[xo + l] * np.float32(v & 15)
-            s_hi += x[xo + 16 + l] * np.float32(v & 240)
-        acc += fp16_at(row, o - 2) * (s_lo + SIXTEENTH * s_hi - np.float32(8) * xsum[b])
+            v0, v1, v2, v3 = row[o + l], row[o + 18 + l], row[o + 36 + l], row[o + 54 + l]
+            s0 += x[xo + l] * np.float32(v0 & 15)
+            t0 += x[xo + 16 + l] * np.float32(v0 & 240)
+            s1 += x[xo + 32 + l] * np.float32(v1 & 15)
+            t1 += x[xo + 48 + l] * np.float32(v1 & 240)
+            s2 += x[xo + 64 + l] * np.float32(v2 & 15)
+            t2 += x[xo + 80 + l] * np.float32(v2 & 240)
+            s3 += x[xo + 96 + l] * np.float32(v3 & 15)
+            t3 += x[xo + 112 + l] * np.float32(v3 & 240)
+        acc += (fp16_at(row, o - 2) * (s0 + SIXTEENTH * t0 - np.float32(8) * xsum[g])
+                + fp16_at(row, o + 16) * (s1 + SIXTEENTH * t1 - np.float32(8) * xsum[g + 1])
+                + fp16_at(row, o + 34) * (s2 + SIXTEENTH * t2 - np.float32(8) * xsum[g + 2])
+                + fp16_at(row, o + 52) * (s3 + SIXTEENTH * t3 - np.float32(8) * xsum[g + 3]))
+    for b in range(nb - nb % 4, nb):
+        o, xo = 18 * b + 2, 32 * b
+        s = t = np.float32(0)
+        for l in range(16):
+            s += x[xo + l] * np.float32(row[o + l] & 15)
+            t += x[xo + 16 + l] * np.float32(row[o + l] & 240)
+        acc += fp16_at(row, o - 2) * (s + SIXTEENTH * t - np.float32(8) * xsum[b])
     return acc
 
 
 @jit
 def dot4_q4_0(x, xsum, r0, r1, r2, r3, y, c):
-    """y[c + i] = x . r_i for i = 0..3 (see `dot_q4_0`)."""
-    y[c], y[c + 1], y[c + 2], y[c + 3] = (dot_q4_0(x, xsum, r0), dot_q4_0(x, xsum, r1),
-                                          dot_q4_0(x, xsum, r2), dot_q4_0(x, xsum, r3))
+    """y[c + i] = x . r_i for i = 0..3: four `dot_q4_0`, one after the other (x stays in L1)."""
+    y[c], y[c + 1] = dot_q4_0(x, xsum, r0), dot_q4_0(x, xsum, r1)
+    y[c + 2], y[c + 3] = dot_q4_0(x, xsum, r2), dot_q4_0(x, xsum, r3)
 
 
 # Q5_0: 22 bytes | d | qh u32 | qs[16] |  as Q4_0, plus bit j of qh = 16s of element j     w = d * (q - 16)
 
-@jit
+@inline_jit
 def qh_q5_0(row, o):
     """The uint32 of 5th bits of the Q5_0 block at row[o] (bytes o + 2 .. o + 5, little-endian)."""
     return (np.uint32(row[o + 2]) | (np.uint32(row[o + 3]) << 8) | (np.uint32(row[o + 4]) << 16)
@@ -473,31 +564,47 @@ def widen_q5_0(row, out):
         d, qh = fp16_at(row, o), qh_q5_0(row, o)
         for l in range(16):
             v = row[o + 6 + l]
-            out[xo + l] = d * np.float32(np.int32((v & 15) | (((qh >> l) & 1) << 4)) - 16)
-            out[xo + 16 + l] = d * np.float32(np.int32((v >> 4) | (((qh >> (l + 16)) & 1) << 4)) - 16)
+            out[xo + l] = d * np.float32((v & 15) | (shl32(shr32(qh, l), 4) & 16)) - np.float32(16) * d
+            out[xo + 16 + l] = (d * SIXTEENTH * np.float32((v & 240) | (shl32(shr32(qh, l + 16), 8) & 256))
+                                - np.float32(16) * d)
 
 
 @jit
 def dot_q5_0(x, xsum, row):
-    """x: [IN] fp32, xsum: x_sums(x) [IN / 32], row: uint8 [IN / 32 * 22] -> fp32"""
+    """x: [IN] fp32, xsum: x_sums(x) [IN / 32], row: uint8 [IN / 32 * 22] -> fp32 (as `dot_q4_0`, two blocks
+    a step: the 5th bits take a variable shift per weight)"""
+    nb = row.size // 22
     acc = np.float32(0)
-    for b in range(row.size // 22):
+    for g2 in range(nb // 2):
+        g = 2 * g2
+        o, xo = 22 * g, 32 * g
+        h0, h1 = qh_q5_0(row, o), qh_q5_0(row, o + 22)
+        s0 = s1 = t0 = t1 = np.float32(0)
+        for l in range(16):
+            v0, v1 = row[o + 6 + l], row[o + 28 + l]
+            s0 += x[xo + l] * np.float32((v0 & 15) | (shl32(shr32(h0, l), 4) & 16))
+            t0 += x[xo + 16 + l] * np.float32((v0 & 240) | (shl32(shr32(h0, l + 16), 8) & 256))
+            s1 += x[xo + 32 + l] * np.float32((v1 & 15) | (shl32(shr32(h1, l), 4) & 16))
+            t1 += x[xo + 48 + l] * np.float32((v1 & 240) | (shl32(shr32(h1, l + 16), 8) & 256))
+        acc += (fp16_at(row, o) * (s0 + SIXTEENTH * t0 - np.float32(16) * xsum[g])
+                + fp16_at(row, o + 22) * (s1 + SIXTEENTH * t1 - np.float32(16) * xsum[g + 1]))
+    for b in range(nb - nb % 2, nb):
         o, xo = 22 * b, 32 * b
-        qh = qh_q5_0(row, o)
-        s_lo = s_hi = np.float32(0)
+        h = qh_q5_0(row, o)
+        s = t = np.float32(0)
         for l in range(16):
             v = row[o + 6 + l]
-            s_lo += x[xo + l] * np.float32((v & 15) | (((qh >> l) & 1) << 4))
-            s_hi += x[xo + 16 + l] * np.float32((v & 240) | (((qh >> (l + 16)) & 1) << 8))
-        acc += fp16_at(row, o) * (s_lo + SIXTEENTH * s_hi - np.float32(16) * xsum[b])
+            s += x[xo + l] * np.float32((v & 15) | (shl32(shr32(h, l), 4) & 16))
+            t += x[xo + 16 + l] * np.float32((v & 240) | (shl32(shr32(h, l + 16), 8) & 256))
+        acc += fp16_at(row, o) * (s + SIXTEENTH * t - np.float32(16) * xsum[b])
     return acc
 
 
 @jit
 def dot4_q5_0(x, xsum, r0, r1, r2, r3, y, c):
-    """y[c + i] = x . r_i for i = 0..3 (see `dot_q5_0`)."""
-    y[c], y[c + 1], y[c + 2], y[c + 3] = (dot_q5_0(x, xsum, r0), dot_q5_0(x, xsum, r1),
-                                          dot_q5_0(x, xsum, r2), dot_q5_0(x, xsum, r3))
+    """y[c + i] = x . r_i for i = 0..3: four `dot_q5_0`, one after the other (x stays in L1)."""
+    y[c], y[c + 1] = dot_q5_0(x, xsum, r0), dot_q5_0(x, xsum, r1)
+    y[c + 2], y[c + 3] = dot_q5_0(x, xsum, r2), dot_q5_0(x, xsum, r3)
 
 
 # Q4_K: 144 bytes | d | dmin | scales[12] | qs[128] |   sub-block s = 2c + (high nibble), c = chunk of 32 qs
@@ -512,19 +619,19 @@ def widen_q4_k(row, out):
         for c in range(4):
             sc0, m0 = scale_min_k(row, o + 4, 2 * c)
             sc1, m1 = scale_min_k(row, o + 4, 2 * c + 1)
-            a0, a1, b0, b1 = d * sc0, d * sc1, dmin * m0, dmin * m1
+            a0, a1, b0, b1 = d * sc0, d * sc1 * SIXTEENTH, dmin * m0, dmin * m1
             q, xa = o + 16 + 32 * c, xo + 64 * c
             for l in range(32):
                 v = row[q + l]
                 out[xa + l] = a0 * np.float32(v & 15) - b0
-                out[xa + 32 + l] = a1 * np.float32(v >> 4) - b1
+                out[xa + 32 + l] = a1 * np.float32(v & 240) - b1
 
 
 @jit
 def dot_q4_k(x, xsum, row):
     """x: [IN] fp32, xsum: x_sums(x) [IN / 32], row: uint8 [IN / 256 * 144] -> fp32
-    per block: d * sum_s sc[s] * (x . q over sub-block s) - dmin * sum_s m[s] * xsum[s]; the 8 sub-block sums
-    of a block in one loop (8 independent sums keep the FMA units busy)."""
+    per block: d * sum_s sc[s] * (x . q over sub-block s) - dmin * sum_s m[s] * xsum[s], its 8 sub-block sums
+    in one loop."""
     acc = np.float32(0)
     for b in range(row.size // 144):
         o, xo, q = 144 * b, 256 * b, 144 * b + 16
@@ -543,7 +650,7 @@ def dot_q4_k(x, xsum, row):
     return acc
 
 
-@jit
+@inline_jit
 def k_block_sum(row, o, xsum, k, s0, s1, s2, s3, s4, s5, s6, s7):
     """A Q4_K/Q5_K block's share of a dot from its 8 sub-block sums of x * q (odd sub-blocks' q taken times
     16): d * sum_s sc[s] s_s - dmin * sum_s m[s] xsum[k + s]."""
@@ -563,14 +670,10 @@ def k_block_sum(row, o, xsum, k, s0, s1, s2, s3, s4, s5, s6, s7):
 
 @jit
 def dot4_q4_k(x, xsum, r0, r1, r2, r3, y, c):
-    """y[c + i] = x . r_i for i = 0..3, block by block: the four rows' blocks meet the same 256 values of x."""
-    a0 = a1 = a2 = a3 = np.float32(0)
-    for b in range(r0.size // 144):
-        a0 += dot_q4_k(x[256 * b:256 * b + 256], xsum[8 * b:8 * b + 8], r0[144 * b:144 * b + 144])
-        a1 += dot_q4_k(x[256 * b:256 * b + 256], xsum[8 * b:8 * b + 8], r1[144 * b:144 * b + 144])
-        a2 += dot_q4_k(x[256 * b:256 * b + 256], xsum[8 * b:8 * b + 8], r2[144 * b:144 * b + 144])
-        a3 += dot_q4_k(x[256 * b:256 * b + 256], xsum[8 * b:8 * b + 8], r3[144 * b:144 * b + 144])
-    y[c], y[c + 1], y[c + 2], y[c + 3] = a0, a1, a2, a3
+    """y[c + i] = x . r_i for i = 0..3: four `dot_q4_k`, one after the other (x stays in L1). Sharing each x
+    load across four rows needs 4 x 8 sums, more than the 16 vector registers: measured slower."""
+    y[c], y[c + 1] = dot_q4_k(x, xsum, r0), dot_q4_k(x, xsum, r1)
+    y[c + 2], y[c + 3] = dot_q4_k(x, xsum, r2), dot_q4_k(x, xsum, r3)
 
 
 # Q5_K: 176 bytes | d | dmin | scales[12] | qh[32] | qs[128] |   Q4_K plus bit s of qh[l] = 16s of element l
@@ -585,12 +688,12 @@ def widen_q5_k(row, out):
         for c in range(4):
             sc0, m0 = scale_min_k(row, o + 4, 2 * c)
             sc1, m1 = scale_min_k(row, o + 4, 2 * c + 1)
-            a0, a1, b0, b1 = d * sc0, d * sc1, dmin * m0, dmin * m1
+            a0, a1, b0, b1 = d * sc0, d * sc1 * SIXTEENTH, dmin * m0, dmin * m1
             q, xa = o + 48 + 32 * c, xo + 64 * c
             for l in range(32):
-                v, h = row[q + l], row[o + 16 + l] >> (2 * c)
-                out[xa + l] = a0 * np.float32((v & 15) | ((h & 1) << 4)) - b0
-                out[xa + 32 + l] = a1 * np.float32((v >> 4) | ((h & 2) << 3)) - b1
+                v, h = row[q + l], shr32(row[o + 16 + l], 2 * c)
+                out[xa + l] = a0 * np.float32((v & 15) | (shl32(h, 4) & 16)) - b0
+                out[xa + 32 + l] = a1 * np.float32((v & 240) | (shl32(h, 7) & 256)) - b1
 
 
 @jit
@@ -604,60 +707,40 @@ def dot_q5_k(x, xsum, row):
         for l in range(32):
             v0, v1, v2, v3 = row[q + l], row[q + 32 + l], row[q + 64 + l], row[q + 96 + l]
             h = row[o + 16 + l]
-            s0 += x[xo + l] * np.float32((v0 & 15) | ((h & 1) << 4))
-            s1 += x[xo + 32 + l] * np.float32((v0 & 240) | ((h & 2) << 7))
-            s2 += x[xo + 64 + l] * np.float32((v1 & 15) | ((h & 4) << 2))
-            s3 += x[xo + 96 + l] * np.float32((v1 & 240) | ((h & 8) << 5))
+            s0 += x[xo + l] * np.float32((v0 & 15) | (shl32(h, 4) & 16))
+            s1 += x[xo + 32 + l] * np.float32((v0 & 240) | (shl32(h, 7) & 256))
+            s2 += x[xo + 64 + l] * np.float32((v1 & 15) | (shl32(h, 2) & 16))
+            s3 += x[xo + 96 + l] * np.float32((v1 & 240) | (shl32(h, 5) & 256))
             s4 += x[xo + 128 + l] * np.float32((v2 & 15) | (h & 16))
-            s5 += x[xo + 160 + l] * np.float32((v2 & 240) | ((h & 32) << 3))
-            s6 += x[xo + 192 + l] * np.float32((v3 & 15) | ((h & 64) >> 2))
-            s7 += x[xo + 224 + l] * np.float32((v3 & 240) | ((h & 128) << 1))
+            s5 += x[xo + 160 + l] * np.float32((v2 & 240) | (shl32(h, 3) & 256))
+            s6 += x[xo + 192 + l] * np.float32((v3 & 15) | (shr32(h, 2) & 16))
+            s7 += x[xo + 224 + l] * np.float32((v3 & 240) | (shl32(h, 1) & 256))
         acc += k_block_sum(row, o, xsum, 8 * b, s0, s1, s2, s3, s4, s5, s6, s7)
     return acc
 
 
 @jit
 def dot4_q5_k(x, xsum, r0, r1, r2, r3, y, c):
-    """y[c + i] = x . r_i for i = 0..3, block by block (see `dot4_q4_k`)."""
-    a0 = a1 = a2 = a3 = np.float32(0)
-    for b in range(r0.size // 176):
-        a0 += dot_q5_k(x[256 * b:256 * b + 256], xsum[8 * b:8 * b + 8], r0[176 * b:176 * b + 176])
-        a1 += dot_q5_k(x[256 * b:256 * b + 256], xsum[8 * b:8 * b + 8], r1[176 * b:176 * b + 176])
-        a2 += dot_q5_k(x[256 * b:256 * b + 256], xsum[8 * b:8 * b + 8], r2[176 * b:176 * b + 176])
-        a3 += dot_q5_k(x[256 * b:256 * b + 256], xsum[8 * b:8 * b + 8], r3[176 * b:176 * b + 176])
-    y[c], y[c + 1], y[c + 2], y[c + 3] = a0, a1, a2, a3
+    """y[c + i] = x . r_i for i = 0..3: four `dot_q5_k`, one after the other (see `dot4_q4_k`)."""
+    y[c], y[c + 1] = dot_q5_k(x, xsum, r0), dot_q5_k(x, xsum, r1)
+    y[c + 2], y[c + 3] = dot_q5_k(x, xsum, r2), dot_q5_k(x, xsum, r3)
 
 
 # Q6_K: 210 bytes | ql[128] | qh[64] | scales[16] int8 | d |   q = low 4 bits from ql, top 2 from qh
 #                                                             w = d * sc[e // 16] * (q - 32)
 
+@inline_jit
+def q6_k_values(row, ql, qh, l):
+    """The four 6-bit values (minus 32) that share ql[l], ql[l + 32] and qh[l] (elements l, l + 32, l + 64,
+    l + 96 of a half block): low 4 bits from a nibble, top 2 from qh bits 0-1, 2-3, 4-5, 6-7."""
+    v0, v1, h = row[ql + l], row[ql + 32 + l], row[qh + l]
+    return (np.float32(((v0 & 15) | (shl32(h, 4) & 48)) - 32), np.float32(((v1 & 15) | (shl32(h, 2) & 48)) - 32),
+            np.float32((shr32(v0, 4) | (h & 48)) - 32), np.float32((shr32(v1, 4) | (shr32(h, 2) & 48)) - 32))
+
+
 @jit
 def widen_q6_k(row, out):
     """row: uint8 [IN / 256 * 210] -> out: fp32 [IN]"""
-    for b in range(row.size // 210):
-        o = 210 * b
-        d = fp16_at(row, o + 208)
-        for h in range(2):
-            ql, qh, sc, xa = o + 64 * h, o + 128 + 32 * h, o + 192 + 8 * h, 256 * b + 128 * h
-            for l in range(32):
-                v0, v1, hb = row[ql + l], row[ql + 32 + l], row[qh + l]
-                i = sc + l // 16
-                out[xa + l] = d * np.float32(np.int8(row[i])) * np.float32(
-                    np.int32((v0 & 15) | ((hb & 3) << 4)) - 32)
-                out[xa + 32 + l] = d * np.float32(np.int8(row[i + 2])) * np.float32(
-                    np.int32((v1 & 15) | ((hb & 12) << 2)) - 32)
-                out[xa + 64 + l] = d * np.float32(np.int8(row[i + 4])) * np.float32(
-                    np.int32((v0 >> 4) | (hb & 48)) - 32)
-                out[xa + 96 + l] = d * np.float32(np.int8(row[i + 6])) * np.float32(
-                    np.int32((v1 >> 4) | ((hb & 192) >> 2)) - 32)
-
-
-@jit
-def dot_q6_k(x, row):
-    """x: [IN] fp32, row: uint8 [IN / 256 * 210] -> fp32
-    per 16 l of a half block, four sub-blocks of 16 weights (32 apart), each weight scaled in the register:
-    x . (d * sc * (q - 32)) summed in one loop (a scale per 16 weights makes per-sub-block sums too short)."""
-    acc = np.float32(0)
     for b in range(row.size // 210):
         o = 210 * b
         d = fp16_at(row, o + 208)
@@ -667,27 +750,41 @@ def dot_q6_k(x, row):
                 i = o + 192 + 8 * h + part
                 a0, a1 = d * np.float32(np.int8(row[i])), d * np.float32(np.int8(row[i + 2]))
                 a2, a3 = d * np.float32(np.int8(row[i + 4])), d * np.float32(np.int8(row[i + 6]))
-                s = np.float32(0)
                 for l in range(16 * part, 16 * part + 16):
-                    v0, v1, hb = row[ql + l], row[ql + 32 + l], row[qh + l]
-                    s += (x[xa + l] * (a0 * np.float32(np.int32((v0 & 15) | ((hb & 3) << 4)) - 32))
-                          + x[xa + 32 + l] * (a1 * np.float32(np.int32((v1 & 15) | ((hb & 12) << 2)) - 32))
-                          + x[xa + 64 + l] * (a2 * np.float32(np.int32((v0 >> 4) | (hb & 48)) - 32))
-                          + x[xa + 96 + l] * (a3 * np.float32(np.int32((v1 >> 4) | ((hb & 192) >> 2)) - 32)))
-                acc += s
+                    q0, q1, q2, q3 = q6_k_values(row, ql, qh, l)
+                    out[xa + l], out[xa + 32 + l], out[xa + 64 + l], out[xa + 96 + l] = (
+                        a0 * q0, a1 * q1, a2 * q2, a3 * q3)
+
+
+@jit
+def dot_q6_k(x, row):
+    """x: [IN] fp32, row: uint8 [IN / 256 * 210] -> fp32
+    per 16 weights d * sc * (x . (q - 32)); the four 16-weight sub-blocks that share bytes in one loop."""
+    acc = np.float32(0)
+    for b in range(row.size // 210):
+        o = 210 * b
+        d = fp16_at(row, o + 208)
+        for h in range(2):
+            ql, qh, xa = o + 64 * h, o + 128 + 32 * h, 256 * b + 128 * h
+            for part in range(2):
+                s0 = s1 = s2 = s3 = np.float32(0)
+                for l in range(16 * part, 16 * part + 16):
+                    q0, q1, q2, q3 = q6_k_values(row, ql, qh, l)
+                    s0 += x[xa + l] * q0
+                    s1 += x[xa + 32 + l] * q1
+                    s2 += x[xa + 64 + l] * q2
+                    s3 += x[xa + 96 + l] * q3
+                i = o + 192 + 8 * h + part
+                acc += d * (np.float32(np.int8(row[i])) * s0 + np.float32(np.int8(row[i + 2])) * s1
+                            + np.float32(np.int8(row[i + 4])) * s2 + np.float32(np.int8(row[i + 6])) * s3)
     return acc
 
 
 @jit
 def dot4_q6_k(x, r0, r1, r2, r3, y, c):
-    """y[c + i] = x . r_i for i = 0..3, block by block (see `dot4_q4_k`)."""
-    a0 = a1 = a2 = a3 = np.float32(0)
-    for b in range(r0.size // 210):
-        a0 += dot_q6_k(x[256 * b:256 * b + 256], r0[210 * b:210 * b + 210])
-        a1 += dot_q6_k(x[256 * b:256 * b + 256], r1[210 * b:210 * b + 210])
-        a2 += dot_q6_k(x[256 * b:256 * b + 256], r2[210 * b:210 * b + 210])
-        a3 += dot_q6_k(x[256 * b:256 * b + 256], r3[210 * b:210 * b + 210])
-    y[c], y[c + 1], y[c + 2], y[c + 3] = a0, a1, a2, a3
+    """y[c + i] = x . r_i for i = 0..3: four `dot_q6_k`, one after the other (see `dot4_q4_k`)."""
+    y[c], y[c + 1] = dot_q6_k(x, r0), dot_q6_k(x, r1)
+    y[c + 2], y[c + 3] = dot_q6_k(x, r2), dot_q6_k(x, r3)
 
 
 # --- dispatch on the type code -------------------------------------------------------------------

@@ -230,7 +230,7 @@ def relative_dot_error(got, w, x):
 @pytest.mark.parametrize("kind", BLOCK_KINDS, ids=ids)
 def test_numba_kernels_match_numpy(kind):
     rng = np.random.default_rng(300 + kind)
-    OUT, IN = 6, 1024
+    OUT, IN = 6, 35 * Q.BLOCK_WEIGHTS[kind] if Q.BLOCK_WEIGHTS[kind] == 32 else 5 * 256   # groups and a tail
     rows = random_rows(kind, OUT, IN, rng)
     w = Q.DEQUANTIZERS[kind](rows.reshape(-1, Q.BLOCK_BYTES[kind])).reshape(OUT, IN)
     x = rng.standard_normal(IN).astype(np.float32)
