@@ -33,9 +33,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import gguf
 import numpy as np
 
 from .config import ConfigError, Qwen3Config
+from .hub import ModelNotFoundError, hf_cache_dir
+from .quants import BLOCK_WEIGHTS, TYPE_NAMES, QuantWeight, type_name
+from .tokenizer import QWEN2_SPLIT_PATTERN, AddedToken, Tokenizer, _check_merges, _check_vocab
 from .weights import (AttentionWeights, CheckpointError, LayerWeights, MLPWeights, MoEWeights, Weights,
                       as_float32)
 
@@ -55,16 +59,6 @@ class GGUFError(CheckpointError):
     """A GGUF file that cannot be loaded: names the file, the key or tensor, and what was expected."""
 
 
-def gguf_float32():
-    import gguf
-    return gguf.GGUFValueType.FLOAT32
-
-
-def type_name(kind: int) -> str:
-    from .quants import type_name as name
-    return name(kind)
-
-
 # --- opening a file and its split parts ----------------------------------------------------------
 
 def _reader_class():
@@ -72,8 +66,6 @@ def _reader_class():
     (a truncated file names the byte it needed instead of failing somewhere inside NumPy), and reads slice a
     plain ndarray view of the map instead of the np.memmap (whose Python-level slicing made parsing Qwen3's
     300,000 vocabulary and merge strings take 10-17 s here instead of a few). Same bytes, still memory-mapped."""
-    import gguf
-
     class Reader(gguf.GGUFReader):
         _dtypes: dict = {}
 
@@ -116,8 +108,8 @@ def open_reader(path: Path):
     try:
         return _reader_class()(path, "r")
     except _Truncated as e:
-        raise GGUFError(f"{path}: truncated: the file is {size:,} bytes, but its header and tensor table "
-                        f"need at least {e.end:,}") from None
+        raise GGUFError(f"{path}: truncated: the file is {size:,} bytes, but what its header describes (metadata, "
+                        f"tensor table, tensor data) needs at least {e.end:,}") from None
     except (ValueError, KeyError, IndexError, OverflowError, TypeError) as e:
         raise GGUFError(f"{path}: not a valid GGUF file ({type(e).__name__}: {e})") from None
 
@@ -214,7 +206,7 @@ def _value(fields, key, path, kind, default=...):
         raise GGUFError(f"{path}: metadata key {key!r} cannot be read ({e})") from None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    elif kind is float and isinstance(value, float) and field.types == [gguf_float32()]:
+    elif kind is float and isinstance(value, float) and field.types == [gguf.GGUFValueType.FLOAT32]:
         value = float(str(np.float32(value)))    # the shortest decimal of the fp32: 1e-06, not 9.99999997e-07
     ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
     if not ok:
@@ -363,7 +355,6 @@ def read_weights(g: GGUFFile, config: Qwen3Config) -> Weights:
 def tensor(g: GGUFFile, name: str, shape: tuple):
     """One tensor as stored, shape [..., OUT, IN] in NumPy order checked: a float32/float16 array, bf16 as
     uint16 bits, or a QuantWeight of its blocks. GGUF lists dims innermost first, so they are reversed."""
-    from .quants import BLOCK_WEIGHTS, TYPE_NAMES, QuantWeight
     if name not in g.tensors:
         raise GGUFError(f"{g.path}: tensor {name} is missing (expected shape {list(shape)})")
     t, path = g.tensors[name]
@@ -393,7 +384,6 @@ def read_tokenizer(g: GGUFFile):
     Qwen2's, which `tokenizer.ggml.pre` = "qwen2" names. One difference from tokenizer.json: the converter marks
     <|fim_prefix|> and the like CONTROL (they look special), which HF does not flag special; this only changes
     `decode(..., skip_special_tokens=True)` for those ids."""
-    from .tokenizer import QWEN2_SPLIT_PATTERN, AddedToken, Tokenizer, _check_merges, _check_vocab
     if "tokenizer.ggml.tokens" not in g.fields:
         return None
     model = g.meta("tokenizer.ggml.model", str)
@@ -478,7 +468,6 @@ def find_gguf(name, quant: str | None = None) -> Path | None:
     a .gguf file; a folder holding GGUF files (and no config.json, unless `quant` asks for a GGUF);
     a Hugging Face repo id whose cached snapshot holds GGUF files ("Qwen/Qwen3-30B-A3B-GGUF"), with the
     quantization as `quant` or after a colon, llama.cpp's spelling ("Qwen/Qwen3-30B-A3B-GGUF:Q4_K_M")."""
-    from .hub import ModelNotFoundError, hf_cache_dir
     text = str(name)
     path = Path(text).expanduser()
     if not path.exists() and ":" in text and text.count("/") == 1 and not text.startswith((".", "/")):
@@ -486,6 +475,8 @@ def find_gguf(name, quant: str | None = None) -> Path | None:
         if quant is not None and quant.upper() != tag.upper():
             raise GGUFError(f"{name}: the name asks for {tag}, quant= for {quant}")
         quant, path = tag, Path(text)
+    if path.suffix == ".gguf" and not path.exists():
+        raise ModelNotFoundError(f"{path}: no such file")
     if path.is_file():
         if path.suffix != ".gguf":
             return None
@@ -502,7 +493,7 @@ def find_gguf(name, quant: str | None = None) -> Path | None:
     if text.count("/") != 1 or text.startswith((".", "/")):
         return None
     snapshot = _cached_gguf_snapshot(text)
-    if snapshot is not None:
+    if snapshot is not None and (quant is not None or not (snapshot / "config.json").is_file()):
         return choose(snapshot, quant, f"{text} (in {snapshot})")
     if quant is None:
         return None
@@ -524,7 +515,6 @@ def find_gguf(name, quant: str | None = None) -> Path | None:
 
 def _cached_gguf_snapshot(repo_id: str) -> Path | None:
     """The snapshot folder of repo_id in the local HF cache that holds .gguf files (refs/main first)."""
-    from .hub import hf_cache_dir
     repo = hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
     snapshots = repo / "snapshots"
     if not snapshots.is_dir():

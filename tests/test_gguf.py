@@ -203,7 +203,6 @@ def kernels_take_quant_weights() -> bool:
 def check_model_against_transformers(model, expected, ids, tol=1e-3):
     logits, trace = model.trace(ids)
     err = relative_error(logits, expected["logits"])
-    print(f"relative error {err:.2e}")
     assert err < tol, f"max |diff| / max |logit| = {err:.2e}"
     layers = sorted(int(k.removeprefix("experts_layer")) for k in expected if k.startswith("experts_layer"))
     assert trace.layers == layers
@@ -458,6 +457,7 @@ def test_cli_info_on_a_gguf(tmp_path, capsys):
     assert "Qwen3MoeForCausalLM" in out and str(path) in out and "8, top-2, moe_intermediate 64" in out
     assert f"on disk       {path.stat().st_size / 1e6:.2f} MB" in out and "(Q8_0)" in out
     assert main(["info", str(tmp_path) + "/nothing.gguf"]) == 2
+    assert "nothing.gguf: no such file" in capsys.readouterr().err
 
 
 # --- bad input: one clear message each, before anything is used ----------------------------------
@@ -637,3 +637,15 @@ def test_fixture_tokenizer_equals_its_source(tmp_path):
     tok = miniqwen3.load(fixture("moe", "Q8_0"), backend="numpy").tokenizer
     for text in TEXTS:
         assert tok.encode(text) == hf.encode(text, add_special_tokens=False).ids, text
+
+
+def test_cli_route_and_generate_on_a_gguf(capsys):
+    """route with text (the tokenizer comes from the GGUF) and generate, by file name."""
+    from miniqwen3.cli import main
+    path = fixture("moe", "Q4_K_M")
+    assert main(["route", str(path), "--text", "Hello world, hello experts", "--backend", "numpy"]) == 0
+    out = capsys.readouterr().out
+    assert "through 2 MoE layers (8 experts, top-2)" in out and "layer  1:" in out
+    assert main(["generate", str(path), "hi", "--no-think", "--max-new-tokens", "3", "--seed", "0",
+                 "--backend", "numpy"]) == 0
+    assert "3 generated" in capsys.readouterr().err
