@@ -35,7 +35,7 @@ DENSE = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "vocab_si
 MOE = {**DENSE, "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "num_experts": 8,
        "num_experts_per_tok": 2, "moe_intermediate_size": 64, "norm_topk_prob": True, "decoder_sparse_step": 1,
        "mlp_only_layers": [], "tie_word_embeddings": True}
-CONFIGS = {"dense": DENSE, "moe": MOE}
+CONFIGS = {"dense": DENSE, "moe": MOE, "dense-v320": {**DENSE, "vocab_size": 320}}
 
 # HF name (after "model.layers.N.") -> GGUF name (after "blk.N.")
 LAYER_NAMES = {
@@ -546,11 +546,42 @@ def test_unsupported_tensor_type(tmp_path):
         miniqwen3.load(path)
 
 
-def test_pre_tokenizer_that_is_not_qwen2(tmp_path, qwen3_tokenizer_dir):
-    path = vocab_only_gguf(tmp_path, qwen3_tokenizer_dir, pre="llama-bpe")
-    with pytest.raises(GGUFError, match=r"tokenizer.ggml.pre is 'llama-bpe', not 'qwen2': miniqwen3 splits text with "
-                                        r"Qwen2's pre-tokenizer only"):
-        GGUFFile(path).tokenizer()
+def byte_vocab(model="gpt2", pre="qwen2", size=None):
+    """A tokenizer of the 256 byte-level tokens and "ĠĠ" (then [PAD] fillers up to `size`)."""
+    from miniqwen3.tokenizer import BYTE_TO_CHAR
+
+    def add(w):
+        tokens = list(BYTE_TO_CHAR.values()) + ["ĠĠ"]
+        tokens += [f"[PAD{i}]" for i in range(len(tokens), size or len(tokens))]
+        w.add_tokenizer_model(model)
+        w.add_tokenizer_pre(pre)
+        w.add_token_list(tokens)
+        w.add_token_types([1] * 257 + [5] * (len(tokens) - 257))
+        w.add_token_merges(["Ġ Ġ"])
+    return add
+
+
+@pytest.mark.parametrize("model,pre,message", [
+    ("gpt2", "llama-bpe", r"tokenizer.ggml.pre is 'llama-bpe', not 'qwen2': miniqwen3 splits text with Qwen2's "
+                          r"pre-tokenizer only, and another one would give different token ids"),
+    ("llama", "qwen2", r"tokenizer.ggml.model is 'llama'; miniqwen3 reads byte-level BPE \('gpt2'\) tokenizers only"),
+])
+def test_tokenizer_that_is_not_qwen2s(model, pre, message, tmp_path):
+    from miniqwen3.tokenizer import BYTE_TO_CHAR
+    path, _, _ = make_gguf(tmp_path, "dense-v320", tokenizer=byte_vocab(model, pre, size=320))
+    with pytest.raises(GGUFError, match=message):
+        miniqwen3.load(path, backend="numpy")
+    path, _, _ = make_gguf(tmp_path, "dense-v320", name="ok.gguf", tokenizer=byte_vocab(size=320))
+    tok = miniqwen3.load(path, backend="numpy").tokenizer        # the same file with Qwen's tokenizer keys loads
+    order = list(BYTE_TO_CHAR.values())
+    assert tok.encode("hé") == [order.index(BYTE_TO_CHAR[b]) for b in "hé".encode()]
+    assert tok.encode("a  ") == [order.index("a"), 256]                 # "  " is one word, merged by "Ġ Ġ"
+
+
+def test_token_list_that_disagrees_with_the_embedding(tmp_path):
+    path, _, _ = make_gguf(tmp_path, "dense-v320", tokenizer=byte_vocab(size=300))
+    with pytest.raises(GGUFError, match=r"tokenizer.ggml.tokens has 300 tokens, but token_embd has 320 rows"):
+        miniqwen3.load(path, backend="numpy")
 
 
 
