@@ -344,6 +344,16 @@ def _half_bits_as_f32(typingctx, bits):
     return numba.types.float32(bits), codegen
 
 
+def f16_as_f32(bits):
+    """One fp16 value, given as its 16 bits, as fp32."""
+    return np.float32(np.array(bits, dtype=np.uint16).view(np.float16))
+
+
+@numba.extending.overload(f16_as_f32)
+def _f16_as_f32_compiled(bits):
+    return lambda bits: _half_bits_as_f32(bits)
+
+
 def bf16_as_f32(bits):
     """One bf16 value, given as its 16 bits, as fp32: the bits are the upper half of the fp32's bits."""
     return np.array(np.uint32(bits) << np.uint32(16), dtype=np.uint32).view(np.float32)[()]
@@ -364,12 +374,12 @@ def _uint32_bits_as_f32(typingctx, bits):
 
 def shr32(v, k):
     """v >> k for 0 <= v < 2**32, 0 <= k < 32, computed on 32 bits (vectorised 8 to an AVX2 register)."""
-    return int(v) >> int(k)
+    return np.int64(int(v) >> int(k))
 
 
 def shl32(v, k):
-    """(v << k) mod 2**32, computed on 32 bits."""
-    return (int(v) << int(k)) & 0xFFFFFFFF
+    """(v << k) mod 2**32 for 0 <= k < 32, computed on 32 bits (use only its low 31 bits)."""
+    return np.int64((int(v) << int(k)) & 0xFFFFFFFF)
 
 
 @numba.extending.overload(shr32)
@@ -826,7 +836,7 @@ def widen_row(kind, row, out):
     elif kind == F16:
         bits = row.view(np.uint16)
         for j in range(out.size):
-            out[j] = _half_bits_as_f32(bits[j])
+            out[j] = f16_as_f32(bits[j])
     elif kind == F32:
         out[:] = row.view(np.float32)
     else:
@@ -856,7 +866,7 @@ def row_dot(kind, x, xsum, row):
     elif kind == F16:
         bits = row.view(np.uint16)
         for j in range(x.size):
-            acc += x[j] * _half_bits_as_f32(bits[j])
+            acc += x[j] * f16_as_f32(bits[j])
     elif kind == F32:
         w = row.view(np.float32)
         for j in range(x.size):

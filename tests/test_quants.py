@@ -3,6 +3,7 @@
 are checked against the plain-NumPy dequantizers (which the first tests tie to gguf)."""
 import gguf
 import gguf.quants
+import numba
 import numpy as np
 import pytest
 
@@ -294,8 +295,22 @@ def test_row_view_refuses_other_dtypes():
 
 
 def test_scalar_helpers_as_plain_python():
-    """fp16_at and bf16_as_f32 run as written without Numba (NUMBA_DISABLE_JIT, notebooks)."""
+    """The helpers run as written without Numba (NUMBA_DISABLE_JIT, notebooks) and agree with the compiled
+    versions."""
     values = np.array([1.5, -2.0, 6.1e-5, 65504.0], np.float16)
     row = values.view(np.uint8)
     assert [Q.fp16_at(row, 2 * i) for i in range(4)] == [np.float32(v) for v in values]
+    assert [Q.f16_as_f32(b) for b in values.view(np.uint16)] == [np.float32(v) for v in values]
     assert Q.bf16_as_f32(np.uint16(0x3FC0)) == np.float32(1.5)
+    assert (Q.shr32(np.uint8(0xB7), 4), Q.shl32(np.uint8(0xB7), 4), Q.shr32(np.uint32(0x80000000), 31)) == (0xB, 0xB70, 1)
+
+    @numba.njit
+    def compiled(row, bits, v):
+        return fp16_at_twice(row) + (Q.f16_as_f32(bits), Q.bf16_as_f32(bits), Q.shr32(v, 4), Q.shl32(v, 4) & 0xFFFF)
+
+    @numba.njit
+    def fp16_at_twice(row):
+        return Q.fp16_at(row, 0), Q.fp16_at(row, 6)
+
+    got = compiled(row, np.uint16(0x3FC0), np.uint8(0xB7))
+    assert got == (np.float32(1.5), np.float32(65504.0), np.float32(1.9375), np.float32(1.5), 0xB, 0xB70)
