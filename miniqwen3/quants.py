@@ -306,11 +306,15 @@ def quantize_q8_0(w: np.ndarray, rows_per_chunk: int = 4096) -> QuantWeight:
 # pay a horizontal reduction per 32 weights). The offsets (Q4_0's -8, Q5_0's -16) and the K-quants' -dmin * m
 # are a constant times the sum of x over 32 weights: `x_sums(x)` computes those once per x, for every row.
 #
-# Two things Numba does not do for us. It computes integer expressions in 64 bits, and LLVM narrows ands and
-# ors back to 32-bit lanes but not shifts: shifts go through `shr32`/`shl32`, or are avoided (a high nibble
-# is taken as v & 240 = 16 * (v >> 4), the 1/16 folded into its scale, exactly). And a loop over a constant
-# 32 gets unrolled, after which LLVM vectorises the loop over blocks instead, strided and ~4x slower: the
-# 32-weight formats therefore work on groups of 4 blocks, like the K-quants' 256-weight blocks.
+# Three things keep LLVM vectorising the inner loops (each was measured 2-4x slower without):
+# - Numba computes integer expressions in 64 bits; LLVM narrows ands and ors back to 32-bit lanes, not
+#   shifts. Shifts go through `shr32`/`shl32`, or are avoided: a high nibble is taken as v & 240 =
+#   16 * (v >> 4), the 1/16 folded into its sub-block's scale (exactly: a power of two).
+# - A loop over a constant 32 with a small body gets unrolled, and LLVM then vectorises the loop over blocks
+#   instead, strided. The 32-weight formats work on groups of 4 blocks (2 for Q5_0), like the K-quants'
+#   256-weight blocks, then on the last blocks one by one.
+# - Loops over blocks count from 0 (`for g4 in range(nb // 4)`, not `range(0, nb, 4)`): LLVM then knows no
+#   index is negative, and Numba's wraparound of negative indices does not block the vectoriser.
 # Sums are reordered (fastmath), so results equal the NumPy dequantizer's to float32 rounding, not bitwise.
 
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -433,7 +437,7 @@ def widen_q8_0(row, out):
     """row: uint8 [IN / 32 * 34] -> out: fp32 [IN]; four blocks a step, then the last ones."""
     nb = row.size // 34
     for g4 in range(nb // 4):
-        g = 4 * g4   # (a loop from 0: LLVM then knows no index is negative, and vectorises)
+        g = 4 * g4
         o, xo = 34 * g + 2, 32 * g
         d0, d1, d2, d3 = fp16_at(row, o - 2), fp16_at(row, o + 32), fp16_at(row, o + 66), fp16_at(row, o + 100)
         for l in range(32):
