@@ -151,6 +151,8 @@ class GGUFFile:
         for i, (p, r) in enumerate(zip(self.parts, self.readers)):
             count = _value(r.fields, "split.count", p, int, 1 if n == 1 else None)
             no = _value(r.fields, "split.no", p, int, 0 if n == 1 else None)
+            if count is None or no is None:
+                raise GGUFError(f"{p}: no split.count / split.no metadata, but its name says part {i + 1} of {n}")
             if count != n or no != i:
                 how = (f"its name says part {i + 1} of {n}" if n > 1 else "it is not named NAME-00001-of-0000N.gguf")
                 raise GGUFError(f"{p}: metadata says split part {no + 1} of {count}, but {how}")
@@ -178,8 +180,12 @@ class GGUFFile:
 
     @property
     def quant(self) -> str:
-        """The quantization named in the file name (Q4_K_M, Q8_0, BF16, ...), else the file's stem."""
-        return quant_tag(model_key(self.path)) or model_key(self.path)
+        """The file's quantization as llama.cpp names it (Q4_K_M, Q8_0, BF16, ...): `general.file_type`, else
+        the tag in the file name, else "GGUF". Each tensor's own type is read from its entry, never from this."""
+        code = self.meta("general.file_type", int, None)
+        if code in set(gguf.LlamaFileType):
+            return gguf.LlamaFileType(code).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+        return quant_tag(model_key(self.path)) or "GGUF"
 
     def config(self) -> Qwen3Config:
         return read_config(self)
