@@ -688,3 +688,16 @@ def test_cli_route_and_generate_on_a_gguf(capsys):
     assert main(["generate", str(path), "hi", "--no-think", "--max-new-tokens", "3", "--seed", "0",
                  "--backend", "numpy"]) == 0
     assert "3 generated" in capsys.readouterr().err
+
+
+def test_folder_with_a_hf_checkpoint_and_a_gguf(tmp_path):
+    """config.json + safetensors beside a GGUF: the checkpoint by default, the GGUF when a quant is asked for."""
+    folder = tmp_path / "both"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "parity" / "moe_topk_norm", folder)
+    make_gguf(folder, "dense", T.Q8_0, name="other-Q8_0.gguf")
+    assert miniqwen3.load(folder, backend="numpy").config.model_type == "qwen3_moe"
+    assert miniqwen3.load(folder, quant="Q8_0", backend="numpy").path == folder / "other-Q8_0.gguf"
+    (folder / "other-Q8_0.gguf").unlink()
+    with pytest.raises(miniqwen3.ModelNotFoundError, match=r"quant='Q8_0' asks for a GGUF model, but there are no "
+                                                           r"\.gguf files here"):
+        miniqwen3.load(folder, quant="Q8_0")
