@@ -103,6 +103,8 @@ def open_reader(path: Path):
     if len(head) < 8:
         raise GGUFError(f"{path}: truncated: {size} bytes, shorter than the 8-byte GGUF magic and version")
     version = int.from_bytes(head[4:8], "little")
+    if int.from_bytes(head[4:8], "big") in VERSIONS:
+        raise GGUFError(f"{path}: a big-endian GGUF; miniqwen3 reads little-endian files (llama.cpp's default)")
     if version not in VERSIONS:
         raise GGUFError(f"{path}: GGUF version {version} is not supported (supported: 2 and 3)")
     try:
