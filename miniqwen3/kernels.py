@@ -64,13 +64,28 @@ def linear(x: np.ndarray, w) -> np.ndarray:
             linear_tiles(x, x_sums_rows(x), kind, rows, out)
         return out
     n = max(ROWS, CHUNK_BYTES // (4 * IN))
-    chunk = np.empty((min(OUT, n), IN), np.float32)
+    chunk = scratch(min(OUT, n) * IN).reshape(-1, IN)
     for r0 in range(0, OUT, n):
         r1 = min(OUT, r0 + n)
         with threads_for((r1 - r0) * IN):
             widen_chunk(kind, rows, r0, r1, chunk)
-        out[:, r0:r1] = x @ chunk[:r1 - r0].T
+        if r1 - r0 == OUT:
+            np.matmul(x, chunk.T, out=out)
+        else:
+            out[:, r0:r1] = x @ chunk.T
     return out
+
+
+_scratch = np.empty(0, np.float32)
+
+
+def scratch(n: int) -> np.ndarray:
+    """n fp32 values of a buffer kept between calls: a fresh 32 MiB array would cost a page fault per 4 KiB
+    page on every call (the kernel zeroes each page on first touch), which is as slow as the widening itself."""
+    global _scratch
+    if _scratch.size < n:
+        _scratch = np.empty(n, np.float32)
+    return _scratch[:n]
 
 
 def swiglu(x: np.ndarray, gate_proj, up_proj, down_proj) -> np.ndarray:
@@ -388,36 +403,30 @@ def tile_rows(tokens):
 @jit
 def matmul_nt(x, w, y, c0):
     """y[t, c0 + r] = x[t] . w[r] for every row t of x and r of w (that is, x @ w.T), in fp32.
-    Four rows of x meet four rows of w at a time: 16 running sums, and each value loaded feeds 4 of them.
+    Two rows of x meet four rows of w at a time: 8 running sums, each value loaded feeds 2 or 4 of them. (Four
+    by four needs 16 vector sums plus the loaded values, more than AVX2's 16 registers: benchmarks/README.md.)
     x: [N, IN], w: [R, IN], y: [N, >= c0 + R]"""
     N, IN = x.shape
     R = w.shape[0]
-    N4, R4 = N - N % 4, R - R % 4
-    for t in range(0, N4, 4):
-        x0, x1, x2, x3 = x[t], x[t + 1], x[t + 2], x[t + 3]
+    N2, R4 = N - N % 2, R - R % 4
+    for t in range(0, N2, 2):
+        x0, x1 = x[t], x[t + 1]
         for r in range(0, R4, 4):
             w0, w1, w2, w3 = w[r], w[r + 1], w[r + 2], w[r + 3]
             a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = np.float32(0)
-            a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = np.float32(0)
             for j in range(IN):
                 v0, v1, v2, v3 = w0[j], w1[j], w2[j], w3[j]
                 u = x0[j]
                 a00 += u * v0; a01 += u * v1; a02 += u * v2; a03 += u * v3   # noqa: E702
                 u = x1[j]
                 a10 += u * v0; a11 += u * v1; a12 += u * v2; a13 += u * v3   # noqa: E702
-                u = x2[j]
-                a20 += u * v0; a21 += u * v1; a22 += u * v2; a23 += u * v3   # noqa: E702
-                u = x3[j]
-                a30 += u * v0; a31 += u * v1; a32 += u * v2; a33 += u * v3   # noqa: E702
             c = c0 + r
             y[t, c], y[t, c + 1], y[t, c + 2], y[t, c + 3] = a00, a01, a02, a03
             y[t + 1, c], y[t + 1, c + 1], y[t + 1, c + 2], y[t + 1, c + 3] = a10, a11, a12, a13
-            y[t + 2, c], y[t + 2, c + 1], y[t + 2, c + 2], y[t + 2, c + 3] = a20, a21, a22, a23
-            y[t + 3, c], y[t + 3, c + 1], y[t + 3, c + 2], y[t + 3, c + 3] = a30, a31, a32, a33
         for r in range(R4, R):   # the last rows of w
-            for i in range(4):
-                y[t + i, c0 + r] = dot(x[t + i], w[r])
-    for t in range(N4, N):       # the last tokens (all of them when there are fewer than four)
+            y[t, c0 + r] = dot(x0, w[r])
+            y[t + 1, c0 + r] = dot(x1, w[r])
+    for t in range(N2, N):       # the last token (when N is odd)
         for r in range(R):
             y[t, c0 + r] = dot(x[t], w[r])
 

@@ -28,7 +28,7 @@ def embed(ids: np.ndarray, embed_tokens: np.ndarray) -> np.ndarray:
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     """weight * x / sqrt(mean(x^2) + eps) over the last axis, in fp32 (no bias, no 1 + w).
     x: [..., N], weight: [N]"""
-    variance = np.mean(x * x, axis=-1, keepdims=True)
+    variance = np.add.reduce(x * x, axis=-1, keepdims=True) / x.shape[-1]   # np.mean's sum, without its overhead
     return weight * (x / np.sqrt(variance + np.float32(eps)))
 
 
