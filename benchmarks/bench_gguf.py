@@ -7,8 +7,9 @@
 Prints the CPU (lscpu: model, cores, the SIMD flags that decide llama.cpp's kernels) first. For each file:
 - llama-bench: `llama-bench -m FILE -p PROMPT -n DECODE -t THREADS -r REPS -o json`: prefill of PROMPT
   tokens (pp) and decode of DECODE tokens (tg), tok/s averaged over REPS runs;
-- miniqwen3, in a subprocess: `miniqwen3.load(FILE, backend="numba")`; a warm-up call (compiles the Numba
-  kernels or loads them from the cache); then on a fresh KV cache a prefill of PROMPT random tokens with
+- miniqwen3, in a subprocess: `miniqwen3.load(FILE, backend="numba")`; a warm-up call (the same prefill and
+  one decoded token: compiles the Numba kernels or loads them from the cache, and reads the file's pages
+  the prompt touches); then on a fresh KV cache a prefill of PROMPT random tokens with
   `model.forward(ids, cache, last_only=True, trace=RoutingTrace())` and DECODE greedy tokens one at a time,
   each with the same trace. Peak RSS is that subprocess's `ru_maxrss` (read by a monitor process with
   `resource.getrusage(RUSAGE_CHILDREN)`, so that no other child, llama-bench included, is counted). The
@@ -37,7 +38,6 @@ REPO = HERE.parent
 RESULTS = HERE / "results"
 SIMD_FLAGS = ("avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
               "avx512_bf16", "avx512vbmi", "amx_tile", "amx_int8", "amx_bf16")
-WARMUP_TOKENS = 8
 
 
 # --- the machine ---------------------------------------------------------------------------------
@@ -98,7 +98,7 @@ def worker(spec: dict) -> dict:
 
     t = time.perf_counter()
     cache = model.new_cache()
-    logits = model.forward(ids[:WARMUP_TOKENS], cache, last_only=True)
+    logits = model.forward(ids, cache, last_only=True)
     model.forward(np.array([int(logits[0].argmax())]), cache, last_only=True)
     result["first_call_s"] = time.perf_counter() - t
     del cache
