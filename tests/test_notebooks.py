@@ -4,14 +4,14 @@ Selected with `-m notebooks`, and part of the default run. Notebooks that load a
 embedded tiny model is not installed (miniqwen3/data/tiny). MINIQWEN3_NOTEBOOK_MODEL=/path/to/checkpoint runs them
 on another checkpoint instead (their `MODEL = None` cell is rewritten in memory; the files are not touched).
 
-A cell may take at most 300 s. A notebook whose cell times out is run once more in a fresh kernel, with a
+A cell may take at most 300 s (MINIQWEN3_NOTEBOOK_TIMEOUT=seconds changes that, for a real-size model). A notebook whose cell times out is run once more in a fresh kernel, with a
 warning: on this shared machine we saw nbclient and an idle ipykernel 7 kernel both wait for a message that never
 came (an intermittent stall also reported upstream, e.g. microsoft/vscode-jupyter#17410); a real failure or a
 genuinely slow cell fails twice.
 
 Kernels run with OPENBLAS_NUM_THREADS=1: the engine's matrices are small, and on a machine whose cores are busy
 with other work a multi-threaded BLAS spends its time waiting for its threads (measured here: a 200-token forward
-pass of the tiny model's shape, 2.3 s with 2 BLAS threads against 0.14 s with 1, while another process trained).
+pass of the tiny model's shape, 2.3 s with 2 BLAS threads against 0.14 s with 1, while another process trained); set OPENBLAS_NUM_THREADS yourself to change it.
 """
 import copy
 import json
@@ -62,10 +62,11 @@ def test_committed_without_outputs_and_with_a_model_cell(name):
 
 def execute(nb, keep, attempts: int = 2):
     """Run a copy of nb in a fresh kernel; on a cell timeout, once more. The executed copy is written to `keep`."""
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    env = {"OPENBLAS_NUM_THREADS": "1", **os.environ}        # one BLAS thread unless the caller says otherwise
     for attempt in range(1, attempts + 1):
         run = copy.deepcopy(nb)
-        client = nbclient.NotebookClient(run, timeout=300, kernel_name="python3",
+        timeout = int(os.environ.get("MINIQWEN3_NOTEBOOK_TIMEOUT", 300))
+        client = nbclient.NotebookClient(run, timeout=timeout, kernel_name="python3",
                                          resources={"metadata": {"path": str(NOTEBOOKS)}})
         try:
             client.execute(env=env)
@@ -76,6 +77,8 @@ def execute(nb, keep, attempts: int = 2):
             warnings.warn(f"{keep.stem}: a cell timed out ({str(e).splitlines()[0]}); running it again")
         finally:
             nbformat.write(run, keep)       # the executed copy, for a look after a failure
+            if os.environ.get("MINIQWEN3_NOTEBOOK_KEEP"):         # or to take figures from
+                nbformat.write(run, Path(os.environ["MINIQWEN3_NOTEBOOK_KEEP"]) / keep.name)
 
 
 @pytest.mark.parametrize("name", ALL)
