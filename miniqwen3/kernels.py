@@ -37,7 +37,7 @@ parallel_jit = numba.njit(cache=True, fastmath=FASTMATH, parallel=True)
 
 ROWS = 16         # weight rows per work item of the tile kernels: a [16, IN] fp32 tile stays in L2
 BLAS_TOKENS = 16  # from this many tokens on, `linear` hands widened chunks to BLAS
-TILE_TOKENS = 4   # from this many tokens on, `project` widens a tile of rows once and multiplies (`matmul_nt`)
+TILE_TOKENS = 2   # from this many tokens on, `project` widens a tile of rows once and multiplies (`matmul_nt`)
 CHUNK_BYTES = 32 * 2**20  # fp32 rows widened per BLAS call: whole matrices, except an output head
 KEYS = 64         # keys per attention block
 QUERY_ROWS = 32   # query rows (tokens x heads sharing a KV head) per attention task
@@ -377,9 +377,10 @@ def x_sums_rows(x):
 @jit
 def project(x, xsum, kind, w, r0, r1, y, c0, tile):
     """y[t, c0 + r - r0] = x[t] . w[r] for the weight rows r0..r1-1 and every token t.
-    Several tokens (prefill): widen the rows once into `tile` [>= r1 - r0, IN] and multiply (`matmul_nt`).
-    One to three tokens (decode): four rows at a time, widening in registers (`quants.rows_dot4`); `tile` is
-    not used. r0 is a multiple of 4.
+    Two tokens or more (prefill; an expert's group of tokens): widen the rows once into `tile` [>= r1 - r0, IN]
+    and multiply (`matmul_nt`): widening a row costs about what one dot product with it costs, so it pays from
+    two tokens on. One token (decode): four rows at a time, widening in registers (`quants.rows_dot4`); `tile`
+    is not used. r0 is a multiple of 4.
     x: [N, IN] fp32, xsum: [N, IN / 32], w: [OUT, ROW_BYTES] of type `kind`, y: [N, >= c0 + r1 - r0]"""
     if x.shape[0] >= TILE_TOKENS:
         for r in range(r0, r1):
@@ -396,7 +397,7 @@ def project(x, xsum, kind, w, r0, r1, y, c0, tile):
 
 @jit
 def tile_rows(tokens):
-    """Rows of the scratch tile `project` needs: ROWS for several tokens, none for decode."""
+    """Rows of the scratch tile `project` needs: ROWS for two tokens or more, none for decode."""
     return ROWS if tokens >= TILE_TOKENS else 0
 
 
