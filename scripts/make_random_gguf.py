@@ -9,7 +9,7 @@ tests/fixtures/gguf/README.md). Needs torch and transformers.
 
 How:
 1. a 2-layer HF checkpoint with the real config (miniqwen3/configs/<name>.json, num_hidden_layers=2) and the
-   real tokenizer (../shared/qwen3-tokenizer), random bf16 weights (std 0.02, norms 1);
+   real tokenizer (../shared/qwen3-tokenizer), random bf16 weights (std 0.02, norms 1; see --embed-std);
 2. llama.cpp's convert_hf_to_gguf.py -> BF16 GGUF, llama-quantize -> the target type;
 3. the full-depth file written with gguf's GGUFWriter: every metadata field copied, {arch}.block_count set
    to the real depth, and layer i's tensors the raw bytes of one of the two source layers (renamed blk.i).
@@ -23,6 +23,14 @@ those of quantizing the full-depth model. --direct quantizes the full-depth mode
 a check of the rule). --source FILE repeats an existing 2-layer GGUF (skips steps 1-2).
 
 Tensors are streamed from the memory-mapped 2-layer file; nothing full-size is held in memory.
+
+The embedding's std (--embed-std, MoE default 16): with every weight at std 0.02, the layers' outputs drown
+the token embedding in the residual stream within a few layers, the hidden states of different tokens
+become alike, and the routers send all tokens to the same few experts (64 random tokens: ~15 of 128
+experts per layer from layer 3 on). A trained model's tokens spread over the experts; a benchmark of
+memory and speed must read as many experts as that. With the embedding at std 16 the token identity stays
+in the residual stream (the layers see it through their RMSNorms) and 64 random tokens use ~125 of 128
+experts in every layer, as uniformly random routing would.
 """
 import argparse
 import json
@@ -47,8 +55,10 @@ def use_more_bits(i: int, n: int) -> bool:
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
 
-def build_checkpoint(config_path: Path, folder: Path, layers: int | None, seed: int, std: float) -> dict:
-    """Random bf16 HF checkpoint of the config (with `layers` layers if given) and the real tokenizer."""
+def build_checkpoint(config_path: Path, folder: Path, layers: int | None, seed: int, std: float,
+                     embed_std: float) -> dict:
+    """Random bf16 HF checkpoint of the config (with `layers` layers if given) and the real tokenizer:
+    norms 1, the input embedding ~N(0, embed_std), every other matrix ~N(0, std)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -69,6 +79,8 @@ def build_checkpoint(config_path: Path, folder: Path, layers: int | None, seed: 
         for pname, p in model.named_parameters():
             if "norm" in pname:
                 p.fill_(1.0)
+            elif pname.endswith("embed_tokens.weight"):
+                p.normal_(0.0, embed_std)
             else:
                 p.normal_(0.0, std)
     if config.tie_word_embeddings:
@@ -175,13 +187,19 @@ def main():
     ap.add_argument("--source", type=Path, help="an existing 2-layer GGUF to repeat (skips building it)")
     ap.add_argument("--work", type=Path, help="folder for intermediates (default: beside --out; removed after)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--std", type=float, default=0.02)
+    ap.add_argument("--std", type=float, default=0.02, help="std of the random matrices")
+    ap.add_argument("--embed-std", type=float,
+                    help="std of the input embedding (default: 16 for MoE configs, which keeps routing diverse "
+                         "through all layers; else --std)")
     args = ap.parse_args()
     if args.llama_cpp is None:
         ap.error("give --llama-cpp DIR or set $LLAMA_CPP (a llama.cpp tree with build/bin/llama-quantize)")
     llama_cpp = args.llama_cpp.resolve()
     config_path = Path(args.config) if args.config.endswith(".json") else CONFIGS / f"{args.config}.json"
-    depth = json.loads(config_path.read_text())["num_hidden_layers"]
+    raw = json.loads(config_path.read_text())
+    depth = raw["num_hidden_layers"]
+    if args.embed_std is None:
+        args.embed_std = 16.0 if raw.get("num_experts") and not raw.get("tie_word_embeddings") else args.std
 
     t0 = time.time()
     if args.source is not None:
@@ -191,7 +209,8 @@ def main():
     work = args.work or args.out.parent / f".{args.out.stem}-work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    build_checkpoint(config_path, work / "hf", None if args.direct else SOURCE_LAYERS, args.seed, args.std)
+    build_checkpoint(config_path, work / "hf", None if args.direct else SOURCE_LAYERS, args.seed, args.std,
+                     args.embed_std)
     print(f"checkpoint {time.time() - t0:.0f} s")
     bf16 = work / "model-BF16.gguf"
     convert_bf16(llama_cpp, work / "hf", bf16, f"{config_path.stem} random")
