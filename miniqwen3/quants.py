@@ -783,7 +783,7 @@ def q6_k_bytes(row, q, sc):
 @jit
 def widen_q6_k(row, out):
     """row: uint8 [IN / 256 * 210] -> out: fp32 [IN]"""
-    q, sc = np.empty(out.size, np.int8), np.empty(out.size, np.int8)
+    q, sc = np.empty((2, out.size), np.int8)      # one allocation: scratch rows of q - 32 and of scales
     q6_k_bytes(row, q, sc)
     for b in range(row.size // 210):
         d = fp16_at(row, 210 * b + 208)
@@ -795,7 +795,7 @@ def widen_q6_k(row, out):
 @jit
 def dot_q6_k(x, row):
     """x: [IN] fp32, row: uint8 [IN / 256 * 210] -> fp32; per block d * sum_e x_e * sc_e * (q_e - 32)."""
-    q, sc = np.empty(x.size, np.int8), np.empty(x.size, np.int8)
+    q, sc = np.empty((2, x.size), np.int8)
     q6_k_bytes(row, q, sc)
     acc = np.float32(0)
     for b in range(row.size // 210):
@@ -810,7 +810,7 @@ def dot_q6_k(x, row):
 @jit
 def dot4_q6_k(x, r0, r1, r2, r3, y, c):
     """y[c + i] = x . r_i for i = 0..3 (as `dot_q6_k`), x read once: each x value feeds the four rows' sums."""
-    q, sc = np.empty((4, x.size), np.int8), np.empty((4, x.size), np.int8)
+    q, sc = np.empty((2, 4, x.size), np.int8)
     q6_k_bytes(r0, q[0], sc[0])
     q6_k_bytes(r1, q[1], sc[1])
     q6_k_bytes(r2, q[2], sc[2])
