@@ -711,33 +711,65 @@ def widen_q5_k(row, out):
 
 
 @jit
+def q5_k_bytes(row, q):
+    """row: uint8 [IN / 256 * 176] -> q: uint8 [IN], the 5-bit values: low 4 bits from qs, the 5th from bit s
+    of qh[l] for element l of sub-block s (the bit work on bytes, 32 a vector instruction, as `q6_k_bytes`)."""
+    for b in range(row.size // 176):
+        qh, qs, e = 176 * b + 16, 176 * b + 48, 256 * b
+        for l in range(32):
+            h = row[qh + l]
+            v0, v1, v2, v3 = row[qs + l], row[qs + 32 + l], row[qs + 64 + l], row[qs + 96 + l]
+            q[e + l], q[e + 32 + l] = (v0 & 15) | ((h & 1) << 4), (v0 >> 4) | ((h & 2) << 3)
+            q[e + 64 + l], q[e + 96 + l] = (v1 & 15) | ((h & 4) << 2), (v1 >> 4) | ((h & 8) << 1)
+            q[e + 128 + l], q[e + 160 + l] = (v2 & 15) | (h & 16), (v2 >> 4) | ((h & 32) >> 1)
+            q[e + 192 + l], q[e + 224 + l] = (v3 & 15) | ((h & 64) >> 2), (v3 >> 4) | ((h & 128) >> 3)
+
+
+@jit
 def dot_q5_k(x, xsum, row):
-    """x: [IN] fp32, xsum: x_sums(x) [IN / 32], row: uint8 [IN / 256 * 176] -> fp32 (as `dot_q4_k`; the 5th
-    bit of sub-block s is bit s of qh[l], moved to value 16, or 256 for the odd sub-blocks taken times 16)"""
+    """x: [IN] fp32, xsum: x_sums(x) [IN / 32], row: uint8 [IN / 256 * 176] -> fp32 (as `dot_q4_k`, in two
+    passes: the 5-bit values into a scratch row of bytes by `q5_k_bytes`, then 8 sub-block sums a block read
+    from it; measured 1.2x faster than moving each 5th bit in the dot's loop)"""
+    q = np.empty(x.size, np.uint8)
+    q5_k_bytes(row, q)
+    return dot_q5_k_bytes(x, xsum, row, q)
+
+
+@jit
+def dot_q5_k_bytes(x, xsum, row, q):
+    """`dot_q5_k` of a row whose 5-bit values `q5_k_bytes` wrote into q: uint8 [IN]."""
     acc = np.float32(0)
     for b in range(row.size // 176):
-        o, xo, q = 176 * b, 256 * b, 176 * b + 48
+        xo = 256 * b
         s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0)
         for l in range(32):
-            v0, v1, v2, v3 = row[q + l], row[q + 32 + l], row[q + 64 + l], row[q + 96 + l]
-            h = row[o + 16 + l]
-            s0 += x[xo + l] * np.float32((v0 & 15) | (shl32(h, 4) & 16))
-            s1 += x[xo + 32 + l] * np.float32((v0 & 240) | (shl32(h, 7) & 256))
-            s2 += x[xo + 64 + l] * np.float32((v1 & 15) | (shl32(h, 2) & 16))
-            s3 += x[xo + 96 + l] * np.float32((v1 & 240) | (shl32(h, 5) & 256))
-            s4 += x[xo + 128 + l] * np.float32((v2 & 15) | (h & 16))
-            s5 += x[xo + 160 + l] * np.float32((v2 & 240) | (shl32(h, 3) & 256))
-            s6 += x[xo + 192 + l] * np.float32((v3 & 15) | (shr32(h, 2) & 16))
-            s7 += x[xo + 224 + l] * np.float32((v3 & 240) | (shl32(h, 1) & 256))
-        acc += k_block_sum(row, o, xsum, 8 * b, s0, s1, s2, s3, s4, s5, s6, s7)
+            e = xo + l
+            s0 += x[e] * np.float32(q[e])
+            s1 += x[e + 32] * np.float32(q[e + 32])
+            s2 += x[e + 64] * np.float32(q[e + 64])
+            s3 += x[e + 96] * np.float32(q[e + 96])
+            s4 += x[e + 128] * np.float32(q[e + 128])
+            s5 += x[e + 160] * np.float32(q[e + 160])
+            s6 += x[e + 192] * np.float32(q[e + 192])
+            s7 += x[e + 224] * np.float32(q[e + 224])
+        sixteen = np.float32(16)    # k_block_sum takes the odd sub-blocks' sums times 16 (Q4_K's high nibbles)
+        acc += k_block_sum(row, 176 * b, xsum, 8 * b, s0, sixteen * s1, s2, sixteen * s3, s4, sixteen * s5, s6,
+                           sixteen * s7)
     return acc
 
 
 @jit
 def dot4_q5_k(x, xsum, r0, r1, r2, r3, y, c):
-    """y[c + i] = x . r_i for i = 0..3: four `dot_q5_k`, one after the other (see `dot4_q4_k`)."""
-    y[c], y[c + 1] = dot_q5_k(x, xsum, r0), dot_q5_k(x, xsum, r1)
-    y[c + 2], y[c + 3] = dot_q5_k(x, xsum, r2), dot_q5_k(x, xsum, r3)
+    """y[c + i] = x . r_i for i = 0..3: four `dot_q5_k`, one after the other, in one scratch row."""
+    q = np.empty(x.size, np.uint8)
+    q5_k_bytes(r0, q)
+    y[c] = dot_q5_k_bytes(x, xsum, r0, q)
+    q5_k_bytes(r1, q)
+    y[c + 1] = dot_q5_k_bytes(x, xsum, r1, q)
+    q5_k_bytes(r2, q)
+    y[c + 2] = dot_q5_k_bytes(x, xsum, r2, q)
+    q5_k_bytes(r3, q)
+    y[c + 3] = dot_q5_k_bytes(x, xsum, r3, q)
 
 
 # Q6_K: 210 bytes | ql[128] | qh[64] | scales[16] int8 | d |   q = low 4 bits from ql, top 2 from qh
