@@ -22,12 +22,19 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 
-import numba
-import numpy as np
-from numba import prange
+# Numba's OpenMP threads spin-wait after a parallel region (GNU OpenMP: 300,000 spins by default), and so do
+# OpenBLAS's threads after a BLAS call: on two cores each side's spinning threads take the cores the other side
+# needs, which made a prefill 3x slower. A short spin keeps back-to-back decode kernels quick and lets BLAS run
+# (benchmarks/README.md). Set before Numba loads the OpenMP runtime; a value set by the user wins.
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
-from .quants import row_dot, row_view, rows_dot4, widen_row, x_sums
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+from numba import prange  # noqa: E402
+
+from .quants import row_dot, row_view, rows_dot4, widen_row, x_sums  # noqa: E402
 
 # Sums may be reordered (that is what lets LLVM vectorise a dot product); inf and nan keep their meaning,
 # which the masked softmax relies on.
