@@ -79,7 +79,7 @@ def linear(x: np.ndarray, w) -> np.ndarray:
         if r1 - r0 == OUT:
             np.matmul(x, chunk.T, out=out)
         else:
-            out[:, r0:r1] = x @ chunk.T
+            out[:, r0:r1] = x @ chunk[:r1 - r0].T
     return out
 
 

@@ -113,6 +113,17 @@ def test_linear_matches_reference(fmt, T):
     np.testing.assert_allclose(kernels.linear(x, w), expected, rtol=0, atol=2e-6 * max(1, np.abs(expected).max()))
 
 
+@pytest.mark.parametrize("fmt", ["bf16", "q4_k"])
+def test_linear_widens_in_chunks_with_a_short_last_one(fmt, monkeypatch):
+    """Prefill widens CHUNK_BYTES of rows at a time for BLAS: make that 40 rows, so 100 rows take three chunks
+    and the last is short."""
+    IN = width(fmt, 64)
+    monkeypatch.setattr(kernels, "CHUNK_BYTES", 40 * 4 * IN)
+    w, x = weight(fmt, 100, IN), randn(kernels.BLAS_TOKENS + 3, IN)
+    expected = ops.linear(x, w)
+    np.testing.assert_allclose(kernels.linear(x, w), expected, rtol=0, atol=2e-6 * max(1, np.abs(expected).max()))
+
+
 def test_linear_reads_bf16_exactly():
     # bf16 values that are small integers: the products and sums are exact in fp32, so any error is a bug
     w = readonly(float32_to_bf16(rng.integers(-8, 9, size=(19, 33)).astype(np.float32)))
