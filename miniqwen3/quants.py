@@ -644,30 +644,132 @@ def widen_q4_k(row, out):
 @jit
 def dot_q4_k(x, xsum, row):
     """x: [IN] fp32, xsum: x_sums(x) [IN / 32], row: uint8 [IN / 256 * 144] -> fp32
-    per block: d * sum_s sc[s] * (x . q over sub-block s) - dmin * sum_s m[s] * xsum[s], its 8 sub-block sums
-    in one loop."""
+    per block d * sum_s sc[s] * (x . q over sub-block s) - dmin * sum_s m[s] * xsum[s] (`q4_k_block_dot`)."""
     acc = np.float32(0)
     for b in range(row.size // 144):
-        o, xo, q = 144 * b, 256 * b, 144 * b + 16
-        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0)
-        for l in range(32):
-            v0, v1, v2, v3 = row[q + l], row[q + 32 + l], row[q + 64 + l], row[q + 96 + l]
-            s0 += x[xo + l] * np.float32(v0 & 15)
-            s1 += x[xo + 32 + l] * np.float32(v0 & 240)
-            s2 += x[xo + 64 + l] * np.float32(v1 & 15)
-            s3 += x[xo + 96 + l] * np.float32(v1 & 240)
-            s4 += x[xo + 128 + l] * np.float32(v2 & 15)
-            s5 += x[xo + 160 + l] * np.float32(v2 & 240)
-            s6 += x[xo + 192 + l] * np.float32(v3 & 15)
-            s7 += x[xo + 224 + l] * np.float32(v3 & 240)
-        acc += k_block_sum(row, o, xsum, 8 * b, s0, s1, s2, s3, s4, s5, s6, s7)
+        o = 144 * b
+        acc += q4_k_block_dot(x, 256 * b, xsum, 8 * b, row, o)
     return acc
+
+
+def q4_k_block_dot(x, xo, xsum, k, row, o):
+    """The Q4_K block at row[o] dotted with x[xo:xo + 256]: d * sum_s sc[s] * (x . q over sub-block s)
+    - dmin * sum_s m[s] * xsum[k + s]. Plain NumPy here; compiled, it is written in LLVM's vector IR
+    (`_q4_k_block_dot_ir`)."""
+    block = row[o:o + 144].reshape(1, 144)
+    sc, m = unpack_scales_k(block[:, 4:16])                                    # [1, 8]
+    qs = block[0, 16:144].reshape(4, 1, 32)
+    q = np.concatenate([qs & 15, qs >> 4], axis=1).reshape(8, 32)            # [sub-block, l]
+    sums = (x[xo:xo + 256].reshape(8, 32) * q).sum(axis=1)                    # [8]
+    return np.float32(fp16_at(row, o) * (sc[0] * sums).sum() - fp16_at(row, o + 2) * (m[0] * xsum[k:k + 8]).sum())
+
+
+@numba.extending.overload(q4_k_block_dot, jit_options={"fastmath": FASTMATH}, inline="always")
+def _q4_k_block_dot_compiled(x, xo, xsum, k, row, o):
+    return lambda x, xo, xsum, k, row, o: _q4_k_block_dot_ir(x, xo, xsum, k, row, o, fp16_at(row, o),
+                                                             fp16_at(row, o + 2))
+
+
+# Why IR: LLVM vectorises the loop form of this dot (8 sub-block sums in one loop over 32, as
+# `dot_q5_k_bytes`) but then reduces each of the 8 vector sums to a scalar and unpacks and applies the scales
+# one by one, about as much work as the products themselves. Here the 8 sums stay vectors until one transpose-and-add makes them the vector
+# [S0..S7], which meets the vector of 8 scales (unpacked from the 12 bytes with byte shuffles) and the vector
+# of 8 mins times xsum[k:k + 8]: one horizontal sum a block. Measured 1.3x the loop form's speed.
+
+_F32x8, _I32x8, _I8x8, _I8x16 = (llvmlite.ir.VectorType(t, n) for t, n in (
+    (llvmlite.ir.FloatType(), 8), (llvmlite.ir.IntType(32), 8), (llvmlite.ir.IntType(8), 8),
+    (llvmlite.ir.IntType(8), 16)))
+
+
+def _vec(ty, values):
+    return llvmlite.ir.Constant(ty, list(values))
+
+
+def _pairwise_add(builder, a, b):
+    """[a0+a1, a2+a3, b0+b1, b2+b3, a4+a5, a6+a7, b4+b5, b6+b7] of two <8 x float> (AVX's vhaddps)."""
+    even = builder.shuffle_vector(a, b, _vec(_I32x8, [0, 2, 8, 10, 4, 6, 12, 14]))
+    odd = builder.shuffle_vector(a, b, _vec(_I32x8, [1, 3, 9, 11, 5, 7, 13, 15]))
+    return builder.fadd(even, odd)
+
+
+def _load(builder, base, offset, vector_type, align):
+    """The vector_type at base + offset elements."""
+    ptr = builder.gep(base, [llvmlite.ir.Constant(llvmlite.ir.IntType(64), offset)])
+    return builder.load(builder.bitcast(ptr, vector_type.as_pointer()), align=align)
+
+
+def _horizontal_sum(builder, v):
+    """v0 + ... + v7 of a <8 x float>: halves added, then pairs."""
+    four = llvmlite.ir.VectorType(llvmlite.ir.IntType(32), 4)
+    h = builder.fadd(builder.shuffle_vector(v, v, _vec(four, [0, 1, 2, 3])),
+                     builder.shuffle_vector(v, v, _vec(four, [4, 5, 6, 7])))
+    h = builder.fadd(h, builder.shuffle_vector(h, h, _vec(four, [2, 3, 0, 1])))
+    h = builder.fadd(h, builder.shuffle_vector(h, h, _vec(four, [1, 0, 3, 2])))
+    return builder.extract_element(h, llvmlite.ir.Constant(llvmlite.ir.IntType(32), 0))
+
+
+def _splat(builder, value):
+    v = builder.insert_element(llvmlite.ir.Constant(_F32x8, llvmlite.ir.Undefined), value,
+                               llvmlite.ir.Constant(llvmlite.ir.IntType(32), 0))
+    return builder.shuffle_vector(v, v, _vec(_I32x8, [0] * 8))
+
+
+@numba.extending.intrinsic
+def _q4_k_block_dot_ir(typingctx, x, xo, xsum, k, row, o, d, dmin):
+    """`q4_k_block_dot` in LLVM vector IR; x, xsum: C-contiguous fp32, row: C-contiguous uint8."""
+    f32_c = [isinstance(a, numba.types.Array) and a.dtype == numba.types.float32 and a.layout == "C"
+             for a in (x, xsum)]
+    if not (all(f32_c) and isinstance(row, numba.types.Array) and row.dtype == numba.types.uint8
+            and row.layout == "C"):
+        raise numba.core.errors.TypingError("q4_k_block_dot needs C-contiguous fp32 x and xsum and uint8 row")
+
+    def codegen(context, builder, signature, args):
+        xs_, xo_, sums_, k_, row_, o_, d_, dmin_ = args
+        xp = builder.gep(context.make_array(signature.args[0])(context, builder, xs_).data, [xo_])
+        sp = builder.gep(context.make_array(signature.args[2])(context, builder, sums_).data, [k_])
+        rp = builder.gep(context.make_array(signature.args[4])(context, builder, row_).data, [o_])
+        lo, hi = _vec(_I32x8, [15] * 8), _vec(_I32x8, [240] * 8)
+        sub_sums = []                    # sub-block 2c: low nibbles of qs[32c:32c + 32], 2c + 1: high (times 16)
+        for c in range(4):
+            s_lo = s_hi = None
+            for t in range(4):           # 8 bytes, 8 weights of each sub-block
+                v = builder.zext(_load(builder, rp, 16 + 32 * c + 8 * t, _I8x8, 1), _I32x8)
+                q_lo, q_hi = builder.uitofp(builder.and_(v, lo), _F32x8), builder.uitofp(builder.and_(v, hi), _F32x8)
+                p_lo = builder.fmul(_load(builder, xp, 64 * c + 8 * t, _F32x8, 4), q_lo)
+                p_hi = builder.fmul(_load(builder, xp, 64 * c + 32 + 8 * t, _F32x8, 4), q_hi)
+                s_lo = p_lo if s_lo is None else builder.fadd(s_lo, p_lo)
+                s_hi = p_hi if s_hi is None else builder.fadd(s_hi, p_hi)
+            sub_sums += [s_lo, s_hi]
+        t = [_pairwise_add(builder, sub_sums[2 * i], sub_sums[2 * i + 1]) for i in range(4)]
+        u0, u1 = _pairwise_add(builder, t[0], t[1]), _pairwise_add(builder, t[2], t[3])  # [S0..S3 halves | ...]
+        sums = builder.fadd(builder.shuffle_vector(u0, u1, _vec(_I32x8, [0, 1, 2, 3, 8, 9, 10, 11])),
+                            builder.shuffle_vector(u0, u1, _vec(_I32x8, [4, 5, 6, 7, 12, 13, 14, 15])))
+        # the scales' 12 bytes s[0..11] at o + 4 (16 bytes loaded: o + 4 .. o + 19, inside the block)
+        s = _load(builder, rp, 4, _I8x16, 1)
+
+        def pick(*idx):
+            return builder.shuffle_vector(s, s, _vec(_I32x8, idx))
+
+        def top2(*idx):                  # bits 6-7 of s[idx] moved to bits 4-5, for sub-blocks 4..7 only
+            shifted = builder.shl(builder.lshr(pick(*idx), _vec(_I8x8, [6] * 8)), _vec(_I8x8, [4] * 8))
+            return builder.and_(shifted, _vec(_I8x8, [0] * 4 + [48] * 4))
+        sc = builder.or_(builder.and_(pick(0, 1, 2, 3, 8, 9, 10, 11), _vec(_I8x8, [63] * 4 + [15] * 4)),
+                         top2(0, 1, 2, 3, 0, 1, 2, 3))
+        m_low = builder.and_(pick(4, 5, 6, 7, 8, 9, 10, 11), _vec(_I8x8, [63] * 4 + [240] * 4))
+        m = builder.or_(builder.lshr(m_low, _vec(_I8x8, [0] * 4 + [4] * 4)), top2(4, 5, 6, 7, 4, 5, 6, 7))
+        sc_f = builder.uitofp(builder.zext(sc, _I32x8), _F32x8)
+        m_f = builder.uitofp(builder.zext(m, _I32x8), _F32x8)
+        d_sc = builder.fmul(builder.fmul(_splat(builder, d_), _vec(_F32x8, [1.0, 1 / 16] * 4)), sc_f)
+        dmin_m = builder.fmul(_splat(builder, dmin_), m_f)
+        terms = builder.fsub(builder.fmul(d_sc, sums), builder.fmul(dmin_m, _load(builder, sp, 0, _F32x8, 4)))
+        return _horizontal_sum(builder, terms)
+    return numba.types.float32(x, xo, xsum, k, row, o, d, dmin), codegen
 
 
 @inline_jit
 def k_block_sum(row, o, xsum, k, s0, s1, s2, s3, s4, s5, s6, s7):
-    """A Q4_K/Q5_K block's share of a dot from its 8 sub-block sums of x * q (odd sub-blocks' q taken times
-    16): d * sum_s sc[s] s_s - dmin * sum_s m[s] xsum[k + s]."""
+    """A Q5_K block's share of a dot from its 8 sub-block sums s_s of x * q:
+    d * sum_s sc[s] s_s - dmin * sum_s m[s] xsum[k + s]."""
     sc0, m0 = scale_min_k(row, o + 4, 0)
     sc1, m1 = scale_min_k(row, o + 4, 1)
     sc2, m2 = scale_min_k(row, o + 4, 2)
@@ -676,7 +778,7 @@ def k_block_sum(row, o, xsum, k, s0, s1, s2, s3, s4, s5, s6, s7):
     sc5, m5 = scale_min_k(row, o + 4, 5)
     sc6, m6 = scale_min_k(row, o + 4, 6)
     sc7, m7 = scale_min_k(row, o + 4, 7)
-    scaled = sc0 * s0 + sc2 * s2 + sc4 * s4 + sc6 * s6 + SIXTEENTH * (sc1 * s1 + sc3 * s3 + sc5 * s5 + sc7 * s7)
+    scaled = sc0 * s0 + sc1 * s1 + sc2 * s2 + sc3 * s3 + sc4 * s4 + sc5 * s5 + sc6 * s6 + sc7 * s7
     mins = (m0 * xsum[k] + m1 * xsum[k + 1] + m2 * xsum[k + 2] + m3 * xsum[k + 3] + m4 * xsum[k + 4]
             + m5 * xsum[k + 5] + m6 * xsum[k + 6] + m7 * xsum[k + 7])
     return fp16_at(row, o) * scaled - fp16_at(row, o + 2) * mins
@@ -755,9 +857,7 @@ def dot_q5_k_bytes(x, xsum, row, q):
             s5 += x[e + 160] * np.float32(q[e + 160])
             s6 += x[e + 192] * np.float32(q[e + 192])
             s7 += x[e + 224] * np.float32(q[e + 224])
-        sixteen = np.float32(16)    # k_block_sum takes the odd sub-blocks' sums times 16 (Q4_K's high nibbles)
-        acc += k_block_sum(row, 176 * b, xsum, 8 * b, s0, sixteen * s1, s2, sixteen * s3, s4, sixteen * s5, s6,
-                           sixteen * s7)
+        acc += k_block_sum(row, 176 * b, xsum, 8 * b, s0, s1, s2, s3, s4, s5, s6, s7)
     return acc
 
 
