@@ -787,10 +787,10 @@ def k_block_sum(row, o, xsum, k, s0, s1, s2, s3, s4, s5, s6, s7):
 @jit
 def dot4_q4_k(x, xsum, r0, r1, r2, r3, y, c):
     """y[c + i] = x . r_i for i = 0..3: four `dot_q4_k`, one after the other (x stays in L1). Sharing each x
-    load across four rows needs 4 x 8 sums, more than the 16 vector registers: measured slower. Also measured
-    no faster: one running sum per block or per four rows with the scales folded into x (a multiply per weight),
-    or into q as 32-bit products; Q6_K's two passes through scratch bytes of q and scale; the 8 sums' horizontal
-    adds done as one vector transpose (hand-written LLVM IR); the block's scale arithmetic in a second pass."""
+    load across four rows needs 4 x 8 sums, more than the 16 vector registers: measured slower. In the loop
+    form, also measured no faster: one running sum per block or per four rows with the scales folded into x (a
+    multiply per weight) or into q (32-bit products); Q6_K's two passes through scratch bytes of q and scale;
+    the block's scale arithmetic in a second pass; only the 8 sums' transpose in IR (1.06x)."""
     y[c], y[c + 1] = dot_q4_k(x, xsum, r0), dot_q4_k(x, xsum, r1)
     y[c + 2], y[c + 3] = dot_q4_k(x, xsum, r2), dot_q4_k(x, xsum, r3)
 

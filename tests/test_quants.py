@@ -285,6 +285,26 @@ def test_numba_kernels_match_numpy(kind):
     assert relative_dot_error(y[2:6], w[:4], x).max() < 1e-6
 
 
+def test_q4_k_block_dot_as_plain_numpy_and_compiled():
+    """The Q4_K block dot is plain NumPy when called from Python (NUMBA_DISABLE_JIT, notebooks) and LLVM vector
+    IR when compiled: both equal the dequantized block times x, block by block (offsets inside a row)."""
+    rng = np.random.default_rng(12)
+    row = random_rows(Q.Q4_K, 1, 4 * 256, rng)[0]                          # block 0 has d = dmin = 0
+    w = Q.dequantize_q4_k(row.reshape(4, 144))                               # [4, 256]
+    x = rng.standard_normal(4 * 256).astype(np.float32)
+    xsum = Q.x_sums(x)
+
+    @numba.njit
+    def compiled(x, xsum, row, b):
+        return Q.q4_k_block_dot(x, 256 * b, xsum, 8 * b, row, 144 * b)
+
+    assert Q.q4_k_block_dot(x, 0, xsum, 0, row, 0) == compiled(x, xsum, row, 0) == 0
+    for b in range(1, 4):
+        plain = Q.q4_k_block_dot(x, 256 * b, xsum, 8 * b, row, 144 * b)
+        assert relative_dot_error(plain, w[b], x[256 * b:256 * b + 256]) < 1e-6
+        assert relative_dot_error(compiled(x, xsum, row, b), w[b], x[256 * b:256 * b + 256]) < 1e-6
+
+
 def plain_weights(rng, OUT, IN):
     """The plain types, as miniqwen3 holds them: fp32, fp16, bf16 bits (uint16), each with its fp32 values."""
     f32 = rng.standard_normal((OUT, IN)).astype(np.float32)
