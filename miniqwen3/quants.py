@@ -672,9 +672,10 @@ def _q4_k_block_dot_compiled(x, xo, xsum, k, row, o):
 
 # Why IR: LLVM vectorises the loop form of this dot (8 sub-block sums in one loop over 32, as
 # `dot_q5_k_bytes`) but then reduces each of the 8 vector sums to a scalar and unpacks and applies the scales
-# one by one, about as much work as the products themselves. Here the 8 sums stay vectors until one transpose-and-add makes them the vector
-# [S0..S7], which meets the vector of 8 scales (unpacked from the 12 bytes with byte shuffles) and the vector
-# of 8 mins times xsum[k:k + 8]: one horizontal sum a block. Measured 1.3x the loop form's speed.
+# one by one, about as much work as the products themselves. Here the 8 sums stay vectors until one
+# transpose-and-add makes them the vector [S0..S7], which meets the vector of 8 scales (unpacked from the 12
+# bytes with byte shuffles) and the vector of 8 mins times xsum[k:k + 8]: one horizontal sum a block.
+# Measured 1.2-1.3x the loop form's speed.
 
 _F32x8, _I32x8, _I8x8, _I8x16 = (llvmlite.ir.VectorType(t, n) for t, n in (
     (llvmlite.ir.FloatType(), 8), (llvmlite.ir.IntType(32), 8), (llvmlite.ir.IntType(8), 8),
@@ -690,6 +691,21 @@ def _pairwise_add(builder, a, b):
     even = builder.shuffle_vector(a, b, _vec(_I32x8, [0, 2, 8, 10, 4, 6, 12, 14]))
     odd = builder.shuffle_vector(a, b, _vec(_I32x8, [1, 3, 9, 11, 5, 7, 13, 15]))
     return builder.fadd(even, odd)
+
+
+def _transpose_add(builder, v):
+    """[sum(v[0]), ..., sum(v[7])] of 8 <8 x float>: three rounds of pairwise adds, then the two halves."""
+    t = [_pairwise_add(builder, v[2 * i], v[2 * i + 1]) for i in range(4)]
+    u0, u1 = _pairwise_add(builder, t[0], t[1]), _pairwise_add(builder, t[2], t[3])   # [S0..S3 | S0..S3] ...
+    return builder.fadd(builder.shuffle_vector(u0, u1, _vec(_I32x8, [0, 1, 2, 3, 8, 9, 10, 11])),
+                        builder.shuffle_vector(u0, u1, _vec(_I32x8, [4, 5, 6, 7, 12, 13, 14, 15])))
+
+
+def _require_c_arrays(name, *arrays_and_dtypes):
+    """Typing check of an IR kernel's arrays: C-contiguous with the given dtypes (it reads their memory)."""
+    for a, dtype in arrays_and_dtypes:
+        if not (isinstance(a, numba.types.Array) and a.dtype == dtype and a.layout == "C"):
+            raise numba.core.errors.TypingError(f"{name} needs C-contiguous {dtype} arrays, got {a}")
 
 
 def _load(builder, base, offset, vector_type, align):
@@ -717,11 +733,8 @@ def _splat(builder, value):
 @numba.extending.intrinsic
 def _q4_k_block_dot_ir(typingctx, x, xo, xsum, k, row, o, d, dmin):
     """`q4_k_block_dot` in LLVM vector IR; x, xsum: C-contiguous fp32, row: C-contiguous uint8."""
-    f32_c = [isinstance(a, numba.types.Array) and a.dtype == numba.types.float32 and a.layout == "C"
-             for a in (x, xsum)]
-    if not (all(f32_c) and isinstance(row, numba.types.Array) and row.dtype == numba.types.uint8
-            and row.layout == "C"):
-        raise numba.core.errors.TypingError("q4_k_block_dot needs C-contiguous fp32 x and xsum and uint8 row")
+    _require_c_arrays("q4_k_block_dot", (x, numba.types.float32), (xsum, numba.types.float32),
+                      (row, numba.types.uint8))
 
     def codegen(context, builder, signature, args):
         xs_, xo_, sums_, k_, row_, o_, d_, dmin_ = args
@@ -740,10 +753,7 @@ def _q4_k_block_dot_ir(typingctx, x, xo, xsum, k, row, o, d, dmin):
                 s_lo = p_lo if s_lo is None else builder.fadd(s_lo, p_lo)
                 s_hi = p_hi if s_hi is None else builder.fadd(s_hi, p_hi)
             sub_sums += [s_lo, s_hi]
-        t = [_pairwise_add(builder, sub_sums[2 * i], sub_sums[2 * i + 1]) for i in range(4)]
-        u0, u1 = _pairwise_add(builder, t[0], t[1]), _pairwise_add(builder, t[2], t[3])  # [S0..S3 halves | ...]
-        sums = builder.fadd(builder.shuffle_vector(u0, u1, _vec(_I32x8, [0, 1, 2, 3, 8, 9, 10, 11])),
-                            builder.shuffle_vector(u0, u1, _vec(_I32x8, [4, 5, 6, 7, 12, 13, 14, 15])))
+        sums = _transpose_add(builder, sub_sums)                                  # [S0 .. S7]
         # the scales' 12 bytes s[0..11] at o + 4 (16 bytes loaded: o + 4 .. o + 19, inside the block)
         s = _load(builder, rp, 4, _I8x16, 1)
 
@@ -878,10 +888,10 @@ def dot4_q5_k(x, xsum, r0, r1, r2, r3, y, c):
 # Q6_K: 210 bytes | ql[128] | qh[64] | scales[16] int8 | d |   q = low 4 bits from ql, top 2 from qh
 #                                                             w = d * sc[e // 16] * (q - 32)
 # Read in two passes over a row. The bit work (nibbles and 2-bit pieces into 6-bit values) is done on bytes,
-# 32 to a vector instruction, into two scratch rows of bytes: q - 32 and the scale of each weight. The dot then
-# reads those like a Q8_0 row: sc * q is an integer product (`mul32`) and one conversion per weight, and with
-# the scale beside each weight one running sum covers a whole block (a sum per 16-weight sub-block, applied
-# once, needs a horizontal sum per 16 weights: measured 1.6x slower).
+# 32 to a vector instruction, into a scratch row of bytes q - 32 (`q6_k_bytes`). The dot then reads those
+# like a Q8_0 row, a block at a time in LLVM vector IR as `q4_k_block_dot` (16 sub-block sums kept as vectors,
+# two transposes, one horizontal sum a block): measured 1.2x a loop with each weight's scale beside it, and
+# that loop 1.6x the one-pass loop form (a horizontal sum per 16 weights).
 
 @inline_jit
 def mul32(a, b):
@@ -894,22 +904,31 @@ SECOND_HALF = np.array([0] * 16 + [-1] * 16, np.int8)   # all bits set where l >
 
 
 @jit
-def q6_k_bytes(row, q, sc):
-    """row: uint8 [IN / 256 * 210] -> q: int8 [IN], the 6-bit values minus 32; sc: int8 [IN], each weight's
-    scale. In half h of a block (ql from 64h, qh from 32h) byte l gives elements l, l + 32, l + 64, l + 96, of
-    sub-blocks 2k + (l >= 16) for k = 0..3."""
-    scales = row.view(np.int8)
+def q6_k_bytes(row, q):
+    """row: uint8 [IN / 256 * 210] -> q: int8 [IN], the 6-bit values minus 32. In half h of a block (ql from
+    64h, qh from 32h) byte l gives elements l, l + 32, l + 64, l + 96."""
     for b in range(row.size // 210):
         for h in range(2):
-            ql, qh, e, s = 210 * b + 64 * h, 210 * b + 128 + 32 * h, 256 * b + 128 * h, 210 * b + 192 + 8 * h
-            c0, c1, c2, c3 = scales[s], scales[s + 2], scales[s + 4], scales[s + 6]      # sub-blocks 0, 2, 4, 6
-            d0, d1, d2, d3 = scales[s + 1], scales[s + 3], scales[s + 5], scales[s + 7]  # 1, 3, 5, 7 of the half
+            ql, qh, e = 210 * b + 64 * h, 210 * b + 128 + 32 * h, 256 * b + 128 * h
             for l in range(32):
                 v0, v1, hi = row[ql + l], row[ql + 32 + l], row[qh + l]
                 q[e + l] = int((v0 & 15) | ((hi & 3) << 4)) - 32
                 q[e + 32 + l] = int((v1 & 15) | ((hi & 12) << 2)) - 32
                 q[e + 64 + l] = int((v0 >> 4) | (hi & 48)) - 32
                 q[e + 96 + l] = int((v1 >> 4) | ((hi >> 2) & 48)) - 32
+
+
+@jit
+def q6_k_weight_scales(row, sc):
+    """row: uint8 [IN / 256 * 210] -> sc: int8 [IN], each weight's scale (element e of a block: scales[e // 16];
+    written in the order of `q6_k_bytes`: sub-blocks 2k + (l >= 16) of each half)."""
+    scales = row.view(np.int8)
+    for b in range(row.size // 210):
+        for h in range(2):
+            e, s = 256 * b + 128 * h, 210 * b + 192 + 8 * h
+            c0, c1, c2, c3 = scales[s], scales[s + 2], scales[s + 4], scales[s + 6]      # sub-blocks 0, 2, 4, 6
+            d0, d1, d2, d3 = scales[s + 1], scales[s + 3], scales[s + 5], scales[s + 7]  # 1, 3, 5, 7 of the half
+            for l in range(32):
                 m = SECOND_HALF[l]
                 sc[e + l], sc[e + 32 + l] = (c0 & ~m) | (d0 & m), (c1 & ~m) | (d1 & m)
                 sc[e + 64 + l], sc[e + 96 + l] = (c2 & ~m) | (d2 & m), (c3 & ~m) | (d3 & m)
@@ -919,7 +938,8 @@ def q6_k_bytes(row, q, sc):
 def widen_q6_k(row, out):
     """row: uint8 [IN / 256 * 210] -> out: fp32 [IN]"""
     q, sc = np.empty((2, out.size), np.int8)      # one allocation: scratch rows of q - 32 and of scales
-    q6_k_bytes(row, q, sc)
+    q6_k_bytes(row, q)
+    q6_k_weight_scales(row, sc)
     for b in range(row.size // 210):
         d = fp16_at(row, 210 * b + 208)
         for l in range(256):
@@ -929,43 +949,69 @@ def widen_q6_k(row, out):
 
 @jit
 def dot_q6_k(x, row):
-    """x: [IN] fp32, row: uint8 [IN / 256 * 210] -> fp32; per block d * sum_e x_e * sc_e * (q_e - 32)."""
-    q, sc = np.empty((2, x.size), np.int8)
-    q6_k_bytes(row, q, sc)
+    """x: [IN] fp32, row: uint8 [IN / 256 * 210] -> fp32; per block d * sum_j sc[j] * (x . (q - 32) over
+    sub-block j), from a scratch row of q - 32 (`q6_k_bytes`, `q6_k_block_dot`)."""
+    q = np.empty(x.size, np.int8)
+    return dot_q6_k_bytes(x, row, q)
+
+
+@jit
+def dot_q6_k_bytes(x, row, q):
+    """`dot_q6_k` with q: int8 [IN] as its scratch row."""
+    q6_k_bytes(row, q)
     acc = np.float32(0)
     for b in range(row.size // 210):
-        s = np.float32(0)
-        for l in range(256):
-            e = 256 * b + l
-            s += x[e] * np.float32(mul32(sc[e], q[e]))
-        acc += fp16_at(row, 210 * b + 208) * s
+        acc += q6_k_block_dot(x, 256 * b, q, row, 210 * b)
     return acc
 
 
 @jit
 def dot4_q6_k(x, r0, r1, r2, r3, y, c):
-    """y[c + i] = x . r_i for i = 0..3 (as `dot_q6_k`), x read once: each x value feeds the four rows' sums."""
-    q, sc = np.empty((2, 4, x.size), np.int8)
-    q6_k_bytes(r0, q[0], sc[0])
-    q6_k_bytes(r1, q[1], sc[1])
-    q6_k_bytes(r2, q[2], sc[2])
-    q6_k_bytes(r3, q[3], sc[3])
-    a0 = a1 = a2 = a3 = np.float32(0)
-    for b in range(r0.size // 210):
-        s0 = s1 = s2 = s3 = np.float32(0)
-        for l in range(256):
-            e = 256 * b + l
-            u = x[e]
-            s0 += u * np.float32(mul32(sc[0, e], q[0, e]))
-            s1 += u * np.float32(mul32(sc[1, e], q[1, e]))
-            s2 += u * np.float32(mul32(sc[2, e], q[2, e]))
-            s3 += u * np.float32(mul32(sc[3, e], q[3, e]))
-        o = 210 * b + 208
-        a0 += fp16_at(r0, o) * s0
-        a1 += fp16_at(r1, o) * s1
-        a2 += fp16_at(r2, o) * s2
-        a3 += fp16_at(r3, o) * s3
-    y[c], y[c + 1], y[c + 2], y[c + 3] = a0, a1, a2, a3
+    """y[c + i] = x . r_i for i = 0..3: four `dot_q6_k`, one after the other, in one scratch row."""
+    q = np.empty(x.size, np.int8)
+    y[c], y[c + 1] = dot_q6_k_bytes(x, r0, q), dot_q6_k_bytes(x, r1, q)
+    y[c + 2], y[c + 3] = dot_q6_k_bytes(x, r2, q), dot_q6_k_bytes(x, r3, q)
+
+
+def q6_k_block_dot(x, xo, q, row, o):
+    """The Q6_K block at row[o], its values minus 32 already in q[xo:xo + 256] (`q6_k_bytes`), dotted with
+    x[xo:xo + 256]: d * sum_j sc[j] * (x . (q - 32) over sub-block j). Plain NumPy here; compiled, LLVM vector
+    IR (`_q6_k_block_dot_ir`)."""
+    sc = row[o + 192:o + 208].view(np.int8).astype(np.float32)                 # [16]
+    sums = (x[xo:xo + 256].reshape(16, 16) * q[xo:xo + 256].reshape(16, 16)).sum(axis=1)
+    return np.float32(fp16_at(row, o + 208) * (sc * sums).sum())
+
+
+@numba.extending.overload(q6_k_block_dot, jit_options={"fastmath": FASTMATH}, inline="always")
+def _q6_k_block_dot_compiled(x, xo, q, row, o):
+    return lambda x, xo, q, row, o: _q6_k_block_dot_ir(x, xo, q, row, o, fp16_at(row, o + 208))
+
+
+@numba.extending.intrinsic
+def _q6_k_block_dot_ir(typingctx, x, xo, q, row, o, d):
+    """`q6_k_block_dot` in LLVM vector IR; x: C-contiguous fp32, q: C-contiguous int8, row: C-contiguous uint8."""
+    _require_c_arrays("q6_k_block_dot", (x, numba.types.float32), (q, numba.types.int8), (row, numba.types.uint8))
+
+    def codegen(context, builder, signature, args):
+        x_, xo_, q_, row_, o_, d_ = args
+        xp = builder.gep(context.make_array(signature.args[0])(context, builder, x_).data, [xo_])
+        qp = builder.gep(context.make_array(signature.args[2])(context, builder, q_).data, [xo_])
+        rp = builder.gep(context.make_array(signature.args[3])(context, builder, row_).data, [o_])
+        scales = _load(builder, rp, 192, _I8x16, 1)
+        terms = None
+        for h in range(2):                                   # sub-blocks 8h .. 8h + 7
+            sums = [None] * 8
+            for j in range(8):
+                for u in range(2):                           # 8 weights of sub-block 8h + j
+                    e = 128 * h + 16 * j + 8 * u
+                    qf = builder.sitofp(builder.sext(_load(builder, qp, e, _I8x8, 1), _I32x8), _F32x8)
+                    p = builder.fmul(_load(builder, xp, e, _F32x8, 4), qf)
+                    sums[j] = p if sums[j] is None else builder.fadd(sums[j], p)
+            sc = builder.shuffle_vector(scales, scales, _vec(_I32x8, range(8 * h, 8 * h + 8)))
+            t = builder.fmul(builder.sitofp(builder.sext(sc, _I32x8), _F32x8), _transpose_add(builder, sums))
+            terms = t if terms is None else builder.fadd(terms, t)
+        return builder.fmul(d_, _horizontal_sum(builder, terms))
+    return numba.types.float32(x, xo, q, row, o, d), codegen
 
 
 # --- dispatch on the type code -------------------------------------------------------------------

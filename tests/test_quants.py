@@ -305,6 +305,26 @@ def test_q4_k_block_dot_as_plain_numpy_and_compiled():
         assert relative_dot_error(compiled(x, xsum, row, b), w[b], x[256 * b:256 * b + 256]) < 1e-6
 
 
+def test_q6_k_block_dot_as_plain_numpy_and_compiled():
+    """The same for Q6_K's block dot, which reads the values from the scratch row `q6_k_bytes` writes."""
+    rng = np.random.default_rng(13)
+    row = random_rows(Q.Q6_K, 1, 4 * 256, rng)[0]                          # block 0 has d = 0
+    w = Q.dequantize_q6_k(row.reshape(4, 210))                               # [4, 256]
+    x = rng.standard_normal(4 * 256).astype(np.float32)
+    q = np.empty(4 * 256, np.int8)
+    Q.q6_k_bytes(row, q)
+
+    @numba.njit
+    def compiled(x, q, row, b):
+        return Q.q6_k_block_dot(x, 256 * b, q, row, 210 * b)
+
+    assert Q.q6_k_block_dot(x, 0, q, row, 0) == compiled(x, q, row, 0) == 0
+    for b in range(1, 4):
+        plain = Q.q6_k_block_dot(x, 256 * b, q, row, 210 * b)
+        assert relative_dot_error(plain, w[b], x[256 * b:256 * b + 256]) < 1e-6
+        assert relative_dot_error(compiled(x, q, row, b), w[b], x[256 * b:256 * b + 256]) < 1e-6
+
+
 def plain_weights(rng, OUT, IN):
     """The plain types, as miniqwen3 holds them: fp32, fp16, bf16 bits (uint16), each with its fp32 values."""
     f32 = rng.standard_normal((OUT, IN)).astype(np.float32)
