@@ -151,6 +151,15 @@ def run_miniqwen3(path: Path, args) -> dict:
 
 # --- the run -------------------------------------------------------------------------------------
 
+def wait_for_quiet(minutes: float, limit: float = 0.8) -> float:
+    """Other people's jobs share these cores: wait up to `minutes` for the 1-minute load to drop below
+    `limit`; return the load when going ahead."""
+    deadline = time.time() + 60 * minutes
+    while os.getloadavg()[0] >= limit and time.time() < deadline:
+        time.sleep(15)
+    return os.getloadavg()[0]
+
+
 def file_info(path: Path) -> dict:
     """Size, architecture, depth and tensor types (count per type) of a GGUF file."""
     import gguf
@@ -177,6 +186,8 @@ def main():
     ap.add_argument("--skip-llama-bench", action="store_true")
     ap.add_argument("--skip-miniqwen3", action="store_true")
     ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--wait", type=float, default=0, help="minutes to wait at most for a quiet machine before "
+                                                           "each measurement (1-minute load below 0.8)")
     ap.add_argument("--tag", default="", help="results file name suffix: gguf-TAG.json / .md")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
@@ -205,10 +216,12 @@ def main():
               f"{info['tensor_types']}", flush=True)
         row = {"file": info}
         if not args.skip_llama_bench:
+            wait_for_quiet(args.wait)
             row["llama_bench"] = lb = run_llama_bench(args.llama_bench, path, args)
             print(f"  llama-bench: " + (f"prefill {lb['prefill_tok_s']:.1f} tok/s, decode {lb['decode_tok_s']:.2f} tok/s"
                                         if "error" not in lb else "FAILED " + lb["error"][-300:]), flush=True)
         if not args.skip_miniqwen3:
+            wait_for_quiet(args.wait)
             row["miniqwen3"] = mq = run_miniqwen3(path, args)
             print(f"  miniqwen3:   " + (f"prefill {mq['prefill_tok_s']:.1f} tok/s, decode {mq['decode_tok_s']:.2f} "
                                         f"tok/s, peak RSS {mq['peak_rss_GiB']:.2f} GiB"
