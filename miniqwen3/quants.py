@@ -315,6 +315,10 @@ def quantize_q8_0(w: np.ndarray, rows_per_chunk: int = 4096) -> QuantWeight:
 #   256-weight blocks, then on the last blocks one by one.
 # - Loops over blocks count from 0 (`for g4 in range(nb // 4)`, not `range(0, nb, 4)`): LLVM then knows no
 #   index is negative, and Numba's wraparound of negative indices does not block the vectoriser.
+# - Integer products go through `mul32` (Numba multiplies in 64 bits; AVX2 has no 64-bit vector multiply).
+# Where the loop form still spends as much on reducing and scaling sums as on the products (Q4_K, Q6_K), a
+# block's dot is written in LLVM's vector IR (`q4_k_block_dot`, `q6_k_block_dot`), each a plain-NumPy function
+# when called from Python, as the other helpers here.
 # Sums are reordered (fastmath), so results equal the NumPy dequantizer's to float32 rounding, not bitwise.
 
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
