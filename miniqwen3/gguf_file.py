@@ -37,7 +37,7 @@ import gguf
 import numpy as np
 
 from .config import ConfigError, Qwen3Config
-from .hub import ModelNotFoundError, hf_cache_dir
+from .hub import ModelNotFoundError, cached_snapshot, hf_cache_dir
 from .quants import BLOCK_WEIGHTS, TYPE_NAMES, QuantWeight, type_name
 from .tokenizer import QWEN2_SPLIT_PATTERN, AddedToken, Tokenizer, _check_merges, _check_vocab
 from .weights import (AttentionWeights, CheckpointError, LayerWeights, MLPWeights, MoEWeights, Weights,
@@ -523,17 +523,7 @@ def find_gguf(name, quant: str | None = None) -> Path | None:
 
 def _cached_gguf_snapshot(repo_id: str) -> Path | None:
     """The snapshot folder of repo_id in the local HF cache that holds .gguf files (refs/main first)."""
-    repo = hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
-    snapshots = repo / "snapshots"
-    if not snapshots.is_dir():
-        return None
-    ref = repo / "refs" / "main"
-    if ref.is_file():
-        folder = snapshots / ref.read_text().strip()
-        if any(folder.glob("*.gguf")):
-            return folder
-    found = sorted((p for p in snapshots.iterdir() if any(p.glob("*.gguf"))), key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
+    return cached_snapshot(repo_id, holds=lambda folder: any(folder.glob("*.gguf")))
 
 
 def load_gguf(path):

@@ -23,8 +23,9 @@ def hf_cache_dir() -> Path:
     return Path(home) / "hub"
 
 
-def cached_snapshot(repo_id: str) -> Path | None:
-    """The snapshot folder of repo_id in the local cache (the revision refs/main points to, else the newest)."""
+def cached_snapshot(repo_id: str, holds=lambda folder: (folder / "config.json").is_file()) -> Path | None:
+    """The snapshot folder of repo_id in the local cache that `holds` accepts (a checkpoint's config.json by
+    default): the revision refs/main points to, else the newest."""
     repo = hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
     snapshots = repo / "snapshots"
     if not snapshots.is_dir():
@@ -32,10 +33,9 @@ def cached_snapshot(repo_id: str) -> Path | None:
     ref = repo / "refs" / "main"
     if ref.is_file():
         folder = snapshots / ref.read_text().strip()
-        if (folder / "config.json").is_file():
+        if holds(folder):
             return folder
-    found = sorted((p for p in snapshots.iterdir() if (p / "config.json").is_file()),
-                   key=lambda p: p.stat().st_mtime)
+    found = sorted((p for p in snapshots.iterdir() if holds(p)), key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
 
 
