@@ -3,7 +3,8 @@
     h   = x + o_proj(attention(rope(q_norm(q)), rope(k_norm(k)), v))   on input_layernorm(x)
     out = h + mlp(post_attention_layernorm(h))        mlp: SwiGLU, or the MoE block on sparse layers
 
-The math lives in `ops` (plain NumPy). The model has three seams, and nothing else changes it from outside:
+The math lives in `ops` (plain NumPy). The model has four seams, and nothing else changes it or looks inside it from
+outside:
 
 - the backend: the hot ops (linear, swiglu, attention, moe_experts) are looked up on `self.ops`, which is `ops`
   itself or `kernels` (their Numba twins, same names and shapes); `set_backend` swaps them;
@@ -11,7 +12,10 @@ The math lives in `ops` (plain NumPy). The model has three seams, and nothing el
   probabilities, chosen experts and weights (`miniqwen3.routing`);
 - routing overrides: inside `with model.routing(top_k=..., drop=..., weights=..., inputs=...)` the MoE layers
   choose another number of experts, never choose some, weight them otherwise, or hand over their inputs.
-  Overrides nest and are undone on leaving the block, exceptions included.
+  Overrides nest and are undone on leaving the block, exceptions included;
+- the recording: `forward(..., record=Recording())` keeps a copy of every intermediate value of the pass (the
+  input of each layer, after each norm, q/k/v, after QK-Norm and RoPE, attention, residuals, router, MoE output,
+  final norm, logits), for the layer walk-through (notebook 06). Recording changes no value.
 """
 from __future__ import annotations
 
@@ -54,6 +58,35 @@ class KVCache:
     def truncate(self, n: int) -> None:
         """Forget positions n and later (e.g. to reuse a shared prompt prefix)."""
         self.length = min(self.length, n)
+
+
+@dataclass
+class Recording:
+    """Intermediate values of the forward calls made with `forward(..., record=this)`: values[(layer, name)] holds
+    one copy per call, in call order (prefill, then each decoded token). Layer None: the final norm and logits.
+    Per layer i, in the order the forward computes them (T tokens of the call):
+        input [T, H]   input_layernorm [T, H]   q_proj [T, NH, D]   k_proj, v_proj [T, NKV, D]
+        q_norm, q_rope [T, NH, D]   k_norm, k_rope [T, NKV, D]   attention [T, NH, D] (before o_proj)
+        o_proj [T, H]   attention_residual [T, H] (input + o_proj)   post_attention_layernorm [T, H]
+        MoE layers: router_logits, router_probs [T, E], experts, expert_weights [T, K] (as used, overrides applied)
+        mlp [T, H] (the MoE or dense MLP output)   output [T, H] (attention_residual + mlp)
+    then (None, "norm") [T, H] and (None, "logits") [T, V] (T = 1 with last_only)."""
+    values: dict = field(default_factory=dict)
+
+    def __call__(self, layer: int | None, **values) -> None:
+        for name, value in values.items():
+            self.values.setdefault((layer, name), []).append(np.array(value))  # a copy: later steps cannot alter it
+
+    def get(self, name: str, layer: int | None = None, call: int = -1) -> np.ndarray:
+        """The value recorded as `name` in `layer` during forward call number `call` (the last one by default)."""
+        if (layer, name) not in self.values:
+            names = sorted({n for _, n in self.values})
+            raise KeyError(f"nothing recorded as {name!r} in layer {layer} (names recorded: {names})")
+        return self.values[(layer, name)][call]
+
+
+def _no_record(layer, **values) -> None:
+    """The recorder of a forward call made without one."""
 
 
 @dataclass(frozen=True, eq=False)           # eq=False: two equal-looking blocks are still two blocks
@@ -115,10 +148,11 @@ class Model:
     # --- the forward pass ----------------------------------------------------------------------
 
     def forward(self, ids, cache: KVCache | None = None, trace: RoutingTrace | None = None,
-                last_only: bool = False) -> np.ndarray:
-        """Run tokens through the model, appending them to `cache` if given.
-        ids: [T] -> logits [T, V] (or [1, V] with last_only) float32"""
+                last_only: bool = False, record: Callable | None = None) -> np.ndarray:
+        """Run tokens through the model, appending them to `cache` if given; record(layer, name=value) is called
+        at every intermediate value (see `Recording`).  ids: [T] -> logits [T, V] (or [1, V] with last_only) float32"""
         c, w = self.config, self.weights
+        record = record or _no_record
         ids = self._check_ids(ids)
         cache = cache if cache is not None else KVCache()
         start, T = cache.length, len(ids)
@@ -128,37 +162,55 @@ class Model:
 
         x = ops.embed(ids, w.embed_tokens)                                             # [T, H]
         for i, layer in enumerate(w.layers):
+            record(i, input=x)
             h = ops.rms_norm(x, layer.input_layernorm, c.rms_norm_eps)
-            x = x + self.self_attention(h, layer.self_attn, cos, sin, cache, i)
+            record(i, input_layernorm=h)
+            x = x + self.self_attention(h, layer.self_attn, cos, sin, cache, i, record)
+            record(i, attention_residual=x)
             h = ops.rms_norm(x, layer.post_attention_layernorm, c.rms_norm_eps)
+            record(i, post_attention_layernorm=h)
             if isinstance(layer.mlp, MoEWeights):
-                x = x + self.moe_block(h, layer.mlp, i, trace, ids, positions)
+                y = self.moe_block(h, layer.mlp, i, trace, ids, positions, record)
             else:
-                x = x + self.ops.swiglu(h, layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj)
+                y = self.ops.swiglu(h, layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj)
+            record(i, mlp=y)
+            x = x + y
+            record(i, output=x)
         cache.length = start + T
 
         if last_only:
             x = x[-1:]
         x = ops.rms_norm(x, w.norm, c.rms_norm_eps)
-        return self.ops.linear(x, w.lm_head)                                          # [T, V]
+        record(None, norm=x)
+        logits = self.ops.linear(x, w.lm_head)                                        # [T, V]
+        record(None, logits=logits)
+        return logits
 
-    def self_attention(self, x, a: AttentionWeights, cos, sin, cache: KVCache, i: int) -> np.ndarray:
+    def self_attention(self, x, a: AttentionWeights, cos, sin, cache: KVCache, i: int,
+                       record: Callable = _no_record) -> np.ndarray:
         """GQA attention with QK-Norm before RoPE; new keys/values go into the cache.  x: [T, H] -> [T, H]"""
         c = self.config
         T, D = x.shape[0], c.head_dim
         q = self.ops.linear(x, a.q_proj).reshape(T, c.num_attention_heads, D)
         k = self.ops.linear(x, a.k_proj).reshape(T, c.num_key_value_heads, D)
         v = self.ops.linear(x, a.v_proj).reshape(T, c.num_key_value_heads, D)
+        record(i, q_proj=q, k_proj=k, v_proj=v)
         # QK-Norm: one RMSNorm over head_dim shared by all heads, then rotate each head
-        q = ops.apply_rope(ops.rms_norm(q, a.q_norm, c.rms_norm_eps), cos, sin)
-        k = ops.apply_rope(ops.rms_norm(k, a.k_norm, c.rms_norm_eps), cos, sin)
+        q, k = ops.rms_norm(q, a.q_norm, c.rms_norm_eps), ops.rms_norm(k, a.k_norm, c.rms_norm_eps)
+        record(i, q_norm=q, k_norm=k)
+        q, k = ops.apply_rope(q, cos, sin), ops.apply_rope(k, cos, sin)
+        record(i, q_rope=q, k_rope=k)
         start = cache.length
         cache.k[i][start:start + T] = k
         cache.v[i][start:start + T] = v
         out = self.ops.attention(q, cache.k[i][:start + T], cache.v[i][:start + T], start)  # [T, NH, D]
-        return self.ops.linear(out.reshape(T, c.num_attention_heads * D), a.o_proj)
+        record(i, attention=out)
+        out = self.ops.linear(out.reshape(T, c.num_attention_heads * D), a.o_proj)
+        record(i, o_proj=out)
+        return out
 
-    def moe_block(self, x, m: MoEWeights, i: int, trace, ids, positions) -> np.ndarray:
+    def moe_block(self, x, m: MoEWeights, i: int, trace, ids, positions,
+                  record: Callable = _no_record) -> np.ndarray:
         """Route each token to its top-k experts and mix their outputs.  x: [T, H] -> [T, H]"""
         c = self.config
         top_k, drop = c.num_experts_per_tok, set()
@@ -174,6 +226,7 @@ class Model:
                 weights = np.asarray(o.weights(i, probs, experts, weights), dtype=np.float32)
         if trace is not None:
             trace.record(RouterRecord(i, positions, ids.copy(), logits, probs, experts, weights))
+        record(i, router_logits=logits, router_probs=probs, experts=experts, expert_weights=weights)
         return self.ops.moe_experts(x, experts, weights, m.gate_proj, m.up_proj, m.down_proj)
 
     @contextmanager
