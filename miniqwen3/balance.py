@@ -105,15 +105,29 @@ def max_min_ratio(load: np.ndarray) -> float:
 
 
 def coefficient_of_variation(load: np.ndarray) -> float:
-    """Standard deviation of the loads over their mean: 0 when balanced, sqrt(E - 1) when one expert takes all."""
+    """Standard deviation of the loads (over the E experts, ddof 0) over their mean: 0 when balanced.
+    Under top-k routing its largest value is sqrt(E/k - 1) (`worst_case_cv`)."""
     load = np.asarray(load, dtype=np.float64)
     return float(load.std() / load.mean())
 
 
 def max_violation(load: np.ndarray) -> float:
-    """MaxVio (Wang et al. 2024): (max load - mean load) / mean load; 0 when balanced, E - 1 at worst."""
+    """MaxVio (Wang et al. 2024, Loss-Free Balancing, arXiv 2408.15664): max load / mean load - 1.
+    0 when balanced; under top-k routing at most E/k - 1 (`worst_case_max_violation`)."""
     load = np.asarray(load, dtype=np.float64)
-    return float((load.max() - load.mean()) / load.mean())
+    return float(load.max() / load.mean() - 1)
+
+
+def worst_case_cv(n_experts: int, top_k: int) -> float:
+    """The largest CV top-k routing can produce: every token's k choices on the same k experts.
+    Each expert gets at most one slot per token, so the loads are T on k experts and 0 on E - k; with mean
+    m = Tk/E: var = (k/E)(T - m)^2 + (1 - k/E) m^2 = T^2 (k/E)(1 - k/E), so CV = sqrt(E/k - 1)."""
+    return float(np.sqrt(n_experts / top_k - 1))
+
+
+def worst_case_max_violation(n_experts: int, top_k: int) -> float:
+    """The largest MaxVio of top-k routing: an expert takes at most all T tokens, the mean is Tk/E: E/k - 1."""
+    return n_experts / top_k - 1
 
 
 def imbalance(load: np.ndarray) -> dict:

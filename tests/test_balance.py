@@ -1,4 +1,6 @@
 """Load-balancing math: against transformers' load_balancing_loss_func, closed forms, and finite differences."""
+import itertools
+
 import numpy as np
 import pytest
 
@@ -109,11 +111,39 @@ def test_global_batch_loss_is_the_loss_of_the_whole_batch_for_equal_micro_batche
 def test_imbalance_measures_closed_forms(E):
     balanced = np.full(E, 1 / E)
     assert b.imbalance(balanced) == {"max/min": 1.0, "cv": 0.0, "max_violation": 0.0}
-    one = np.eye(E)[0]
-    assert b.max_min_ratio(one) == float("inf")
-    assert b.coefficient_of_variation(one) == pytest.approx(np.sqrt(E - 1))
-    assert b.max_violation(one) == pytest.approx(E - 1)
     assert b.max_min_ratio(np.r_[3.0, 1.0, 1.0, 1.0]) == 3.0
+    assert b.max_min_ratio(np.eye(E)[0]) == float("inf")
+    # by the definitions: CV = population std / mean, MaxVio = max / mean - 1 (scale-free: counts or shares)
+    load = np.r_[6.0, 2.0, 1.0, 3.0]                  # mean 3, deviations 3, -1, -2, 0
+    assert b.coefficient_of_variation(load) == pytest.approx(np.sqrt((9 + 1 + 4 + 0) / 4) / 3)
+    assert b.max_violation(load) == pytest.approx(6 / 3 - 1)
+    assert b.imbalance(load) == pytest.approx(b.imbalance(load / load.sum()))
+
+
+@pytest.mark.parametrize("E,k,T", [(4, 1, 3), (5, 2, 3), (6, 3, 2), (6, 2, 3), (7, 3, 2)])
+def test_worst_case_cv_and_max_violation_by_brute_force(E, k, T):
+    """Every way T tokens can each choose k distinct experts out of E: the largest CV and MaxVio of the loads
+    are sqrt(E/k - 1) and E/k - 1 (every token on the same k experts), not sqrt(E - 1) and E - 1 (one expert
+    taking everything, which top-k routing with k > 1 cannot do)."""
+    subsets = [np.bincount(c, minlength=E) for c in itertools.combinations(range(E), k)]
+    cv, vio = 0.0, 0.0
+    for choice in itertools.product(subsets, repeat=T):
+        load = np.sum(choice, axis=0)
+        cv, vio = max(cv, b.coefficient_of_variation(load)), max(vio, b.max_violation(load))
+    assert cv == pytest.approx(b.worst_case_cv(E, k)) and cv == pytest.approx(np.sqrt(E / k - 1))
+    assert vio == pytest.approx(b.worst_case_max_violation(E, k)) and vio == pytest.approx(E / k - 1)
+    if k > 1:
+        assert cv < np.sqrt(E - 1) - 0.1 and vio < E - 1 - 0.1
+
+
+def test_worst_case_from_a_router():
+    # all tokens prefer the same k experts: the router's own loads reach the closed forms
+    E, k = 16, 4
+    logits = np.zeros((40, E), np.float32)
+    logits[:, 5:5 + k] = 10.0
+    load = routing.expert_load(ops.router(logits, k, True)[1], E)
+    assert b.coefficient_of_variation(load) == pytest.approx(np.sqrt(E / k - 1))
+    assert b.max_violation(load) == pytest.approx(E / k - 1)
 
 
 def test_expert_load_and_share():
