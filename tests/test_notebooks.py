@@ -45,7 +45,8 @@ def model_cell(nb) -> int | None:
 
 
 def test_the_six_notebooks_are_there():
-    assert ALL == ["00_quickstart", "01_rope", "02_routing", "03_load_balancing", "04_thinking_budget", "05_kernels"]
+    assert ALL == ["00_quickstart", "01_rope", "02_routing", "03_load_balancing", "04_thinking_budget", "05_kernels",
+                   "06_layer_walkthrough"]
 
 
 @pytest.mark.parametrize("name", ALL)
