@@ -141,13 +141,23 @@ class ThinkingBudget:
         """Thinking tokens left before the stop, None when unlimited."""
         return None if self.budget is None else max(self.budget - self.n, 0)
 
-    def start(self, prompt_ends_inside_think=False):
-        """Reset for a new generation. Pass True when the prompt already ends inside an open `<think>` block
-        (then counting starts at once); False when the model is expected to emit `<think>` itself, as with
-        Qwen3's template in thinking mode, or never, in no-think mode where the prompt holds the closed empty block."""
+    def start(self, prompt_ends_inside_think=False, prompt_closed_think=False):
+        """Reset for a new generation. Where the prompt leaves the reply:
+          - prompt_ends_inside_think: inside an open `<think>` block (a prefill such as "<think>\n"): counting
+            starts at once;
+          - prompt_closed_think: after a closed block (the hard switch, enable_thinking=False, prefills the empty
+            block `<think>\n\n</think>\n\n`): nothing is counted, any later `<think>` is answer text;
+          - neither (Qwen3's template as written, the soft switch): the model decides. When it writes `<think>`,
+            counting starts; when it writes the empty block itself, the one token inside ("\n\n") is counted
+            and `</think>` closes the block, so a budget B >= 2 is never reached (B = 1 trips on it, B = 0 closes
+            the block at once, with the same tokens)."""
+        if prompt_ends_inside_think and prompt_closed_think:
+            raise ValueError("the prompt cannot both end inside <think> and after a closed think block")
         self.state, self.n, self.tripped, self.pending, self.channel = BudgetState.OUTSIDE, 0, False, [], None
         if prompt_ends_inside_think:
             self._enter_thinking()
+        elif prompt_closed_think:
+            self.state = BudgetState.ANSWERING
 
     def next_forced(self):
         """The id the generator must emit next instead of sampling, or None to sample freely."""

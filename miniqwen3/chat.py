@@ -16,6 +16,9 @@ Every rule below is a line of that template, in the template's order:
 
 JSON is written the way transformers' own `tojson` filter writes it: `json.dumps(x, ensure_ascii=False)`,
 so non-ASCII stays as is and the separators are ", " and ": ".
+
+The template does not read `/think` or `/no_think`: they are a soft switch, words the model was trained to obey
+(`resolve_thinking` states the rule its training data follows); `enable_thinking=False` is the hard switch.
 """
 import json
 import re
@@ -251,7 +254,9 @@ def thinking_flag(text):
 
 
 def resolve_thinking(messages, enable_thinking=None):
-    """Whether the model should think on the next turn.
+    """Which mode the flags ask for on the next turn: the rule Qwen3's thinking-mode fusion data follows, and the
+    one the tiny model's corpus (`miniqwen3.corpus`) was written with. Generation does not use it (see
+    `prompt_for_generation`): it labels training data and grades ThinkFollow.
 
     Rule, first match wins:
       1. `enable_thinking` given (True or False): it decides.
@@ -259,7 +264,7 @@ def resolve_thinking(messages, enable_thinking=None):
          messages count, and within one message its last flag counts. `/think` -> True, `/no_think` -> False.
          A flag is `/think` or `/no_think` as a word of its own (case-sensitive): "/thinking", "x/think" are not.
       3. No flag anywhere: True (Qwen3 thinks by default).
-    The chat template itself does not read these flags; the model learned to follow the last one it saw.
+    The chat template itself does not read these flags.
     """
     _check_enable_thinking(enable_thinking)
     if enable_thinking is not None:
@@ -274,12 +279,13 @@ def resolve_thinking(messages, enable_thinking=None):
 
 
 def prompt_for_generation(messages, enable_thinking=None, tools=None):
-    """(prompt text, thinking) for the next assistant turn.
+    """The prompt text for the next assistant turn: the chat template with the generation prompt, as
+    transformers' `apply_chat_template(messages, add_generation_prompt=True, enable_thinking=...)` renders it.
 
-    thinking = resolve_thinking(messages, enable_thinking). The prompt is the chat template with the generation
-    prompt, rendered with enable_thinking=thinking: in no-think mode it ends with the prefilled empty block
-    `<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n`, so a `/no_think` flag alone is enough to skip thinking;
-    in think mode it ends with `<|im_start|>assistant\\n` and the model opens `<think>` itself.
+    The soft switch (enable_thinking None or True, the default in transformers, vLLM and llama.cpp): the prompt
+    ends with `<|im_start|>assistant\n` and nothing else; `/think` and `/no_think` are text the model reads, and
+    the model decides whether to think: it writes `<think>\n...\n</think>\n\n`, or the empty block
+    `<think>\n\n</think>\n\n` itself. Qwen3's template adds nothing for enable_thinking=True either.
+    The hard switch (enable_thinking False): the template ends the prompt with the empty block, whatever the flags.
     """
-    thinking = resolve_thinking(messages, enable_thinking)
-    return render_chat(messages, add_generation_prompt=True, enable_thinking=thinking, tools=tools), thinking
+    return render_chat(messages, add_generation_prompt=True, enable_thinking=enable_thinking, tools=tools)

@@ -183,9 +183,10 @@ class Printer:
 
 
 def stats_line(r) -> str:
-    budget = "" if not r.thinking_mode else (
+    """think / no-think: whether the reply thought; soft switch: the model chose, hard: enable_thinking=False."""
+    budget = "" if r.switch == "hard" else (
         f", budget {'unlimited' if r.budget is None else r.budget}{' (tripped)' if r.budget_tripped else ''}")
-    return (f"[{'think' if r.thinking_mode else 'no-think'} mode: {r.prompt_tokens} prompt tokens, "
+    return (f"[{'think' if r.thinking_mode else 'no-think'} ({r.switch} switch): {r.prompt_tokens} prompt tokens, "
             f"{r.generated_tokens} generated, {r.thinking_tokens} thinking{budget}; "
             f"prefill {r.prefill_tokens_per_second:.1f} tok/s, decode {r.tokens_per_second:.1f} tok/s; {r.finish_reason}]")
 
@@ -223,8 +224,9 @@ def cmd_generate(args) -> int:
     return 0
 
 
-CHAT_HELP = """commands: /think or /no_think alone on a line: the next message carries that flag (the model follows the
-last flag it saw; flags inside a message work too) | /budget N, /budget off | /reset | /quit"""
+CHAT_HELP = """commands: /think or /no_think alone on a line: the next message carries that flag (a soft switch: the
+flag is text the model reads and decides on; flags inside a message work too; --no-think is the hard switch) |
+/budget N, /budget off | /reset | /quit"""
 
 
 def cmd_chat(args) -> int:
@@ -261,16 +263,20 @@ def cmd_chat(args) -> int:
         else:
             messages.append({"role": "user", "content": f"{line} {carry}".strip()})
             carry = ""
-            result = run_turn(model, messages, args, budget, printer)
+            result = run_turn(model, messages, args, budget, printer, args.think)
             messages.append({"role": "assistant", "content": result.answer, "reasoning_content": result.thinking})
     return 0
 
 
 def add_generation_flags(p) -> None:
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--think", dest="think", action="store_true", default=None, help="thinking mode")
-    mode.add_argument("--no-think", dest="think", action="store_false", help="no-think mode (empty think block)")
-    p.add_argument("--budget", type=int, help="thinking budget in tokens (0: no thinking; default unlimited)")
+    mode.add_argument("--think", dest="think", action="store_true", default=None,
+                      help="enable_thinking=True: Qwen3's template adds nothing, the model still decides (as without "
+                           "a flag: the soft switch, /think and /no_think in the prompt)")
+    mode.add_argument("--no-think", dest="think", action="store_false",
+                      help="the hard switch, enable_thinking=False: the template's empty think block ends the prompt")
+    p.add_argument("--budget", type=int, help="thinking budget in tokens, counted from the <think> the model writes "
+                                              "(0: the block is closed at once; default unlimited)")
     p.add_argument("--max-new-tokens", type=int, default=512)
     p.add_argument("--temperature", type=float, help="0 is greedy; default from generation_config.json or Qwen's")
     p.add_argument("--top-k", type=int)

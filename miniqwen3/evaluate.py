@@ -87,10 +87,11 @@ def accuracy_vs_budget(model, questions, expected, budgets, parse, max_new_token
 
 
 def follows_flag(model, messages, want_thinking: bool, max_new_tokens: int = 128, **options) -> dict:
-    """ThinkFollow for one conversation, rendered with the template as written (no pre-filled block): the reply
-    opens and closes the think block, and the block is non-empty for /think, empty for /no_think."""
+    """ThinkFollow for one conversation through the soft switch (the template as written, no enable_thinking: the
+    model decides): the reply opens and closes the think block, and the block is non-empty for /think, empty for
+    /no_think. want_thinking: the mode the last flag asks for (`miniqwen3.chat.resolve_thinking`)."""
     tok = model.tokenizer
-    r = model.generate(messages, enable_thinking=True, max_new_tokens=max_new_tokens, **options)
+    r = model.generate(messages, max_new_tokens=max_new_tokens, **options)
     opened = bool(r.token_ids) and r.token_ids[0] == tok.think_id and tok.end_think_id in r.token_ids
     thought = r.thinking.strip() != ""
     return {"opened": opened, "thought": thought, "followed": opened and thought == want_thinking, "result": r}

@@ -1,6 +1,6 @@
 """Generation: the chat prompt, sampling, the thinking-budget counter, and the decode loop.
 
-    prompt  = chat template (+ the empty think block in no-think mode)   miniqwen3.chat
+    prompt  = chat template as written (+ the empty think block with enable_thinking=False)   miniqwen3.chat
     prefill = model.forward(prompt_ids, cache)
     loop:     token = counter.next_forced() or sample(logits)            miniqwen3.budget
               counter.observe(token); logits = model.forward([token], cache)
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .budget import STOP_TEXT, ThinkingBudget
-from .chat import prompt_for_generation
+from .chat import IM_START, prompt_for_generation
 from .tokenizer import TokenizerError
 
 
@@ -105,14 +105,28 @@ def model_tokenizer(model):
     return model.tokenizer
 
 
+def reply_think_state(prompt: str) -> str:
+    """Where the prompt leaves the reply (the text after the last `<|im_start|>`) relative to the think block:
+    "inside" an open `<think>`, after a "closed" block, or "outside" (no `<think>` yet: the model decides)."""
+    reply = prompt.rsplit(IM_START, 1)[-1]
+    if "<think>" not in reply:
+        return "outside"
+    return "closed" if "</think>" in reply.rsplit("<think>", 1)[1] else "inside"
+
+
 @dataclass
 class GenerationResult:
+    """thinking_mode: whether the reply thought, i.e. its think block holds text the model wrote (whitespace and
+    forced tokens do not count). With the soft switch the model chose it; with the hard switch it is False.
+    switch: "soft" (the template as written, the model decides) or "hard" (enable_thinking=False, the empty
+    block prefilled). budget: as applied (None when the prompt already closed the think block)."""
     thinking: str
     answer: str
     thinking_tokens: int
     budget_tripped: bool
     budget: int | None
     thinking_mode: bool
+    switch: str = "soft"
     token_ids: list = field(default_factory=list)
     prompt_tokens: int = 0
     finish_reason: str = ""    # "stop" (end token) or "length" (max_new_tokens)
@@ -143,23 +157,28 @@ class Generation:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         self.model, self.tok = model, tok
-        prompt, self.thinking_mode = prompt_for_generation(messages, enable_thinking, tools)
+        # The soft switch by default: the template as written, flags and all; the model decides whether to think.
+        # enable_thinking=False is the hard switch: the template prefills the empty think block.
+        self.switch = "hard" if enable_thinking is False else "soft"
         # prefill: the start of the reply, written for the model (e.g. "<think>\nFirst,"); when it leaves a
         # think block open, the counter starts inside it
-        prompt += prefill
-        opens_think = "<think>" in prefill and "</think>" not in prefill.rsplit("<think>", 1)[1]
+        prompt = prompt_for_generation(messages, enable_thinking, tools) + prefill
+        where = reply_think_state(prompt)
         self.prompt_ids = tok.encode(prompt)
-        self.sampling = replace(sampling or default_sampling(model, self.thinking_mode), **overrides)
-        # In no-think mode the template prefills the empty block and any budget is ignored.
-        self.budget = budget if self.thinking_mode else None
+        # Sampling defaults: generation_config.json (as every engine reads it), else Qwen's values for the mode
+        # asked for; the flags are not read (the model, not the harness, decides the mode).
+        self.sampling = replace(sampling or default_sampling(model, enable_thinking is not False), **overrides)
+        # A prompt that already closed the think block (the hard switch) leaves nothing to budget.
+        self.budget = None if where == "closed" else budget
         self.counter = ThinkingBudget.from_encode(self.budget, tok.encode, tok.think_id, tok.end_think_id,
                                                   stop_text=stop_text)
-        self.counter.start(prompt_ends_inside_think=opens_think and self.thinking_mode)
+        self.counter.start(prompt_ends_inside_think=where == "inside", prompt_closed_think=where == "closed")
         self.stop_ids = {i for i in (tok.im_end_id, tok.endoftext_id) if i is not None}
         self.max_new_tokens = max_new_tokens
         self.rng = np.random.default_rng(seed)
         self.ids: list[int] = []
         self.channels: list[str] = []
+        self.forced: list[bool] = []
         self.finish_reason = ""
         self.prefill_seconds = self.decode_seconds = 0.0
 
@@ -182,6 +201,7 @@ class Generation:
                 break
             seen[token] = True
             self.ids.append(token)
+            self.forced.append(forced is not None)
             text = decoder.push(token)
             channel = counter.observe(token, at_char_boundary=not decoder.pending)
             self.channels.append(channel)
@@ -196,14 +216,17 @@ class Generation:
         self.decode_seconds = time.perf_counter() - t1
 
     def result(self) -> GenerationResult:
-        """Thinking = the tokens inside <think>...</think> (markers excluded); answer = the tokens after it."""
+        """Thinking = the tokens inside <think>...</think> (markers excluded); answer = the tokens after it.
+        thinking_mode = the model's own tokens inside the block are not all whitespace."""
         tok, c = self.tok, self.counter
-        inside = [i for i, ch in zip(self.ids, self.channels)
+        inside = [(i, f) for i, ch, f in zip(self.ids, self.channels, self.forced)
                   if ch == "thinking" and i not in (tok.think_id, tok.end_think_id)]
         answer = [i for i, ch in zip(self.ids, self.channels) if ch == "answer"]
+        thought = tok.decode([i for i, f in inside if not f]).strip() != ""
         return GenerationResult(
-            thinking=tok.decode(inside).strip(), answer=tok.decode(answer).strip(),
-            thinking_tokens=c.n, budget_tripped=c.tripped, budget=self.budget, thinking_mode=self.thinking_mode,
+            thinking=tok.decode([i for i, _ in inside]).strip(), answer=tok.decode(answer).strip(),
+            thinking_tokens=c.n, budget_tripped=c.tripped, budget=self.budget, thinking_mode=thought,
+            switch=self.switch,
             token_ids=list(self.ids), prompt_tokens=len(self.prompt_ids), finish_reason=self.finish_reason,
             prefill_seconds=self.prefill_seconds, decode_seconds=self.decode_seconds)
 
@@ -220,9 +243,14 @@ def stream(model, messages, **options) -> Generation:
 def generate(model, messages, budget=None, enable_thinking=None, max_new_tokens=512, seed=None, **options):
     """Generate a reply to `messages` (a list of {"role", "content"} dicts, or a string for one user message).
 
-    budget: thinking tokens allowed (None unlimited, 0 no thinking); ignored in no-think mode.
+    budget: thinking tokens allowed (None unlimited). It counts from the `<think>` the model writes (or a prefill
+    leaves open); the model may close the block before B. B = 0: when the model opens `<think>`, the counter closes
+    it at once with "\n\n</think>\n\n", the template's empty block token for token, so the reply continues as
+    under the hard switch (budget_tripped is True when it did). Ignored with enable_thinking=False.
     prefill: text the reply starts with, fed to the model before it generates (not part of the result).
-    enable_thinking: True/False as in transformers; None lets the last /think or /no_think flag decide.
+    enable_thinking: None or True (the soft switch, as transformers renders Qwen3's template): the prompt is the
+    template as written and the model decides, from the /think or /no_think in the messages, whether to think;
+    False (the hard switch): the template's empty think block is prefilled.
     Sampling: `sampling=Sampling(...)` or any of temperature, top_k, top_p, min_p, presence_penalty;
     defaults from generation_config.json, else Qwen's recommended values for the mode. temperature=0 is greedy.
     Returns a GenerationResult: .thinking, .answer, .thinking_tokens, .budget_tripped, .tokens_per_second, ..."""

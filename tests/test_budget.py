@@ -272,3 +272,28 @@ def test_invalid_ids():
 ])
 def test_ends_at_char_boundary(data, expected):
     assert ends_at_char_boundary(data) is expected
+
+
+def test_prompt_that_closed_the_block_counts_nothing():
+    # the hard switch: the prompt ends with the empty block, so a <think> the model writes later is answer text
+    c = counter(1)
+    c.start(prompt_closed_think=True)
+    emitted, channels = run(c, [100, THINK, 101, 102])
+    assert emitted == [100, THINK, 101, 102] and channels == ["answer"] * 4
+    assert (c.n, c.tripped, c.state) == (0, False, BudgetState.ANSWERING)
+    with pytest.raises(ValueError, match="cannot both end inside <think> and after a closed think block"):
+        c.start(prompt_ends_inside_think=True, prompt_closed_think=True)
+
+
+@pytest.mark.parametrize("budget,expected", [
+    (None, [THINK, 20, END, 20, 100]),
+    (2, [THINK, 20, END, 20, 100]),                  # the empty block holds one token: B >= 2 is never reached
+    (1, [THINK, 20, 10, 11, 12, END, 20, 100]),       # B = 1 trips on the "\n\n" inside it
+    (0, [THINK, 20, END, 20, 100]),                   # B = 0 closes it at once: the same tokens, forced
+])
+def test_the_model_writes_the_empty_block_itself(budget, expected):
+    c = counter(budget)
+    c.start()
+    sampled = [THINK, 20, END, 20, 100] if budget != 0 else [THINK, 100]
+    emitted, _ = run(c, sampled if budget != 1 else [THINK, 20, 100])
+    assert emitted == expected and c.tripped is (budget in (0, 1))

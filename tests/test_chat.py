@@ -167,31 +167,25 @@ def test_thinking_flag():
     assert thinking_flag("/no_think /think") is True
 
 
-def test_prompt_for_generation_no_think_flag_prefills_the_empty_block():
-    text, thinking = prompt_for_generation("Hi /no_think")
-    assert thinking is False
-    assert text == "<|im_start|>user\nHi /no_think<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+def test_prompt_for_generation_soft_switch_adds_nothing_for_a_flag():
+    # the soft switch: /no_think is text for the model; the prompt does not end with the empty block
+    assert prompt_for_generation("Hi /no_think") == "<|im_start|>user\nHi /no_think<|im_end|>\n<|im_start|>assistant\n"
+    assert prompt_for_generation("Hi /no_think", enable_thinking=True) == prompt_for_generation("Hi /no_think")
 
 
-def test_prompt_for_generation_default_thinks():
-    text, thinking = prompt_for_generation([{"role": "system", "content": "S"}, user("Hi")])
-    assert thinking is True
-    assert text == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
-
-
-def test_prompt_for_generation_explicit_flag_wins():
-    assert prompt_for_generation("Hi /no_think", enable_thinking=True) == (
-        "<|im_start|>user\nHi /no_think<|im_end|>\n<|im_start|>assistant\n", True)
-    assert prompt_for_generation("Hi /think", enable_thinking=False)[1] is False
+def test_prompt_for_generation_hard_switch_prefills_the_empty_block_whatever_the_flag():
+    assert prompt_for_generation("Hi /think", enable_thinking=False) == (
+        "<|im_start|>user\nHi /think<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n")
 
 
 @pytest.mark.oracle
-@pytest.mark.parametrize("messages,enable_thinking,expected", [row[1:] for row in THINKING_TABLE],
+@pytest.mark.parametrize("messages,enable_thinking", [row[1:3] for row in THINKING_TABLE],
                          ids=[row[0] for row in THINKING_TABLE])
-def test_prompt_for_generation_matches_transformers(hf_tokenizer, messages, enable_thinking, expected):
-    text, thinking = prompt_for_generation(messages, enable_thinking, tools=TOOLS)
-    assert thinking is expected
-    assert text == oracle_render(hf_tokenizer, messages, True, expected, TOOLS)
+def test_prompt_for_generation_matches_transformers(hf_tokenizer, messages, enable_thinking):
+    """The prompt is apply_chat_template with add_generation_prompt and the caller's enable_thinking (left out
+    when None): no flag is read, nothing is added."""
+    assert prompt_for_generation(messages, enable_thinking, tools=TOOLS) == oracle_render(
+        hf_tokenizer, messages, True, enable_thinking, TOOLS)
 
 
 ERRORS = [

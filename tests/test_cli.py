@@ -61,20 +61,30 @@ def test_generate_prints_text_and_stats(tmp_path, qwen3_tokenizer_dir, capsys):
     model = tiny_random_chat_model(tmp_path / "m", qwen3_tokenizer_dir)
     assert main(["generate", str(model), "What is 2 + 3?", "--no-think", "--max-new-tokens", "5", "--seed", "0"]) == 0
     err = capsys.readouterr().err
-    assert "[no-think mode:" in err and "5 generated" in err and "tok/s" in err and "length]" in err
+    assert "[no-think (hard switch):" in err and "5 generated" in err and "tok/s" in err and "length]" in err
 
 
 def test_chat_commands(tmp_path, qwen3_tokenizer_dir, capsys, monkeypatch):
     import io
     model = tiny_random_chat_model(tmp_path / "m", qwen3_tokenizer_dir)
+    import miniqwen3.cli as cli
+    sent = []
+
+    def recording_run_turn(model, messages, *args):
+        sent.append([dict(m) for m in messages])
+        return run_turn(model, messages, *args)
+
+    run_turn = cli.run_turn
+    monkeypatch.setattr(cli, "run_turn", recording_run_turn)
     monkeypatch.setattr("sys.stdin", io.StringIO("/budget 3\nhello\n/no_think\nagain\n/budget x\n/quit\n"))
     assert main(["chat", str(model), "--max-new-tokens", "4", "--temperature", "0"]) == 0
     out, err = capsys.readouterr()
     assert "(thinking budget: 3)" in out and "(the next message carries /no_think)" in out
     assert "(usage: /budget N" in out
     lines = [l for l in err.splitlines() if l.startswith("[")]
-    assert lines[0].startswith("[think mode:") and "budget 3" in lines[0]
-    assert lines[1].startswith("[no-think mode:")      # the carried flag switched the mode
+    assert "(soft switch)" in lines[0] and "budget 3" in lines[0] and "(soft switch)" in lines[1]
+    # the carried flag is text in the next user message (the soft switch), not a prompt the harness changes
+    assert [m["content"] for m in sent[1] if m["role"] == "user"] == ["hello", "again /no_think"]
 
 
 def test_generate_without_tokenizer_is_a_clear_error(capsys):

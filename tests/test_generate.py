@@ -157,10 +157,49 @@ def test_budget_zero_is_no_thinking(tok):
     assert tok.decode(out.token_ids[:4]) == "<think>\n\n</think>\n\n"
 
 
-def test_no_think_mode_ignores_the_budget(tok):
+def test_hard_switch_ignores_the_budget(tok):
     model = scripted(tok, "5")
-    out = generate(model, "What is 2 + 3? /no_think", budget=1, temperature=0)
-    assert not out.thinking_mode and out.budget is None and out.answer == "5" and not out.budget_tripped
+    g = stream(model, "What is 2 + 3? /think", budget=1, enable_thinking=False, temperature=0)
+    list(g)
+    out = g.result()
+    assert tok.decode(g.prompt_ids).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    assert (out.switch, out.thinking_mode, out.budget, out.budget_tripped, out.answer) == ("hard", False, None, False, "5")
+
+
+def test_soft_switch_prompt_is_the_template_as_written(tok):
+    model = scripted(tok, "<think>\n\n</think>\n\n5")
+    g = stream(model, "What is 2 + 3? /no_think", temperature=0)
+    list(g)
+    assert tok.decode(g.prompt_ids) == "<|im_start|>user\nWhat is 2 + 3? /no_think<|im_end|>\n<|im_start|>assistant\n"
+    out = g.result()
+    assert (out.switch, out.thinking_mode, out.thinking, out.answer) == ("soft", False, "", "5")
+
+
+@pytest.mark.parametrize("budget,tripped", [(None, False), (2, False), (8, False), (1, True)])
+def test_budget_when_the_model_writes_the_empty_block_itself(tok, budget, tripped):
+    # the empty block holds one token, "\n\n": a budget of 2 or more is never reached; B = 1 trips on it
+    model = scripted(tok, "<think>\n\n</think>\n\n5")
+    out = generate(model, "What is 2 + 3? /no_think", budget=budget, temperature=0)
+    assert out.budget == budget and out.budget_tripped is tripped and out.thinking_tokens == 1
+    assert not out.thinking_mode and out.answer == "5"
+    if not tripped:
+        assert tok.decode(out.token_ids) == "<think>\n\n</think>\n\n5"
+
+
+def test_budget_counts_a_block_the_model_opens_and_closes_itself(tok):
+    model = scripted(tok, "<think>\nadd 2 and 3\n</think>\n\n5")
+    n = len(tok.encode("\nadd 2 and 3\n"))
+    out = generate(model, "What is 2 + 3?", budget=n + 1, temperature=0)   # the model closes the block first
+    assert not out.budget_tripped and out.thinking_tokens == n and out.thinking_mode and out.answer == "5"
+    model = scripted(tok, "<think>\nadd 2 and 3\n</think>\n\n5")
+    out = generate(model, "What is 2 + 3?", budget=n, temperature=0)       # N reaches B before </think>: cut
+    assert out.budget_tripped and out.thinking_tokens == n and out.answer == "5"
+
+
+def test_no_think_block_at_all_is_answer(tok):
+    model = scripted(tok, "5")                      # a model that answers without any think block
+    out = generate(model, "What is 2 + 3?", budget=0, temperature=0)
+    assert (out.thinking_mode, out.budget_tripped, out.thinking_tokens, out.answer) == (False, False, 0, "5")
 
 
 def test_max_new_tokens(tok):
@@ -197,16 +236,20 @@ def test_greedy_generation_equals_transformers(qwen3_tokenizer_dir, tmp_path):
     (tmp_path / "generation_config.json").unlink(missing_ok=True)
     model = miniqwen3.load(tmp_path)
     messages = [{"role": "user", "content": "Count to five. /no_think"}]
-    out = generate(model, messages, temperature=0, max_new_tokens=12)
     hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path)
-    prompt = hf_tok.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=False, return_tensors="pt",
-                                        return_dict=True)
-    assert out.prompt_tokens == prompt["input_ids"].shape[1]
-    with torch.no_grad():
-        ids = ref.generate(**prompt, max_new_tokens=12, do_sample=False, eos_token_id=[151645, 151643])
-    expected = ids[0, prompt["input_ids"].shape[1]:].tolist()
-    expected = [t for t in expected if t not in (151645, 151643)]
-    assert out.token_ids == expected[:len(out.token_ids)] and len(out.token_ids) == len(expected)
+    # the soft switch (no enable_thinking: the template as written) and the hard switch (enable_thinking=False)
+    for kwargs in ({}, {"enable_thinking": False}):
+        g = miniqwen3.stream(model, messages, temperature=0, max_new_tokens=12, **kwargs)
+        list(g)
+        out = g.result()
+        prompt = hf_tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                            return_dict=True, **kwargs)
+        assert g.prompt_ids == prompt["input_ids"][0].tolist()
+        with torch.no_grad():
+            ids = ref.generate(**prompt, max_new_tokens=12, do_sample=False, eos_token_id=[151645, 151643])
+        expected = ids[0, prompt["input_ids"].shape[1]:].tolist()
+        expected = [t for t in expected if t not in (151645, 151643)]
+        assert out.token_ids == expected[:len(out.token_ids)] and len(out.token_ids) == len(expected)
 
 
 # --- end to end on the embedded model ---------------------------------------------------------------
@@ -230,9 +273,15 @@ def test_budget_end_to_end_on_the_tiny_model():
     assert cut.token_ids[5:5 + len(forced)] == forced
     assert cut.token_ids.count(tok.end_think_id) == 1 and cut.answer
     zero = model.generate("What is 2 + 3? /think", budget=0, temperature=0, max_new_tokens=100)
-    assert zero.thinking == "" and zero.thinking_tokens == 0 and zero.answer
+    assert zero.thinking == "" and zero.thinking_tokens == 0 and zero.answer and not zero.thinking_mode
+    hard = model.generate("What is 2 + 3? /think", enable_thinking=False, temperature=0, max_new_tokens=100)
+    # B = 0 closes the block the model opened with the template's empty block: the answer is the hard switch's
+    assert zero.token_ids[4:] == hard.token_ids and tok.decode(zero.token_ids[:4]) == "<think>\n\n</think>\n\n"
+    # the soft switch: /no_think is only text; the model writes the empty block itself, and B = 4 is never reached
     off = model.generate("What is 2 + 3? /no_think", budget=4, temperature=0, max_new_tokens=100)
+    assert tok.decode(off.token_ids[:4]) == "<think>\n\n</think>\n\n" and not off.token_ids[4:].count(tok.think_id)
     assert not off.thinking_mode and off.thinking == "" and not off.budget_tripped and off.answer
+    assert off.switch == "soft" and off.budget == 4
 
 
 def test_budget_end_to_end_on_an_engine_model(tmp_path, qwen3_tokenizer_dir):
