@@ -172,7 +172,8 @@ def chat(model, prompt: str = "What is 457 + 385?", max_new_tokens: int = 200, *
         message = f"{text} {mode}" if mode else text
         r = model.generate(message, budget=None if B >= unlimited else B, max_new_tokens=max_new_tokens, seed=0,
                            **options)
-        display(viz.Html(f"<small>sent: <code>{message}</code>; thinking mode: {r.thinking_mode}</small>"))
+        display(viz.Html(f"<small>sent: <code>{message}</code> (the flag is text the model reads: the soft switch); "
+                         f"the model thought: {r.thinking_mode}</small>"))
         return viz.reply_html(r)
     return panel(show, check=True, text=W.Text(value=prompt, description="message", continuous_update=False),
                  mode=W.ToggleButtons(options=[("/think", "/think"), ("/no_think", "/no_think"), ("no flag", "")],

@@ -415,7 +415,8 @@ def test_generation_widgets(chat_moe):
     assert "tripped" in tripped and "not tripped" not in tripped and "#ffd59e" in tripped
     w = widgets.chat(chat_moe, max_new_tokens=4)
     assert "budget 7" in move(w, 2, 7)
-    assert "budget None" in move(w, 1, "/no_think")
+    # the soft switch: /no_think is sent as text; the budget is still applied (this random model never thinks)
+    assert "budget 7" in move(w, 1, "/no_think")
 
 
 def test_balance_widgets():
