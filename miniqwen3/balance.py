@@ -17,9 +17,17 @@ micro-batch (often a few sequences of one domain) to spread over all experts, wh
 specialise in a domain. Qwen3 counts f over the global batch (all micro-batches) and multiplies it with
 each micro-batch's P, so only the whole batch must be balanced.
 
-DeepSeek-V3 (arXiv 2412.19437) balances without a loss: top-k is chosen on p + b with a per-expert bias b
-that is not used for the weights; after each step b_i -= gamma for overloaded experts and += gamma for
-underloaded ones.
+DeepSeek-V3 (arXiv 2412.19437, section 2.1.2) scores experts differently and balances mostly without a loss:
+the affinity of token t for expert i is s_ti = sigmoid(u_t . e_i) (each expert on its own, not a softmax); the
+top-k is chosen on s + b with a per-expert bias b that is used only for the choice: the gate weights are the
+chosen s (unbiased) over their sum. After each step, b_i is lowered by gamma if expert i was overloaded in the
+step's batch and raised by gamma if underloaded (`update_bias`). A small complementary sequence-wise balance
+loss alpha * sum_i f_i P_i (per sequence; `sequence_balance_loss`) guards against extreme imbalance inside one
+sequence.
+
+Expert capacity (GShard, Switch Transformer): an expert computes at most ceil(CF * T * k / E) assignments of a
+batch of T tokens (CF the capacity factor); the tokens beyond that are dropped, in token order, and a dropped
+assignment contributes nothing (`expert_capacity`, `capacity_keep`). With a capacity, an unbalanced router costs tokens.
 
 Which form trained the embedded tiny model: `scripts/train_tiny.py` took E * sum f P per MoE layer and averaged
 over layers (`load_balancing_loss(..., per_layer=True)`), with f counted over the whole step's batch; transformers'
@@ -135,6 +143,54 @@ def imbalance(load: np.ndarray) -> dict:
     return {"max/min": max_min_ratio(load), "cv": coefficient_of_variation(load), "max_violation": max_violation(load)}
 
 
+# --- DeepSeek-V3: the bias update and the sequence-wise loss ------------------------------------
+
+def update_bias(bias: np.ndarray, counts: np.ndarray, gamma: float) -> np.ndarray:
+    """DeepSeek-V3's bias update at the end of a step: b_i - gamma if expert i was overloaded in the step's
+    batch, b_i + gamma if underloaded (load against the mean load, as in Wang et al. 2024:
+    b_i += gamma * sign(mean(c) - c_i); an expert exactly at the mean keeps its bias).
+    bias: [E], counts: [E] assignments per expert in the step -> new bias [E]"""
+    counts = np.asarray(counts, dtype=np.float64)
+    return np.asarray(bias, dtype=np.float64) + gamma * np.sign(counts.mean() - counts)
+
+
+def sequence_balance_loss(scores: np.ndarray, experts: np.ndarray, seq_len: int) -> float:
+    """DeepSeek-V3's complementary sequence-wise balance loss without its factor alpha, averaged over sequences of
+    seq_len tokens. In one sequence of T tokens:
+        f_i = E / (K T) * (tokens routed to expert i)       1 at balance
+        P_i = mean over tokens of s'_ti,  s'_ti = s_ti / sum_j s_tj      (the affinities made a distribution)
+        loss = sum_i f_i P_i                                1 at balance
+    scores: [T, E] (sigmoid affinities), experts: [T, K] (the experts the tokens were routed to)"""
+    E, K = scores.shape[1], experts.shape[1]
+    out = []
+    for s in micro_batches(len(scores), seq_len):
+        f = routed_fraction(experts[s], E) * E / K
+        P = np.mean(scores[s] / scores[s].sum(axis=1, keepdims=True), axis=0)
+        out.append(float(np.sum(f * P)))
+    return float(np.mean(out))
+
+
+# --- expert capacity ---------------------------------------------------------------------------
+
+def expert_capacity(n_tokens: int, top_k: int, n_experts: int, capacity_factor: float) -> int:
+    """Assignments one expert computes per batch: ceil(CF * T * k / E). CF = 1 is exactly the balanced share."""
+    if capacity_factor <= 0:
+        raise ValueError(f"capacity_factor={capacity_factor}: expected a positive number")
+    return int(np.ceil(capacity_factor * n_tokens * top_k / n_experts - 1e-9))
+
+
+def capacity_keep(experts: np.ndarray, n_experts: int, capacity: int) -> np.ndarray:
+    """Which (token, slot) assignments an expert with room for `capacity` computes. Assignments are served in
+    token order (Switch Transformer; Megatron's "position" drop policy): each expert keeps the first `capacity`
+    tokens that chose it and drops the later ones, whatever their slot. Dropped: sum_i max(0, n_i - capacity).
+    experts: [T, K] -> keep [T, K] bool"""
+    T, K = experts.shape
+    order = experts.ravel()                                           # [T*K] token by token
+    onehot = np.eye(n_experts, dtype=np.int64)[order]                 # [T*K, E]
+    rank = np.cumsum(onehot, axis=0)[np.arange(T * K), order] - 1     # this expert's assignments before this one
+    return (rank < capacity).reshape(T, K)
+
+
 # --- a router lab --------------------------------------------------------------------------------
 
 @dataclass
@@ -152,11 +208,14 @@ class Domains:
         maps = rng.normal(size=(n_domains, n_out, n_features)) / np.sqrt(n_features)
         return cls(means, maps, noise)
 
-    def sample(self, n_seqs: int, seq_len: int, rng: np.random.Generator):
-        """n_seqs sequences of seq_len tokens, one domain per sequence, laid out one sequence after another.
+    def sample(self, n_seqs: int, seq_len: int, rng: np.random.Generator, mixed: bool = True):
+        """n_seqs sequences of seq_len tokens, one domain per sequence, laid out one sequence after another, in a
+        random order. mixed: every domain has the same number of sequences (up to one), as in a large global batch
+        whose domain mix hardly changes from step to step; otherwise each sequence's domain is drawn at random.
         -> x [T, F], y [T, O], domain [T] with T = n_seqs * seq_len"""
         G, F = self.means.shape
-        domain = np.repeat(rng.integers(0, G, size=n_seqs), seq_len)
+        seq_domain = rng.permutation(np.arange(n_seqs) % G) if mixed else rng.integers(0, G, size=n_seqs)
+        domain = np.repeat(seq_domain, seq_len)
         x = self.means[domain] + self.noise * rng.normal(size=(len(domain), F))
         y = np.einsum("tof,tf->to", self.maps[domain], x)
         return x, y, domain
@@ -166,93 +225,161 @@ class Domains:
 class LabResult:
     method: str
     load: np.ndarray          # [steps, E] share of assignments per expert at each step
-    task_loss: np.ndarray     # [steps]
-    balance_loss: np.ndarray  # [steps] the loss the method computes (micro or global), 0 for none/bias
-    share: np.ndarray         # [G, E] domain -> expert share on a held-out batch after training
+    task_loss: np.ndarray     # [steps] training task loss (dropped assignments contribute nothing)
+    balance_loss: np.ndarray  # [steps] the balance loss the method computes (micro, global, sequence-wise), 0 for none
+    dropped: np.ndarray       # [steps] share of assignments dropped by the capacity (0 without one)
+    share: np.ndarray         # [G, E] domain -> expert share on held-out batches after training
     bias: np.ndarray          # [E] DeepSeek-V3's selection bias at the end (zeros for the other methods)
+    held_out: dict            # `evaluate_router` on held-out batches: task loss, dropped share, load, ...
 
 
 METHODS = ("none", "micro", "global", "bias")
+SCORING = {"none": "softmax", "micro": "softmax", "global": "softmax", "bias": "sigmoid"}
 
 
-def route(x, router_w, k, bias=None):
-    """Router of the lab: Qwen3's (`ops.router`, weights renormalised over the chosen), plus DeepSeek-V3's
-    optional selection bias (added to p to choose the top-k, not used for the weights). In float64.
-    x: [T, F], router_w: [E, F] -> p [T, E], experts [T, K], g [T, K]"""
-    return ops.router(x @ router_w.T, k, norm_topk_prob=True, selection_bias=bias)
+def route(x, router_w, k, bias=None, scoring="softmax"):
+    """Router of the lab, through `ops.router`: Qwen3's softmax (weights renormalised over the chosen), or
+    DeepSeek-V3's sigmoid affinities with the optional selection bias (added to choose the top-k, not used for
+    the weights, which are the chosen affinities over their sum). In float64.
+    x: [T, F], router_w: [E, F] -> scores [T, E], experts [T, K], g [T, K]"""
+    return ops.router(x @ router_w.T, k, norm_topk_prob=True, selection_bias=bias, scoring=scoring)
 
 
-def lab_gradients(x, y, router_w, experts_w, k, f_rows=None, coef=0.0, bias=None):
+def capacity_keep_groups(experts: np.ndarray, n_experts: int, capacity_factor: float | None,
+                         group: int) -> np.ndarray:
+    """`capacity_keep` applied to each group of `group` consecutive tokens (the tokens one device computes
+    together), with capacity ceil(CF * group * k / E); all kept when capacity_factor is None.  -> [T, K] bool"""
+    keep = np.ones(experts.shape, dtype=bool)
+    if capacity_factor is None:
+        return keep
+    for s in micro_batches(len(experts), group):
+        cap = expert_capacity(s.stop - s.start, experts.shape[1], n_experts, capacity_factor)
+        keep[s] = capacity_keep(experts[s], n_experts, cap)
+    return keep
+
+
+def lab_gradients(x, y, router_w, experts_w, k, f_rows=None, coef=0.0, bias=None, scoring="softmax", keep=None):
     """One forward and backward pass of the lab's MoE layer, by hand.
-    y_hat = sum over the chosen experts of g_k * (W_e x); task loss = sum over tokens of |y_hat - y|^2 / (2T);
-    balance term (when f_rows is given) = coef * E / T * sum_t p_t . f_t, f held constant as in the real loss.
-      experts: dL/dW_e = sum over tokens that chose e of g * r x^T          (r = (y_hat - y) / T)
-      router:  the weights g are a softmax over the chosen logits, so dL/dz_j = g_j (a_j - sum_i g_i a_i)
-               with a_j = r . (W_j x); the balance term adds coef * E / T * p (f - p . f).
-    x: [T, F], y: [T, O], router_w: [E, F], experts_w: [E, O, F], f_rows: [T, E] (each token's f)
-    -> task loss, grad_router [E, F], grad_experts [E, O, F], p [T, E], chosen [T, K]"""
-    T, E = len(x), len(router_w)
-    p, chosen, g = route(x, router_w, k, bias)
+    y_hat = sum over the kept chosen experts of g_k * (W_e x) (a dropped assignment adds nothing);
+    task loss = sum over tokens of |y_hat - y|^2 / (2T);
+    balance term (when f_rows is given) = coef / T * sum_t q_t . f_t, with q_t the token's router distribution
+    (softmax p, or the affinities made a distribution s / sum s) and f_t its f times the loss's constant (E f for
+    the Switch loss, E / K * count / T_seq for DeepSeek-V3's), f held constant as in the real losses.
+      experts: dL/dW_e = sum over tokens that kept e of g * r x^T          (r = (y_hat - y) / T)
+      router:  with a_j = r . (W_j x), dL/dg_j = a_j; g_j is z's softmax (or sigmoid(z) over the sum) over the
+               chosen, so dL/dz_j = g_j (a_j - sum_i g_i a_i), times (1 - s_j) for sigmoid; the balance term adds
+               coef / T * q (f - q . f), times (1 - s) for sigmoid.
+    x: [T, F], y: [T, O], router_w: [E, F], experts_w: [E, O, F], f_rows: [T, E], keep: [T, K] bool
+    -> task loss, grad_router [E, F], grad_experts [E, O, F], scores [T, E], chosen [T, K]"""
+    T = len(x)
+    p, chosen, g = route(x, router_w, k, bias, scoring)
     out = np.einsum("tkof,tf->tko", experts_w[chosen], x)           # [T, K, O] each chosen expert's output
+    if keep is not None:
+        out = out * keep[..., None]
     y_hat = np.einsum("tk,tko->to", g, out)
     r = (y_hat - y) / T
     loss = 0.5 * np.sum((y_hat - y) ** 2) / T
     grad_experts = np.zeros_like(experts_w)
-    np.add.at(grad_experts, chosen, np.einsum("tk,to,tf->tkof", g, r, x))
+    gk = g if keep is None else g * keep
+    np.add.at(grad_experts, chosen, np.einsum("tk,to,tf->tkof", gk, r, x))
     a = np.einsum("to,tko->tk", r, out)                                # dL/dg
     dz = np.zeros_like(p)
     np.put_along_axis(dz, chosen, g * (a - np.sum(g * a, axis=1, keepdims=True)), axis=1)
     if f_rows is not None:
-        dz += coef * E / T * p * (f_rows - np.sum(p * f_rows, axis=1, keepdims=True))
+        q = p if scoring == "softmax" else p / p.sum(axis=1, keepdims=True)
+        dz += coef / T * q * (f_rows - np.sum(q * f_rows, axis=1, keepdims=True))
+    if scoring == "sigmoid":
+        dz *= 1 - p
     return loss, dz.T @ x, grad_experts, p, chosen
+
+
+def evaluate_router(domains: Domains, router_w, experts_w, k: int, bias=None, scoring="softmax",
+                    capacity_factor: float | None = None, n_seqs: int = 16, seq_len: int = 32,
+                    capacity_seqs: int | None = None, n_batches: int = 8, seed: int = 0) -> dict:
+    """The trained layer on n_batches held-out batches of n_seqs sequences, the capacity applied as in training.
+    -> task loss, share of assignments dropped, load [E], its CV and MaxVio, domain share [G, E], specialisation"""
+    rng = np.random.default_rng(seed)
+    E = len(router_w)
+    losses, dropped, counts, chosen_all, dom_all = [], [], np.zeros(E), [], []
+    for _ in range(n_batches):
+        x, y, dom = domains.sample(n_seqs, seq_len, rng)
+        _, chosen, g = route(x, router_w, k, bias, scoring)
+        keep = capacity_keep_groups(chosen, E, capacity_factor, (capacity_seqs or n_seqs) * seq_len)
+        y_hat = np.einsum("tk,tko->to", g * keep, np.einsum("tkof,tf->tko", experts_w[chosen], x))
+        losses.append(0.5 * np.sum((y_hat - y) ** 2) / len(x))
+        dropped.append(1 - keep.mean())
+        counts += np.bincount(chosen.ravel(), minlength=E)
+        chosen_all.append(chosen), dom_all.append(dom)
+    share = domain_expert_share(np.concatenate(chosen_all), np.concatenate(dom_all), E, len(domains.means))
+    load = counts / counts.sum()
+    return {"task loss": float(np.mean(losses)), "dropped": float(np.mean(dropped)), "load": load,
+            "cv": coefficient_of_variation(load), "max_violation": max_violation(load), "share": share,
+            "specialisation": specialisation(share)}
 
 
 def train_router(method: str = "global", coef: float = 0.3, micro_batch: int = 1, n_experts: int = 8, k: int = 2,
                  steps: int = 300, n_seqs: int = 16, seq_len: int = 32, lr: float = 0.1, gamma: float = 0.001,
+                 alpha: float = 0.01, capacity_factor: float | None = None, capacity_seqs: int | None = None,
                  domains: Domains | None = None, seed: int = 0) -> LabResult:
     """Train a top-k router and its linear experts by gradient descent on the toy domains, with one of
-    METHODS for balance: "none"; "micro" (the loss per micro-batch of `micro_batch` sequences); "global" (f
-    over the whole batch of n_seqs sequences); "bias" (DeepSeek-V3's loss-free bias update, step `gamma`).
-    The coefficient is far above Qwen3's 0.001: this toy has one layer and a different task loss scale.
+    METHODS for balance:
+      "none"    Qwen3's softmax router, task loss only;
+      "micro"   + coef * the Switch loss E sum f P inside each micro-batch of `micro_batch` sequences;
+      "global"  + the same loss with f counted over the whole batch of n_seqs sequences (Qwen3);
+      "bias"    DeepSeek-V3: sigmoid affinities, top-k on s + b, weights from s; after each step b moves by
+                gamma against the step's load (`update_bias`); + alpha * the sequence-wise loss per sequence.
+    coef is far above Qwen3's 0.001: this toy has one layer and a different task loss scale.
+    capacity_factor: each expert computes at most ceil(CF * tokens * k / E) assignments of each group of
+    `capacity_seqs` sequences (default: the whole batch); the rest are dropped and counted. None: no capacity.
 
-    A step: sample n_seqs sequences (one domain each), route, take f per micro-batch or over the batch,
-    backpropagate (`lab_gradients`), take a gradient step; with "bias", move the bias against the load."""
+    A step: sample n_seqs sequences (one domain each), route, count f and the capacity, backpropagate
+    (`lab_gradients`), take a gradient step; with "bias", update the bias."""
     if method not in METHODS:
         raise ValueError(f"method {method!r}: expected one of {METHODS}")
     if not 1 <= micro_batch <= n_seqs:
         raise ValueError(f"micro_batch={micro_batch} sequences must be in 1..n_seqs={n_seqs}")
+    if capacity_seqs is not None and not 1 <= capacity_seqs <= n_seqs:
+        raise ValueError(f"capacity_seqs={capacity_seqs} sequences must be in 1..n_seqs={n_seqs}")
     domains = domains or Domains.make(seed=seed)
     rng = np.random.default_rng(seed + 1)
     G, F = domains.means.shape
     O = domains.maps.shape[1]
+    scoring = SCORING[method]
     router_w = rng.normal(size=(n_experts, F)) * 0.3
     experts_w = rng.normal(size=(n_experts, O, F)) * 0.1
     bias = np.zeros(n_experts) if method == "bias" else None
     size = micro_batch * seq_len
-    loads, task, aux = [], [], []
+    group = (capacity_seqs or n_seqs) * seq_len
+    loads, task, aux, dropped = [], [], [], []
     for _ in range(steps):
         x, y, _ = domains.sample(n_seqs, seq_len, rng)
+        p, chosen, _ = route(x, router_w, k, bias, scoring)           # the choice: f and the capacity count it
         f_rows = None
         if method in ("micro", "global"):
-            # f depends only on the top-k, which the weights do not change: route once to count it
-            _, chosen, _ = route(x, router_w, k)
             f_rows = np.empty((len(x), n_experts))
             for s in micro_batches(len(x), size):
-                f_rows[s] = routed_fraction(chosen[s] if method == "micro" else chosen, n_experts)
-        loss, grad_router, grad_experts, p, chosen = lab_gradients(x, y, router_w, experts_w, k, f_rows, coef, bias)
-        task.append(loss)
-        loads.append(expert_load(chosen, n_experts))
-        if method == "micro":
-            aux.append(micro_batch_loss(p, chosen, size))
-        elif method == "global":
-            aux.append(global_batch_loss(p, chosen, size))
+                f_rows[s] = n_experts * routed_fraction(chosen[s] if method == "micro" else chosen, n_experts)
+            aux.append(micro_batch_loss(p, chosen, size) if method == "micro" else global_batch_loss(p, chosen, size))
+        elif method == "bias":
+            f_rows = np.empty((len(x), n_experts))
+            for s in micro_batches(len(x), seq_len):
+                f_rows[s] = n_experts / k * routed_fraction(chosen[s], n_experts)
+            aux.append(sequence_balance_loss(p, chosen, seq_len))
         else:
             aux.append(0.0)
+        keep = capacity_keep_groups(chosen, n_experts, capacity_factor, group)
+        c = alpha if method == "bias" else coef
+        loss, grad_router, grad_experts, p, chosen = lab_gradients(x, y, router_w, experts_w, k, f_rows, c, bias,
+                                                                   scoring, keep)
+        task.append(loss)
+        dropped.append(1 - keep.mean())
+        counts = np.bincount(chosen.ravel(), minlength=n_experts)
+        loads.append(counts / counts.sum())
         if method == "bias":
-            bias += gamma * np.sign(loads[-1].mean() - loads[-1])          # overloaded down, underloaded up
+            bias = update_bias(bias, counts, gamma)
         router_w -= lr * grad_router
         experts_w -= lr * grad_experts
-    x, _, dom = domains.sample(64, seq_len, np.random.default_rng(seed + 2))
-    _, chosen, _ = route(x, router_w, k, bias)
-    return LabResult(method, np.array(loads), np.array(task), np.array(aux),
-                     domain_expert_share(chosen, dom, n_experts, G), np.zeros(n_experts) if bias is None else bias)
+    held = evaluate_router(domains, router_w, experts_w, k, bias, scoring, capacity_factor, n_seqs, seq_len,
+                           capacity_seqs, seed=seed + 2)
+    return LabResult(method, np.array(loads), np.array(task), np.array(aux), np.array(dropped), held["share"],
+                     np.zeros(n_experts) if bias is None else bias, held)

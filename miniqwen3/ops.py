@@ -163,23 +163,30 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, q_start: int) -> np.n
 
 # --- mixture of experts --------------------------------------------------------------------------
 
-def router(logits: np.ndarray, top_k: int, norm_topk_prob: bool, drop=None, selection_bias=None):
+def router(logits: np.ndarray, top_k: int, norm_topk_prob: bool, drop=None, selection_bias=None,
+           scoring: str = "softmax"):
     """The Qwen3-MoE router, after its linear layer (`logits = x @ gate^T`): softmax over ALL experts in fp32,
     then the top-k. With norm_topk_prob the k chosen probabilities are renormalised to sum to 1.
     This is the only place in miniqwen3 where experts are selected; the interventions are arguments:
       drop:           experts that may not be chosen; their logits become -inf, so softmax renormalises over the
                       others (as if they were deleted from the checkpoint)
-      selection_bias: [E] added to the probabilities to choose the top-k only, not to weight them
+      selection_bias: [E] added to the scores to choose the top-k only, not to weight them
                       (DeepSeek-V3's auxiliary-loss-free balancing; Qwen3 has none)
+      scoring:        "softmax" (Qwen3) or "sigmoid" (DeepSeek-V3: each expert's affinity s = sigmoid(logit) on its
+                      own, not a distribution over experts; the weights are the chosen s over their sum)
     float64 logits stay float64 (the router lab's gradient checks); anything else is computed in fp32.
-    logits: [T, E] -> probs [T, E], experts [T, K] (most probable first, ties to the lower index), weights [T, K]"""
+    logits: [T, E] -> probs (the scores) [T, E], experts [T, K] (highest first, ties to the lower index), weights [T, K]"""
+    if scoring not in ("softmax", "sigmoid"):
+        raise ValueError(f"router scoring {scoring!r}: expected 'softmax' or 'sigmoid'")
     logits = np.asarray(logits)
     logits = logits.astype(np.promote_types(logits.dtype, np.float32))
     if drop is not None and len(drop):
         logits = logits.copy()
         logits[:, list(drop)] = -np.inf
-    probs = softmax(logits, axis=-1)
+    probs = softmax(logits, axis=-1) if scoring == "softmax" else np.exp(-np.logaddexp(0, -logits))   # sigmoid
     score = probs if selection_bias is None else probs + selection_bias
+    if drop is not None and len(drop) and selection_bias is not None:
+        score[:, list(drop)] = -np.inf                                 # a bias cannot bring a dropped expert back
     experts = np.argsort(-score, axis=-1, kind="stable")[:, :top_k]
     weights = np.take_along_axis(probs, experts, axis=-1)
     if norm_topk_prob:
