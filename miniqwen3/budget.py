@@ -18,13 +18,20 @@ Each generation step:
     counter.observe(token, at_char_boundary=...) # after every emitted token, forced or sampled
 
 What is forced (ids, not text, so the markers are single tokens):
-    budget B >= 1:  stop_ids + [end_think_id] + gap_ids, i.e. by default the tokens of
-                    "Considering ... directly now.\\n" + "</think>" + "\\n\\n". The report's string has a "."
-                    after "</think>"; it is left out so the block closes as the chat template writes every
-                    block, "</think>\\n\\n", which is what the model was trained on.
-    budget B == 0:  gap_ids + [end_think_id] + gap_ids, "\\n\\n</think>\\n\\n": after "<think>" this is the empty
-                    block "<think>\\n\\n</think>\\n\\n" that the template prefills in no-think mode, so B = 0 is
-                    no-think mode, token for token. There is no partial reasoning to apologise for.
+    budget B >= 1:  stop_ids + [end_think_id] + gap_ids, i.e. by default the tokens of QWEN_STOP_TEXT,
+                    "\\n\\nConsidering ... directly now.\\n", then "</think>" and "\\n\\n".
+                    Three versions of the sentence exist:
+                    REPORT_STOP_TEXT  the report's, as printed: no newline before it, and a "." after "</think>"
+                                      (the chat template never writes one there; it is left out);
+                    QWEN_STOP_TEXT    Qwen's thinking-budget example (Qwen3 docs, getting_started/thinking_budget):
+                                      "\\n\\n" first, so a cut in mid-line does not glue the sentence to the last
+                                      word; what real checkpoints get (`miniqwen3.generate.stop_text_for`);
+                    TINY_STOP_TEXT    what the embedded tiny model was trained with (`miniqwen3.corpus`: the
+                                      sentence right after the cut, no newline), so the tiny model keeps it.
+    budget B == 0:  gap_ids + [end_think_id] + gap_ids, "\\n\\n</think>\\n\\n": after the "<think>" the model
+                    writes, this is the empty block "<think>\\n\\n</think>\\n\\n" that the template prefills for
+                    enable_thinking=False, so with B = 0 the reply goes on as under the hard switch, token for
+                    token. There is no partial reasoning to apologise for.
 
 `n` counts the thinking tokens the model sampled: every token after `<think>` (or after a prompt that ends
 inside the block) and before `</think>`; the markers and the forced tokens are not counted. When the stop
@@ -36,7 +43,11 @@ from enum import Enum
 
 THINK_ID = 151667
 END_THINK_ID = 151668
-STOP_TEXT = "Considering the limited time by the user, I have to give the solution based on the thinking directly now.\n"
+SENTENCE = "Considering the limited time by the user, I have to give the solution based on the thinking directly now."
+REPORT_STOP_TEXT = SENTENCE + "\n</think>.\n\n"     # the report, section 4.3, character for character
+QWEN_STOP_TEXT = "\n\n" + SENTENCE + "\n"           # Qwen's example; then </think> and "\n\n"
+TINY_STOP_TEXT = SENTENCE + "\n"                     # the embedded tiny model's training data
+STOP_TEXT = TINY_STOP_TEXT                           # the name miniqwen3.corpus writes the training data with
 GAP_TEXT = "\n\n"
 
 
@@ -89,7 +100,7 @@ class ThinkingBudget:
 
     budget: thinking tokens allowed, None for unlimited, 0 for no thinking at all.
     think_id, end_think_id: the ids of `<think>` and `</think>` (151667 and 151668 in Qwen3).
-    stop_ids: the ids of the stop sentence (STOP_TEXT by default, see `from_encode`).
+    stop_ids: the ids of the stop sentence (QWEN_STOP_TEXT by default in `from_encode`).
     gap_ids: the ids of "\\n\\n", written after `</think>` (and before it when budget is 0).
     Left empty, stop_ids and gap_ids make the counter force the bare `</think>`.
 
@@ -119,7 +130,7 @@ class ThinkingBudget:
 
     @classmethod
     def from_encode(cls, budget, encode, think_id=THINK_ID, end_think_id=END_THINK_ID,
-                    stop_text=STOP_TEXT, gap_text=GAP_TEXT):
+                    stop_text=QWEN_STOP_TEXT, gap_text=GAP_TEXT):
         """A counter whose stop sentence and gap are `encode(stop_text)` and `encode(gap_text)`;
         `encode` is any str -> list of ids function (e.g. a tokenizer's encode without special tokens)."""
         return cls(budget, think_id, end_think_id, tuple(encode(stop_text)), tuple(encode(gap_text)))

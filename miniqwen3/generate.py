@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
-from .budget import STOP_TEXT, ThinkingBudget
+from .budget import QWEN_STOP_TEXT, TINY_STOP_TEXT, ThinkingBudget
 from .chat import IM_START, prompt_for_generation
 from .tokenizer import TokenizerError
 
@@ -98,6 +99,16 @@ class Piece:
     thinking_tokens: int       # the counter's N after this token
 
 
+def stop_text_for(model) -> str:
+    """The stop sentence the budget counter forces before `</think>`: for the embedded tiny model the text it was
+    trained with (TINY_STOP_TEXT, no newline before it: `miniqwen3.corpus`); for every other checkpoint Qwen's
+    (QWEN_STOP_TEXT, two newlines first, as in Qwen's thinking-budget example)."""
+    from .hub import EMBEDDED
+    path = getattr(model, "path", None)
+    tiny = path is not None and Path(path).resolve() == EMBEDDED["tiny"].resolve()
+    return TINY_STOP_TEXT if tiny else QWEN_STOP_TEXT
+
+
 def model_tokenizer(model):
     """model.tokenizer, or a TokenizerError saying that the checkpoint has none (generation needs one)."""
     if model.tokenizer is None:
@@ -151,7 +162,7 @@ class Generation:
     """A running generation: iterate it for Pieces; `result()` afterwards gives the GenerationResult."""
 
     def __init__(self, model, messages, budget=None, enable_thinking=None, max_new_tokens=512, seed=None,
-                 sampling: Sampling | None = None, stop_text: str = STOP_TEXT, tools=None, prefill: str = "",
+                 sampling: Sampling | None = None, stop_text: str | None = None, tools=None, prefill: str = "",
                  **overrides):
         tok = model_tokenizer(model)
         if max_new_tokens < 1:
@@ -170,8 +181,9 @@ class Generation:
         self.sampling = replace(sampling or default_sampling(model, enable_thinking is not False), **overrides)
         # A prompt that already closed the think block (the hard switch) leaves nothing to budget.
         self.budget = None if where == "closed" else budget
+        self.stop_text = stop_text_for(model) if stop_text is None else stop_text
         self.counter = ThinkingBudget.from_encode(self.budget, tok.encode, tok.think_id, tok.end_think_id,
-                                                  stop_text=stop_text)
+                                                  stop_text=self.stop_text)
         self.counter.start(prompt_ends_inside_think=where == "inside", prompt_closed_think=where == "closed")
         self.stop_ids = {i for i in (tok.im_end_id, tok.endoftext_id) if i is not None}
         self.max_new_tokens = max_new_tokens
@@ -248,6 +260,7 @@ def generate(model, messages, budget=None, enable_thinking=None, max_new_tokens=
     it at once with "\n\n</think>\n\n", the template's empty block token for token, so the reply continues as
     under the hard switch (budget_tripped is True when it did). Ignored with enable_thinking=False.
     prefill: text the reply starts with, fed to the model before it generates (not part of the result).
+    stop_text: the sentence forced when the budget trips (default `stop_text_for(model)`).
     enable_thinking: None or True (the soft switch, as transformers renders Qwen3's template): the prompt is the
     template as written and the model decides, from the /think or /no_think in the messages, whether to think;
     False (the hard switch): the template's empty think block is prefilled.

@@ -6,7 +6,8 @@ Every expected stream below is written out by hand from the rules in miniqwen3/b
 import numpy as np
 import pytest
 
-from miniqwen3.budget import STOP_TEXT, BudgetState, ThinkingBudget, ends_at_char_boundary
+from miniqwen3.budget import (QWEN_STOP_TEXT, REPORT_STOP_TEXT, STOP_TEXT, TINY_STOP_TEXT, BudgetState,
+                              ThinkingBudget, ends_at_char_boundary)
 from miniqwen3.chat import EMPTY_THINK
 
 THINK, END, STOP, GAP = 1, 2, (10, 11, 12), (20,)
@@ -212,9 +213,12 @@ def test_empty_stop_and_gap_force_the_bare_end_marker():
 
 def test_from_encode_builds_sentence_end_gap():
     c = ThinkingBudget.from_encode(7, lambda text: [ord(ch) for ch in text], think_id=THINK, end_think_id=END)
-    assert c.forced_ids == tuple(ord(ch) for ch in STOP_TEXT) + (END, 10, 10)
-    assert STOP_TEXT == ("Considering the limited time by the user, I have to give the solution based on the "
-                         "thinking directly now.\n")
+    assert c.forced_ids == tuple(ord(ch) for ch in QWEN_STOP_TEXT) + (END, 10, 10)
+    # the three texts, written out from their sources (see budget.py's docstring)
+    sentence = "Considering the limited time by the user, I have to give the solution based on the thinking directly now."
+    assert REPORT_STOP_TEXT == sentence + "\n</think>.\n\n"                 # the report, section 4.3
+    assert QWEN_STOP_TEXT == "\n\n" + sentence + "\n"                        # Qwen's thinking-budget example
+    assert TINY_STOP_TEXT == STOP_TEXT == sentence + "\n"                     # the tiny model's corpus
 
 
 def test_real_tokenizer_forced_text(qwen3_tokenizer_dir):
@@ -227,8 +231,9 @@ def test_real_tokenizer_forced_text(qwen3_tokenizer_dir):
     c = ThinkingBudget.from_encode(100, encode)
     assert (c.think_id, c.end_think_id, c.gap_ids) == (151667, 151668, (271,))
     assert tok.decode(list(c.forced_ids), skip_special_tokens=False) == (
-        "Considering the limited time by the user, I have to give the solution based on the thinking directly now.\n"
+        "\n\nConsidering the limited time by the user, I have to give the solution based on the thinking directly now.\n"
         "</think>\n\n")
+    assert c.forced_ids[0] == 271                       # "\n\n" is one token: the sentence starts a paragraph
     zero = ThinkingBudget.from_encode(0, encode)
     assert zero.forced_ids == (271, 151668, 271)
     assert tok.decode([151667, *zero.forced_ids], skip_special_tokens=False) == EMPTY_THINK == "<think>\n\n</think>\n\n"

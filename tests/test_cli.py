@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import miniqwen3
 from miniqwen3.cli import main
@@ -98,3 +99,16 @@ def test_route_prints_the_expert_load_of_each_moe_layer(capsys):
     assert "40 tokens through 1 MoE layers (8 experts, top-2)" in out and "layer  1:" in out
     assert main(["route", str(FIXTURES / "dense_untied_gqa2")]) == 2
     assert "has no MoE layers" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (Path(miniqwen3.__file__).parent / "data" / "tiny" / "config.json").is_file(),
+                    reason="the embedded tiny model is not in this checkout")
+def test_generate_with_a_budget_on_the_tiny_model(capsys):
+    from miniqwen3.budget import TINY_STOP_TEXT
+    assert main(["generate", "What is 9876 - 1234? /think", "--budget", "16", "--temperature", "0",
+                 "--max-new-tokens", "120"]) == 0
+    out, err = capsys.readouterr()
+    # greedy: 16 thinking tokens end in mid-line ("ones:6-4"); the tiny model gets the sentence it was trained
+    # with, right after the cut (a real checkpoint gets Qwen's, after "\n\n": tests/test_generate.py)
+    assert "ones:6-4" + TINY_STOP_TEXT + "</think>" in out and "9876 - 1234 = " in out
+    assert "[think (soft switch):" in err and "16 thinking, budget 16 (tripped)" in err

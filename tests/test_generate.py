@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import miniqwen3
-from miniqwen3.budget import STOP_TEXT
-from miniqwen3.generate import RECOMMENDED, Sampling, default_sampling, generate, sample, stream
+from miniqwen3.budget import QWEN_STOP_TEXT, TINY_STOP_TEXT
+from miniqwen3.generate import RECOMMENDED, Sampling, default_sampling, generate, sample, stop_text_for, stream
 from miniqwen3.tokenizer import Tokenizer
 
 
@@ -142,11 +142,11 @@ def test_budget_forces_the_stop_sentence_and_lets_the_model_answer(tok):
     out = g.result()
     assert out.budget_tripped and out.thinking_tokens == 4
     first4 = tok.decode(tok.encode("\nLet me add two and three carefully\n")[:4])
-    assert out.thinking == (first4 + STOP_TEXT).strip()
+    assert out.thinking == (first4 + QWEN_STOP_TEXT).strip()      # a model that is not the tiny one: Qwen's text
     forced = [p for p in pieces if p.forced]
-    assert tok.decode([p.token_id for p in forced]) == STOP_TEXT + "</think>\n\n"
+    assert tok.decode([p.token_id for p in forced]) == QWEN_STOP_TEXT + "</think>\n\n"
     assert all(p.thinking_tokens == 4 for p in forced)
-    assert [p.channel for p in pieces].count("thinking") == 1 + 4 + len(tok.encode(STOP_TEXT)) + 1
+    assert [p.channel for p in pieces].count("thinking") == 1 + 4 + len(tok.encode(QWEN_STOP_TEXT)) + 1
     assert out.answer == "5"                  # the model answers after the forced </think>
 
 
@@ -200,6 +200,17 @@ def test_no_think_block_at_all_is_answer(tok):
     model = scripted(tok, "5")                      # a model that answers without any think block
     out = generate(model, "What is 2 + 3?", budget=0, temperature=0)
     assert (out.thinking_mode, out.budget_tripped, out.thinking_tokens, out.answer) == (False, False, 0, "5")
+
+
+def test_a_cut_in_mid_line_starts_the_sentence_on_a_new_paragraph(tok):
+    # the tiny model's text glued to the last word ("ones:6-4Considering"); Qwen's starts after "\n\n"
+    head = "\n9876-1234\nones:6-4"
+    b = len(tok.encode(head))
+    assert tok.encode(head) == tok.encode(head + "=2 b0\n")[:b]           # the cut falls where the text does
+    for stop_text, glue in ((None, "ones:6-4\n\nConsidering"), (TINY_STOP_TEXT, "ones:6-4Considering")):
+        model = scripted(tok, "<think>" + head + "=2 b0\n</think>\n\n9876 - 1234 = 8642")
+        out = generate(model, "What is 9876 - 1234? /think", budget=b, temperature=0, stop_text=stop_text)
+        assert out.budget_tripped and glue in out.thinking and out.thinking.endswith("directly now.")
 
 
 def test_max_new_tokens(tok):
@@ -269,7 +280,8 @@ def test_budget_end_to_end_on_the_tiny_model():
     assert cut.budget_tripped and cut.thinking_tokens == 4           # ASCII thinking: no wait for a boundary
     # greedy: the first 4 thinking tokens are the unconstrained run's, then the forced sentence and </think>
     assert cut.token_ids[:5] == free.token_ids[:5]
-    forced = tok.encode(STOP_TEXT) + [tok.end_think_id]
+    assert stop_text_for(model) == TINY_STOP_TEXT          # the text it was trained with, not Qwen's
+    forced = tok.encode(TINY_STOP_TEXT) + [tok.end_think_id]
     assert cut.token_ids[5:5 + len(forced)] == forced
     assert cut.token_ids.count(tok.end_think_id) == 1 and cut.answer
     zero = model.generate("What is 2 + 3? /think", budget=0, temperature=0, max_new_tokens=100)
@@ -290,7 +302,8 @@ def test_budget_end_to_end_on_an_engine_model(tmp_path, qwen3_tokenizer_dir):
     from test_cli import tiny_random_chat_model
     model = miniqwen3.load(tiny_random_chat_model(tmp_path / "m", qwen3_tokenizer_dir))
     tok = model.tokenizer
-    forced = tok.encode(STOP_TEXT) + [tok.end_think_id] + tok.encode("\n\n")
+    assert stop_text_for(model) == QWEN_STOP_TEXT
+    forced = tok.encode(QWEN_STOP_TEXT) + [tok.end_think_id] + tok.encode("\n\n")
     waited = []
     for seed in (0, 1, 102, 190):   # with these seeds, 102 and 190 end their 5th token mid-character
         g = stream(model, "What is 2 + 3?", budget=5, prefill="<think>\n", seed=seed, max_new_tokens=40,
