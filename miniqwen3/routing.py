@@ -212,3 +212,113 @@ def routing_by_group(model, groups: dict, keep: dict | None = None) -> GroupRout
             group.append(g)
             first[name].append(first_choices(trace, c.moe_layers))
     return GroupRouting(list(groups), c.moe_layers, np.array(counts, dtype=np.float64), np.array(group), first)
+
+
+# --- domain or token? ----------------------------------------------------------------------------
+# Domains differ in their tokens (arithmetic is digits and operators, code has keywords), so a router that looked only
+# at the token id would still send each domain to experts of its own. These measures separate the two: the mutual
+# information between domain and expert with the token id held fixed, and a baseline that keeps every token id's
+# domain counts. Estimates are plug-in (from counts), each (token, slot) assignment one observation.
+
+@dataclass
+class TokenRouting:
+    """Per-token routing of groups of sequences, from `token_routing`."""
+    names: list             # group names
+    layers: list            # the MoE layers traced
+    group: np.ndarray       # [N] the group of each token (N tokens over all sequences)
+    token_ids: np.ndarray   # [N]
+    sequence: np.ndarray    # [N] which sequence it came from (numbered over all groups)
+    experts: np.ndarray     # [L, N, K] chosen experts
+
+    def pairs(self, j: int, keep: np.ndarray | None = None):
+        """Layer index j's (group, token id, expert) of every (token, slot) assignment, over the tokens where
+        keep [N] is true.  -> three [P] arrays"""
+        keep = np.ones(len(self.group), bool) if keep is None else keep
+        k = self.experts.shape[2]
+        return (np.repeat(self.group[keep], k), np.repeat(self.token_ids[keep], k), self.experts[j][keep].ravel())
+
+    def shared(self, min_groups: int = 2) -> np.ndarray:
+        """[N] true for tokens whose id occurs in at least `min_groups` groups."""
+        ids, inverse = np.unique(self.token_ids, return_inverse=True)
+        seen = np.zeros((len(ids), len(self.names)), bool)
+        seen[inverse, self.group] = True
+        return seen.sum(axis=1)[inverse] >= min_groups
+
+
+def token_routing(model, groups: dict) -> TokenRouting:
+    """Trace every sequence of every group (name -> list of id sequences) and keep each token's experts."""
+    c = model.config
+    group, ids, seq, experts = [], [], [], []
+    for g, seqs in enumerate(groups.values()):
+        for s in seqs:
+            _, trace = model.trace(s)
+            experts.append(np.stack([trace.layer(i).experts for i in c.moe_layers]))    # [L, T, K]
+            group.append(np.full(len(s), g))
+            ids.append(np.asarray(s))
+            seq.append(np.full(len(s), len(seq)))
+    return TokenRouting(list(groups), c.moe_layers, np.concatenate(group), np.concatenate(ids),
+                        np.concatenate(seq), np.concatenate(experts, axis=1))
+
+
+def _entropy(*columns) -> float:
+    """Plug-in entropy (bits) of the joint distribution of equal-length integer columns."""
+    _, counts = np.unique(np.stack(columns), axis=1, return_counts=True)
+    p = counts / counts.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def mutual_information(x, y) -> float:
+    """I(X; Y) = H(X) + H(Y) - H(X, Y) in bits, from paired samples x, y: [P] ints."""
+    return max(0.0, _entropy(x) + _entropy(y) - _entropy(x, y))
+
+
+def conditional_mutual_information(x, y, z) -> float:
+    """I(X; Y | Z) = H(X, Z) + H(Y, Z) - H(X, Y, Z) - H(Z) in bits: the information between x and y left when z is
+    known, the average over the values of z of I(X; Y) among the samples with that z (weighted by their count).
+    Values of z met with one x only add nothing.  x, y, z: [P] ints"""
+    return max(0.0, _entropy(x, z) + _entropy(y, z) - _entropy(x, y, z) - _entropy(z))
+
+
+def shuffle_within(labels, strata, rng: np.random.Generator) -> np.ndarray:
+    """labels permuted at random among the samples of each stratum (e.g. domains among the occurrences of each
+    token id): what the labels look like if they told nothing beyond the stratum.  labels, strata: [P]"""
+    labels, strata = np.asarray(labels), np.asarray(strata)
+    out = labels.copy()
+    order = np.argsort(strata, kind="stable")
+    bounds = np.flatnonzero(np.diff(strata[order])) + 1
+    for block in np.split(order, bounds):
+        out[block] = labels[rng.permutation(block)]
+    return out
+
+
+def domain_experts(share: np.ndarray, n: int) -> np.ndarray:
+    """Per group, the n experts whose share in that group exceeds their mean share in the other groups the most.
+    share: [G, E] (from `domain_expert_share`) -> [G, n]"""
+    G = len(share)
+    others = (share.sum(axis=0, keepdims=True) - share) / max(G - 1, 1)
+    return np.argsort(-(share - others), axis=1, kind="stable")[:, :n]
+
+
+def sequence_losses(model, sequences, masks=None) -> np.ndarray:
+    """Mean next-token cross-entropy (nats) of each sequence, with the routing overrides in force, over the tokens
+    t >= 1 where masks[n][t] is true (the tokens a model was trained to predict, e.g. a reply; all by default).
+    sequences: N id arrays [T]; masks: N boolean arrays [T] or None  -> [N]"""
+    out = []
+    for n, ids in enumerate(sequences):
+        ids = np.asarray(ids)
+        logits = model.logits(ids)[:-1].astype(np.float64)                           # [T-1, V] predicts ids[1:]
+        z = logits - logits.max(axis=1, keepdims=True)
+        nll = np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(ids) - 1), ids[1:]]
+        keep = np.ones(len(ids) - 1, bool) if masks is None else np.asarray(masks[n], bool)[1:]
+        if not keep.any():
+            raise ValueError(f"sequence {n}: its mask selects no predicted token")
+        out.append(nll[keep].mean())
+    return np.array(out)
+
+
+def bootstrap_interval(values, rounds: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of values [N] (resampling the N values)."""
+    values = np.asarray(values, np.float64)
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (rounds, len(values)))].mean(axis=1)
+    return float(np.quantile(means, (1 - level) / 2)), float(np.quantile(means, (1 + level) / 2))
