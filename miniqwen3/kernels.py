@@ -49,6 +49,7 @@ CHUNK_BYTES = 32 * 2**20  # fp32 rows widened per BLAS call: whole matrices, exc
 KEYS = 64         # keys per attention block
 QUERY_ROWS = 32   # query rows (tokens x heads sharing a KV head) per attention task
 PREFETCH_ROWS = 8  # weight rows decode asks for ahead of the four it is dotting (`prefetch_rows`)
+EXPERTS_PER_THREAD = 2  # from this many chosen experts per core on, each core runs whole experts (`experts_whole`)
 SERIAL_WORK = 2**20  # multiply-adds below which a kernel runs on the calling thread alone (`threads_for`)
 
 
@@ -278,9 +279,12 @@ def moe_experts(x: np.ndarray, experts: np.ndarray, weights: np.ndarray, gate_pr
     ys = np.empty((T * K, H), np.float32)
     out = np.empty((T, H), np.float32)
     with threads_for(3 * T * K * I * H):
-        experts_gate_up(xs, x_sums_rows(xs), starts, kg, g, ku, u, h)
-        experts_down(h, x_sums_rows(h), starts, kd, d, ys)
-        combine_slots(ys, order, np.ascontiguousarray(weights, dtype=np.float32), out)
+        if np.count_nonzero(starts[1:] > starts[:-1]) >= EXPERTS_PER_THREAD * numba.get_num_threads():
+            experts_whole(xs, x_sums_rows(xs), starts, kg, g, ku, u, kd, d, ys)
+        else:
+            experts_gate_up(xs, x_sums_rows(xs), starts, kg, g, ku, u, h)
+            experts_down(h, x_sums_rows(h), starts, kd, d, ys)
+    combine_slots(ys, order, np.ascontiguousarray(weights, dtype=np.float32), out)
     return out
 
 
@@ -301,6 +305,42 @@ def group_by_expert(experts, n_experts):
         order[fill[e]] = p
         fill[e] += 1
     return order, starts
+
+
+@parallel_jit
+def experts_whole(xs, xsum, starts, gate_kind, gate_proj, up_kind, up_proj, down_kind, down_proj, ys):
+    """ys[group of e] = expert e's SwiGLU of xs[group], one work item per expert with tokens: a core runs an
+    expert's gate/up and then its down projection on the hidden rows it has just made (still in its cache), so
+    the whole MoE block is one parallel region. Used when there are enough experts to share out evenly.
+    xs: [P, H] token rows grouped by expert, xsum: [P, H / 32], gate/up_proj: [E, I, ROW_BYTES],
+    down_proj: [E, H, ROW_BYTES], ys: [P, H]"""
+    active = np.nonzero(starts[1:] > starts[:-1])[0]
+    for i in prange(active.size):
+        e = active[i]
+        g0, g1 = starts[e], starts[e + 1]
+        expert_swiglu(xs[g0:g1], xsum[g0:g1], gate_kind, gate_proj[e], up_kind, up_proj[e], down_kind,
+                      down_proj[e], ys[g0:g1])
+
+
+@jit
+def expert_swiglu(x, xsum, gate_kind, gate_proj, up_kind, up_proj, down_kind, down_proj, y):
+    """y = down_proj(silu(gate_proj(x)) * up_proj(x)) for one expert, ROWS rows of a projection at a time.
+    x: [N, H], xsum: [N, H / 32], gate/up_proj: [I, ROW_BYTES], down_proj: [H, ROW_BYTES], y: [N, H]"""
+    (N, H), I = x.shape, gate_proj.shape[0]
+    h = np.empty((N, I), np.float32)
+    g = np.empty((N, ROWS), np.float32)
+    u = np.empty((N, ROWS), np.float32)
+    tile = np.empty((tile_rows(N), H), np.float32)
+    for r0 in range(0, I, ROWS):
+        r1 = min(I, r0 + ROWS)
+        project(x, xsum, gate_kind, gate_proj, r0, r1, g, 0, tile)
+        project(x, xsum, up_kind, up_proj, r0, r1, u, 0, tile)
+        silu_times(g[:, :r1 - r0], u[:, :r1 - r0])
+        h[:, r0:r1] = g[:, :r1 - r0]
+    hsum = x_sums_rows(h)
+    tile = np.empty((tile_rows(N), I), np.float32)
+    for r0 in range(0, H, ROWS):
+        project(h, hsum, down_kind, down_proj, r0, min(H, r0 + ROWS), y, r0, tile)
 
 
 @parallel_jit
@@ -343,7 +383,7 @@ def experts_down(h, hsum, starts, down_kind, down_proj, ys):
                 np.empty((tile_rows(g1 - g0), I), np.float32))
 
 
-@parallel_jit
+@jit
 def combine_slots(ys, order, weights, out):
     """out[t] = sum over slots k of weights[t, k] * (expert output of pair t*K + k), slot order.
     ys: [P, H] in expert-grouped order, order: [P], weights: [T, K], out: [T, H]"""
@@ -351,7 +391,7 @@ def combine_slots(ys, order, weights, out):
     where = np.empty(order.size, np.int64)    # where[pair] = its row in ys
     for p in range(order.size):
         where[order[p]] = p
-    for t in prange(T):
+    for t in range(T):
         for j in range(out.shape[1]):
             out[t, j] = 0
         for k in range(K):
@@ -396,10 +436,11 @@ def project(x, xsum, kind, w, r0, r1, y, c0, tile):
         matmul_nt(x, tile[:r1 - r0], y, c0)
     else:
         r4 = r0 + (r1 - r0) // 4 * 4
+        scratch = np.empty(x.shape[1], np.uint8)
         for t in range(x.shape[0]):
             for r in range(r0, r4, 4):
                 prefetch_rows(w, r + 4, r + 4 + PREFETCH_ROWS)
-                rows_dot4(kind, x[t], xsum[t], w[r], w[r + 1], w[r + 2], w[r + 3], y[t], c0 + r - r0)
+                rows_dot4(kind, x[t], xsum[t], w[r], w[r + 1], w[r + 2], w[r + 3], y[t], c0 + r - r0, scratch)
             for r in range(r4, r1):
                 y[t, c0 + r - r0] = row_dot(kind, x[t], xsum[t], w[r])
 

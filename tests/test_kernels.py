@@ -189,7 +189,10 @@ def test_group_by_expert_is_a_stable_counting_sort():
 
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("T", [1, 2, 23])
-def test_moe_experts_match_reference(fmt, T):
+@pytest.mark.parametrize("dispatch", ["whole experts", "tiles"])
+def test_moe_experts_match_reference(fmt, T, dispatch, monkeypatch):
+    # each core runs whole experts (`experts_whole`), or tiles of rows of every expert (`experts_gate_up/down`)
+    monkeypatch.setattr(kernels, "EXPERTS_PER_THREAD", 0 if dispatch == "whole experts" else 10**6)
     E, K, H, I = 8, 3, width(fmt, 40), width(fmt, 24)
     experts, weights = routing(T, E, K, used=6)        # experts 6 and 7 get no tokens
     x = randn(T, H)
@@ -275,5 +278,6 @@ print(json.dumps({{n: [sum(s.cache_hits.values()), sum(s.cache_misses.values())]
     run_python(code)
     second = json.loads(run_python(code).strip().splitlines()[-1])
     used = {name: hits for name, (hits, misses) in second.items() if hits or misses}
-    assert {"linear_tiles", "attention_blocks", "experts_gate_up", "experts_down"} <= set(used)
+    assert {"linear_tiles", "attention_blocks"} <= set(used)
+    assert {"experts_whole", "experts_gate_up", "experts_down"} & set(used)     # which depends on the cores
     assert all(misses == 0 for hits, misses in second.values()), second

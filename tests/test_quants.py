@@ -285,44 +285,35 @@ def test_numba_kernels_match_numpy(kind):
     assert relative_dot_error(y[2:6], w[:4], x).max() < 1e-6
 
 
-def test_q4_k_block_dot_as_plain_numpy_and_compiled():
-    """The Q4_K block dot is plain NumPy when called from Python (NUMBA_DISABLE_JIT, notebooks) and LLVM vector
-    IR when compiled: both equal the dequantized block times x, block by block (offsets inside a row)."""
+def test_q4_k_row_dot_as_plain_numpy_and_compiled():
+    """The Q4_K row dot is plain NumPy when called from Python (NUMBA_DISABLE_JIT, notebooks) and LLVM vector
+    IR when compiled: both equal the dequantized row times x, for rows of 1 to 4 blocks (the IR's loop)."""
     rng = np.random.default_rng(12)
     row = random_rows(Q.Q4_K, 1, 4 * 256, rng)[0]                          # block 0 has d = dmin = 0
-    w = Q.dequantize_q4_k(row.reshape(4, 144))                               # [4, 256]
+    w = Q.dequantize_q4_k(row.reshape(4, 144)).ravel()                       # [4 * 256]
     x = rng.standard_normal(4 * 256).astype(np.float32)
-    xsum = Q.x_sums(x)
-
-    @numba.njit
-    def compiled(x, xsum, row, b):
-        return Q.q4_k_block_dot(x, 256 * b, xsum, 8 * b, row, 144 * b)
-
-    assert Q.q4_k_block_dot(x, 0, xsum, 0, row, 0) == compiled(x, xsum, row, 0) == 0
-    for b in range(1, 4):
-        plain = Q.q4_k_block_dot(x, 256 * b, xsum, 8 * b, row, 144 * b)
-        assert relative_dot_error(plain, w[b], x[256 * b:256 * b + 256]) < 1e-6
-        assert relative_dot_error(compiled(x, xsum, row, b), w[b], x[256 * b:256 * b + 256]) < 1e-6
+    compiled = numba.njit(lambda x, xsum, row: Q.q4_k_row_dot(x, xsum, row))
+    assert Q.q4_k_row_dot(x[:256], Q.x_sums(x[:256]), row[:144]) == compiled(x[:256], Q.x_sums(x[:256]), row[:144]) == 0
+    for b0, b1 in [(1, 2), (0, 2), (0, 3), (0, 4), (1, 4)]:               # rows of blocks b0..b1-1
+        xn, rn, wn = x[256 * b0:256 * b1], row[144 * b0:144 * b1], w[256 * b0:256 * b1]
+        assert relative_dot_error(Q.q4_k_row_dot(xn, Q.x_sums(xn), rn), wn, xn) < 1e-6
+        assert relative_dot_error(compiled(xn, Q.x_sums(xn), rn), wn, xn) < 1e-6
 
 
-def test_q6_k_block_dot_as_plain_numpy_and_compiled():
-    """The same for Q6_K's block dot, which reads the values from the scratch row `q6_k_bytes` writes."""
+def test_q6_k_row_dot_as_plain_numpy_and_compiled():
+    """The same for Q6_K's row dot, which reads the values from the scratch row `q6_k_bytes` writes."""
     rng = np.random.default_rng(13)
     row = random_rows(Q.Q6_K, 1, 4 * 256, rng)[0]                          # block 0 has d = 0
-    w = Q.dequantize_q6_k(row.reshape(4, 210))                               # [4, 256]
+    w = Q.dequantize_q6_k(row.reshape(4, 210)).ravel()                       # [4 * 256]
     x = rng.standard_normal(4 * 256).astype(np.float32)
     q = np.empty(4 * 256, np.int8)
     Q.q6_k_bytes(row, q)
-
-    @numba.njit
-    def compiled(x, q, row, b):
-        return Q.q6_k_block_dot(x, 256 * b, q, row, 210 * b)
-
-    assert Q.q6_k_block_dot(x, 0, q, row, 0) == compiled(x, q, row, 0) == 0
-    for b in range(1, 4):
-        plain = Q.q6_k_block_dot(x, 256 * b, q, row, 210 * b)
-        assert relative_dot_error(plain, w[b], x[256 * b:256 * b + 256]) < 1e-6
-        assert relative_dot_error(compiled(x, q, row, b), w[b], x[256 * b:256 * b + 256]) < 1e-6
+    compiled = numba.njit(lambda x, q, row: Q.q6_k_row_dot(x, q, row))
+    assert Q.q6_k_row_dot(x[:256], q[:256], row[:210]) == compiled(x[:256], q[:256], row[:210]) == 0
+    for b0, b1 in [(1, 2), (0, 2), (0, 3), (0, 4), (1, 4)]:               # rows of blocks b0..b1-1
+        xn, qn, rn, wn = x[256 * b0:256 * b1], q[256 * b0:256 * b1], row[210 * b0:210 * b1], w[256 * b0:256 * b1]
+        assert relative_dot_error(Q.q6_k_row_dot(xn, qn, rn), wn, xn) < 1e-6
+        assert relative_dot_error(compiled(xn, qn, rn), wn, xn) < 1e-6
 
 
 def plain_weights(rng, OUT, IN):
