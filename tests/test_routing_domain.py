@@ -107,7 +107,8 @@ def test_token_routing_follows_the_trace():
     E = model.config.num_experts
     counts = np.zeros((2, E))
     np.add.at(counts, (g, e), 1)
-    assert np.allclose(counts / counts.sum(axis=1, keepdims=True), routing.domain_expert_share(tr.experts[0], tr.group, E, 2))
+    want = routing.domain_expert_share(tr.experts[0], tr.group, E, 2)
+    assert np.allclose(counts / counts.sum(axis=1, keepdims=True), want)
     assert np.array_equal(t, np.repeat(tr.token_ids, tr.experts.shape[2]))
 
 

@@ -89,8 +89,9 @@ def test_recorded_values_are_what_they_say(model, ids):
                                   ("v_proj", layer.self_attn.v_proj, c.num_key_value_heads)):
             want = (h @ bf16(proj).T).reshape(T, heads, c.head_dim)
             np.testing.assert_allclose(rec.get(name, i), want, rtol=0, atol=1e-4)
-        np.testing.assert_allclose(rec.get("q_norm", i), rms(rec.get("q_proj", i), layer.self_attn.q_norm, eps), atol=2e-5)
-        np.testing.assert_allclose(rec.get("k_norm", i), rms(rec.get("k_proj", i), layer.self_attn.k_norm, eps), atol=2e-5)
+        for raw, normed, weight in (("q_proj", "q_norm", layer.self_attn.q_norm),
+                                    ("k_proj", "k_norm", layer.self_attn.k_norm)):
+            np.testing.assert_allclose(rec.get(normed, i), rms(rec.get(raw, i), weight, eps), atol=2e-5)
         for before, after in (("q_norm", "q_rope"), ("k_norm", "k_rope")):
             # RoPE turns pairs of dimensions: position 0 is untouched, and every head keeps its length
             np.testing.assert_array_equal(rec.get(after, i)[0], rec.get(before, i)[0])
@@ -100,7 +101,8 @@ def test_recorded_values_are_what_they_say(model, ids):
         np.testing.assert_allclose(rec.get("o_proj", i), attn @ bf16(layer.self_attn.o_proj).T, rtol=0, atol=1e-4)
         np.testing.assert_array_equal(rec.get("attention_residual", i), x + rec.get("o_proj", i))
         np.testing.assert_allclose(rec.get("post_attention_layernorm", i),
-                                   rms(rec.get("attention_residual", i), layer.post_attention_layernorm, eps), atol=2e-5)
+                                   rms(rec.get("attention_residual", i), layer.post_attention_layernorm, eps),
+                                   atol=2e-5)
         np.testing.assert_array_equal(rec.get("output", i), rec.get("attention_residual", i) + rec.get("mlp", i))
         # the router: softmax over all experts, the K most probable, their probabilities renormalised
         z = rec.get("router_logits", i).astype(np.float64)
