@@ -2,13 +2,16 @@
 
     python scripts/browser_check.py                       # every notebook; screenshots in benchmarks/out/browser
     python scripts/browser_check.py 01_rope 03_load_balancing --out /tmp/shots --model /path/to/checkpoint
+    python scripts/browser_check.py --pictures docs/img         # also refresh the pictures the README shows
 
 For each notebook: JupyterLab 4 on 127.0.0.1 (fixed token, no news, no kernel picker, no autosave), Debian's
 chromium driven by playwright (`executable_path=/usr/bin/chromium`; nothing is downloaded), wait for the kernel to
 be Idle, Run > Run All, wait until every code cell has run, then focus the handle of the slider in the panel tagged
 `miniqwen3.widgets.CHECK`, press ArrowRight, and wait until that panel's output changes. Screenshots: the panel
 before and after the move, and the whole page at the end. Prints one JSON line per notebook and exits 1 if any
-notebook failed (a cell error, a missing widget, an output that did not change).
+notebook failed (a cell error, a missing widget, an output that did not change). With `--pictures DIR`, the panel
+after the move is also saved as DIR/<notebook>.png for each notebook that passed: the picture of what a reader will
+get, shown in the README and in each notebook's first cell (docs/img).
 
 The notebooks are copied to a scratch folder first (the files in the repo are never touched); `--model` rewrites
 their `MODEL = None` cell to load another checkpoint. Kernels run with OPENBLAS_NUM_THREADS=1 (see
@@ -237,12 +240,24 @@ def check_one(browser, port: int, name: str, shots: Path, timeout_s: float) -> d
     return result
 
 
+def save_pictures(results: list[dict], shots: Path, folder: Path) -> list[Path]:
+    """Copy the panel screenshot taken after the slider move of each passed notebook to folder/<notebook>.png."""
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for r in results:
+        after = shots / f"{r['notebook']}_after.png"
+        if r["ok"] and after.is_file():
+            saved.append(Path(shutil.copy(after, folder / f"{r['notebook']}.png")))
+    return saved
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("notebooks", nargs="*", help="names without .ipynb (default: all in notebooks/)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "browser"), help="screenshot folder")
     ap.add_argument("--model", default=None, help="run the notebooks on this checkpoint instead of MODEL = None")
     ap.add_argument("--timeout", type=float, default=600, help="seconds allowed for Run All of one notebook")
+    ap.add_argument("--pictures", default=None, help="also save each passed notebook's panel as PICTURES/<name>.png")
     args = ap.parse_args(argv)
     names = args.notebooks or sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
     if not Path(CHROMIUM).exists():
@@ -250,6 +265,9 @@ def main(argv=None) -> int:
         return 2
     shots = Path(args.out)
     results = check(names, shots, args.model, args.timeout)
+    if args.pictures:
+        for path in save_pictures(results, shots, Path(args.pictures)):
+            print(f"picture: {path}")
     failed = [r["notebook"] for r in results if not r["ok"]]
     print(f"screenshots in {shots}; " + (f"FAILED: {', '.join(failed)}" if failed else f"all {len(results)} passed"))
     return 1 if failed else 0

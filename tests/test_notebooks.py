@@ -102,3 +102,16 @@ def test_runs_top_to_bottom(name, tmp_path, record_property):
     assert not [o for o in outputs if o.output_type == "error"]
     shown = json.dumps([o.get("data", {}) for o in outputs])
     assert "image/png" in shown or "application/vnd.jupyter.widget-view+json" in shown, "nothing was drawn"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_first_cell_and_readme_show_the_picture(name):
+    """What a reader will get, seen without running: docs/img/<name>.png (the panel after the browser check's slider
+    move, `python scripts/browser_check.py --pictures docs/img`), in the notebook's first cell and in the README."""
+    picture = REPO / "docs" / "img" / f"{name}.png"
+    assert picture.is_file() and picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", \
+        f"{picture} is missing: python scripts/browser_check.py --pictures docs/img"
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    assert f"](../docs/img/{name}.png)" in nb.cells[0].source, f"{name}: the first cell does not show its picture"
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert f"](docs/img/{name}.png)" in readme, f"README: no picture of {name}"
