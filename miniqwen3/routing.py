@@ -1,10 +1,12 @@
-"""What the routers did: the routing trace, expert load, one token through a MoE layer step by step, and
-routing statistics of groups of sequences (domains, languages).
+"""What the routers did: the routing trace, expert load, one token through a MoE layer step by step, routing
+statistics of groups of sequences (domains, languages), and how much of a domain's routing is more than its tokens
+(information with the token id held fixed; losses after removing experts, with bootstrap intervals).
 
 The model records into a `RoutingTrace` when one is passed to `forward` (it calls `record` once per MoE layer
-and call); routing is changed with `Model.routing(...)`. Everything here reads the model, none of it changes it.
-The routing math itself is `ops.router`. Shape letters: see `miniqwen3.config` (L MoE layers traced,
-N sequences, G groups).
+and call); routing is changed with `Model.routing(...)`. Everything here reads the model, none of it changes it
+(`sequence_losses` runs under whatever overrides the caller has put in force). The routing math itself is
+`ops.router`. Shape letters: see `miniqwen3.config` (L MoE layers traced,
+N sequences, or tokens in `TokenRouting`; G groups; P (token, slot) pairs).
 """
 from __future__ import annotations
 
