@@ -1,12 +1,40 @@
 """Measuring a model: next-token loss with the router changed, accuracy against the thinking budget, whether a
-reply follows the /think and /no_think flags, the steps of the budget counter, and timing. Used by the notebooks
-and by scripts/evaluate_tiny.py alike.
+reply follows the /think and /no_think flags (ThinkFollow), the steps of the budget counter, intervals for
+proportions, and timing. Used by the notebooks and by scripts/evaluate_tiny.py alike.
 """
 from __future__ import annotations
 
+import math
+import random
 import time
 
 import numpy as np
+
+
+# --- intervals -----------------------------------------------------------------------------------
+
+Z95 = 1.959963984540054        # the standard normal's 97.5% quantile
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a proportion: the p with (p_hat - p)^2 <= z^2 p (1 - p) / n, i.e.
+
+        centre = (p_hat + z^2 / 2n) / (1 + z^2 / n),  half = z / (1 + z^2 / n) * sqrt(p_hat (1 - p_hat) / n + z^2 / 4n^2).
+
+    Unlike p_hat +- z sqrt(p_hat (1 - p_hat) / n) it stays inside [0, 1] and is not empty at 0 or n successes."""
+    if n <= 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes} of {n}")
+    p, z2 = successes / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rate(flags) -> dict:
+    """{"k", "n", "rate", "low", "high"} of a list of booleans: the share and its 95% Wilson interval."""
+    k, n = int(sum(bool(f) for f in flags)), len(flags)
+    low, high = wilson_interval(k, n)
+    return {"k": k, "n": n, "rate": k / n, "low": low, "high": high}
 
 
 # --- loss ----------------------------------------------------------------------------------------
@@ -95,6 +123,76 @@ def follows_flag(model, messages, want_thinking: bool, max_new_tokens: int = 128
     opened = bool(r.token_ids) and r.token_ids[0] == tok.think_id and tok.end_think_id in r.token_ids
     thought = r.thinking.strip() != ""
     return {"opened": opened, "thought": thought, "followed": opened and thought == want_thinking, "result": r}
+
+
+def switching_conversations(n: int = 200, seed: int = 2468) -> list:
+    """ThinkFollow's conversations: held-out multi-turn dialogues (two or three user turns, the last question never
+    in training) whose flags switch the mode at least once between turns, half ending in /think mode and half in
+    /no_think mode. Made by the tiny model's own generator (`miniqwen3.corpus.sample_conversation`) with a seed of
+    their own; the last message is the reference reply. Each conversation's `thinking` is the mode the last flag
+    asks for (`miniqwen3.chat.resolve_thinking`)."""
+    from .chat import resolve_thinking
+    from .corpus import sample_conversation
+    rng, out = random.Random(seed), []
+    while len(out) < n:
+        conv = sample_conversation(rng, held_out=True, cut_rate=0.0)
+        users = [i for i, m in enumerate(conv.messages) if m["role"] == "user"]
+        modes = {resolve_thinking(conv.messages[:i + 1]) for i in users}
+        if len(users) >= 2 and len(modes) == 2 and conv.thinking == (len(out) % 2 == 0):
+            out.append(conv)
+    return out
+
+
+def think_follow(model, convs, max_new_tokens: int = 128, **options) -> list[dict]:
+    """`follows_flag` for each conversation (its reply left out), through the soft switch:
+    one row per conversation with want_thinking, opened, thought, followed and the GenerationResult."""
+    return [{"want_thinking": c.thinking,
+             **follows_flag(model, c.messages[:-1], c.thinking, max_new_tokens, **options)} for c in convs]
+
+
+def training_mix(convs) -> dict:
+    """What the flags and the budget looked like in training conversations (`miniqwen3.corpus.Conversation`):
+    shares of user turns with /think, /no_think or no flag, of conversations with a system prompt and with more than
+    one user turn, of replies in thinking mode, of no-think replies with the empty block in the prompt (the hard
+    switch) rather than written by the model, and of thinking replies cut by the budget stop sentence."""
+    from .chat import thinking_flag
+    users = [m["content"] for c in convs for m in c.messages if m["role"] == "user"]
+    flags = [thinking_flag(u) for u in users]
+    thinking = [c for c in convs if c.thinking]
+    no_think = [c for c in convs if not c.thinking]
+    return {"conversations": len(convs), "user_turns": len(users),
+            "turn_think": flags.count(True) / len(users), "turn_no_think": flags.count(False) / len(users),
+            "turn_no_flag": flags.count(None) / len(users),
+            "system_prompt": sum(c.messages[0]["role"] == "system" for c in convs) / len(convs),
+            "multi_turn": sum(sum(m["role"] == "user" for m in c.messages) > 1 for c in convs) / len(convs),
+            "thinking_replies": len(thinking) / len(convs),
+            "no_think_hard_switch": sum(c.hard_switch for c in no_think) / max(len(no_think), 1),
+            "thinking_cut": sum(c.cut is not None for c in thinking) / max(len(thinking), 1)}
+
+
+def budget_records(model, questions, expected, levels, budgets, parse, max_new_tokens: int = 160,
+                   **options) -> list[dict]:
+    """One row per question and budget: level, budget, correct, thinking tokens spent, tripped (greedy runs
+    that never meet the budget are the unlimited run, reused: see `budget_runs`)."""
+    rows = []
+    for q, want, level in zip(questions, expected, levels):
+        for b, r in budget_runs(model, q, budgets, max_new_tokens, **options).items():
+            rows.append({"level": level, "budget": b, "correct": parse(r.answer) == want,
+                         "spent": r.thinking_tokens, "tripped": r.budget_tripped})
+    return rows
+
+
+def budget_summary(rows, level=None) -> dict:
+    """Per budget over `budget_records` rows (one level, or all): accuracy with its Wilson interval, the mean
+    thinking tokens spent, and the share of runs the budget cut. budget -> {"k", "n", "rate", "low", "high",
+    "spent", "cut"}."""
+    out = {}
+    for b in dict.fromkeys(r["budget"] for r in rows):
+        sel = [r for r in rows if r["budget"] == b and (level is None or r["level"] == level)]
+        if sel:
+            out[b] = {**rate([r["correct"] for r in sel]), "spent": float(np.mean([r["spent"] for r in sel])),
+                      "cut": float(np.mean([r["tripped"] for r in sel]))}
+    return out
 
 
 def budget_steps(model, messages, budget, **options) -> list[dict]:

@@ -4,6 +4,7 @@
     prefill = model.forward(prompt_ids, cache)
     loop:     token = counter.next_forced() or sample(logits)            miniqwen3.budget
               counter.observe(token); logits = model.forward([token], cache)
+              (a run of forced tokens is read in one forward pass, after its last token)
     stop on <|im_end|> / <|endoftext|> or after max_new_tokens.
 
 `stream` yields each piece of text with its channel ("thinking" or "answer") and the counter's value;
@@ -205,6 +206,7 @@ class Generation:
         logits = model.forward(self.prompt_ids, cache, last_only=True)[0]
         t1 = time.perf_counter()
         self.prefill_seconds = t1 - t0
+        unread = []                 # tokens emitted that the model has not read yet
         while True:
             forced = counter.next_forced()
             token = forced if forced is not None else sample(logits[:n_tokens], self.sampling, self.rng, seen)
@@ -221,7 +223,12 @@ class Generation:
             if len(self.ids) >= self.max_new_tokens:
                 self.finish_reason = "length"
                 break
-            logits = model.forward([token], cache, last_only=True)[0]
+            unread.append(token)
+            # Forced tokens are known in advance, so no logits are needed between them: the model reads the
+            # whole forced run (and the token that tripped the counter) in one pass, as it reads a prompt.
+            if counter.next_forced() is None:
+                logits = model.forward(unread, cache, last_only=True)[0]
+                unread = []
         tail = decoder.flush()
         if tail:
             yield Piece(tail, self.channels[-1] if self.channels else "answer", -1, False, counter.n)

@@ -401,6 +401,35 @@ def accuracy_figure(curves: dict, title: str = "accuracy against the thinking bu
     return fig
 
 
+def budget_spent_figure(summaries: dict, no_think: dict | None = None, title: str = "") -> Figure:
+    """Left: accuracy against the mean thinking tokens actually spent at each budget, with the 95% Wilson intervals
+    as error bars; the first curve's points are labelled with their B. Right: the share of runs the budget cut,
+    against B. summaries: {label: {budget (None = unlimited): {"rate", "low", "high", "spent", "cut"}}} as
+    `evaluate.budget_summary` returns; no_think: {label: accuracy} drawn as dashed lines."""
+    fig = figure(9.5, 3.4)
+    ax, cut = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for j, (label, by_budget) in enumerate(summaries.items()):
+        pts = list(by_budget.items())
+        x = [v["spent"] for _, v in pts]
+        y = np.array([v["rate"] for _, v in pts])
+        err = np.array([[v["rate"] - v["low"] for _, v in pts], [v["high"] - v["rate"] for _, v in pts]])
+        ax.errorbar(x, y, yerr=err, fmt="o-", ms=3, lw=1.6 if j == 0 else 0.9, capsize=2, color=f"C{j}", label=label)
+        if j == 0:
+            for (b, v), xi, yi in zip(pts, x, y):
+                ax.annotate("∞" if b is None else str(b), (xi, yi), textcoords="offset points", xytext=(3, -10),
+                            fontsize=7, color="C0")
+        finite = [(b, v["cut"]) for b, v in pts if b is not None]
+        cut.plot([b for b, _ in finite], [c for _, c in finite], "o-", ms=3, color=f"C{j}", label=label,
+                 lw=1.6 if j == 0 else 0.9)
+    for j, (label, y) in enumerate((no_think or {}).items()):
+        ax.axhline(y, ls="--", lw=1, color=f"C{j}", label=label)
+    ax.set_xlabel("thinking tokens actually spent (mean at each B)"), ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02), ax.legend(fontsize=7), ax.set_title(title, fontsize=10)
+    cut.set_xlabel("thinking budget B (tokens)"), cut.set_ylabel("share of runs the budget cut")
+    cut.set_ylim(-0.02, 1.02), cut.set_title("where the budget bites", fontsize=10)
+    return fig
+
+
 # --- kernels -------------------------------------------------------------------------------------
 
 def timing_figure(rows: dict, xlabel: str, title: str = "") -> Figure:

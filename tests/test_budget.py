@@ -302,3 +302,79 @@ def test_the_model_writes_the_empty_block_itself(budget, expected):
     sampled = [THINK, 20, END, 20, 100] if budget != 0 else [THINK, 100]
     emitted, _ = run(c, sampled if budget != 1 else [THINK, 20, 100])
     assert emitted == expected and c.tripped is (budget in (0, 1))
+
+
+# --- the intervals and conversations the budget curve and ThinkFollow are measured with ------------------
+
+from miniqwen3 import evaluate  # noqa: E402
+
+
+@pytest.mark.parametrize("k,n,low,high", [
+    (0, 10, 0.0, 1.96**2 / (10 + 1.96**2)),          # no successes: [0, z^2 / (n + z^2)] = [0, 0.277534]
+    (10, 10, 10 / (10 + 1.96**2), 1.0),
+    (5, 10, 0.23659, 0.76341),                        # by hand: centre 0.5, half 1.96 / 1.38416 * sqrt(0.034604)
+    (1, 4, 0.04558, 0.69937),                         # by hand: centre 0.7302 / 1.9604, half 1.96 / 1.9604 * sqrt(0.1069)
+])
+def test_wilson_interval_hand_computed(k, n, low, high):
+    lo, hi = evaluate.wilson_interval(k, n, z=1.96)
+    assert lo == pytest.approx(low, abs=1e-5) and hi == pytest.approx(high, abs=1e-5)
+
+
+@pytest.mark.parametrize("k,n", [(1, 7), (3, 20), (37, 50), (88, 100), (199, 200), (1, 1000)])
+def test_wilson_interval_is_where_the_score_test_accepts(k, n):
+    # the interval's ends are the roots of (p_hat - p)^2 = z^2 p (1 - p) / n, a quadratic in p
+    z, p = evaluate.Z95, k / n
+    roots = sorted(np.roots([1 + z * z / n, -(2 * p + z * z / n), p * p]).real)
+    assert evaluate.wilson_interval(k, n) == pytest.approx(tuple(roots), abs=1e-12)
+
+
+def test_wilson_interval_errors_and_rate():
+    with pytest.raises(ValueError, match="need 0 <= successes <= n and n > 0, got 3 of 2"):
+        evaluate.wilson_interval(3, 2)
+    with pytest.raises(ValueError):
+        evaluate.wilson_interval(0, 0)
+    r = evaluate.rate([True, False, True, True])
+    assert (r["k"], r["n"], r["rate"]) == (3, 4, 0.75) and r["low"] < 0.75 < r["high"]
+
+
+def test_switching_conversations_switch_the_mode():
+    from miniqwen3.chat import resolve_thinking
+    convs = evaluate.switching_conversations(40, seed=5)
+    assert [c.thinking for c in convs] == [True, False] * 20
+    for c in convs:
+        users = [i for i, m in enumerate(c.messages) if m["role"] == "user"]
+        assert len(users) >= 2 and c.messages[-1]["role"] == "assistant" and c.cut is None
+        modes = [resolve_thinking(c.messages[:i + 1]) for i in users]
+        assert len(set(modes)) == 2 and modes[-1] is c.thinking
+
+
+def test_training_mix_counts():
+    from miniqwen3.corpus import Conversation, Problem
+    p = Problem(1, "+", 2)
+    a = {"role": "assistant", "content": "1 + 2 = 3"}
+    convs = [Conversation([{"role": "user", "content": "1+2? /think"}, a], p, "en", True, False, cut=3),
+             Conversation([{"role": "system", "content": "S"}, {"role": "user", "content": "1+2?"}, a], p, "en",
+                          True, False),
+             Conversation([{"role": "user", "content": "x /no_think"}, a, {"role": "user", "content": "1+2?"}, a],
+                          p, "en", False, True)]
+    m = evaluate.training_mix(convs)
+    assert (m["user_turns"], m["turn_think"], m["turn_no_think"], m["turn_no_flag"]) == (4, 0.25, 0.25, 0.5)
+    assert (m["system_prompt"], m["multi_turn"], m["thinking_replies"]) == (1 / 3, 1 / 3, 2 / 3)
+    assert (m["no_think_hard_switch"], m["thinking_cut"]) == (1.0, 0.5)
+
+
+def test_budget_summary_and_its_figure():
+    rows = [{"level": 1, "budget": 4, "correct": True, "spent": 4, "tripped": True},
+            {"level": 2, "budget": 4, "correct": False, "spent": 4, "tripped": True},
+            {"level": 1, "budget": None, "correct": True, "spent": 3, "tripped": False},
+            {"level": 2, "budget": None, "correct": True, "spent": 9, "tripped": False}]
+    s = evaluate.budget_summary(rows)
+    assert list(s) == [4, None]
+    assert (s[4]["k"], s[4]["n"], s[4]["spent"], s[4]["cut"]) == (1, 2, 4.0, 1.0)
+    assert (s[None]["rate"], s[None]["spent"], s[None]["cut"]) == (1.0, 6.0, 0.0)
+    assert evaluate.budget_summary(rows, level=2)[4]["rate"] == 0.0
+    from miniqwen3 import viz
+    fig = viz.budget_spent_figure({"all": s})
+    line = fig.axes[0].lines[0]                    # accuracy against tokens spent
+    assert list(line.get_xdata()) == [4.0, 6.0] and list(line.get_ydata()) == [0.5, 1.0]
+    assert list(fig.axes[1].lines[0].get_xdata()) == [4]     # the cut share, finite budgets only

@@ -105,12 +105,12 @@ class ScriptedModel:
         return SimpleNamespace(length=0)
 
     def forward(self, ids, cache, last_only=True):
-        if cache.length:                      # a decode step: ids holds the token just emitted
-            token = int(ids[0])
-            if self.at < len(self.script) and token == self.script[self.at]:
-                self.at += 1
-            elif token == self.tokenizer.end_think_id and token in self.script:
-                self.at = self.script.index(token) + 1
+        if cache.length:                      # a decode step: ids holds the tokens emitted since the last one
+            for token in map(int, ids):
+                if self.at < len(self.script) and token == self.script[self.at]:
+                    self.at += 1
+                elif token == self.tokenizer.end_think_id and token in self.script:
+                    self.at = self.script.index(token) + 1
         cache.length += len(ids)
         logits = np.full((1, self.config.vocab_size), -10.0, dtype=np.float32)
         logits[0, self.script[self.at] if self.at < len(self.script) else self.tokenizer.im_end_id] = 10.0
