@@ -34,7 +34,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import prange  # noqa: E402
 
-from .quants import prefetch, row_dot, row_view, rows_dot4, widen_row, x_sums  # noqa: E402
+from .quants import row_dot, row_view, rows_dot4, widen_row, x_sums  # noqa: E402
 
 # Sums may be reordered (that is what lets LLVM vectorise a dot product); inf and nan keep their meaning,
 # which the masked softmax relies on.
@@ -48,7 +48,7 @@ TILE_TOKENS = 2   # from this many tokens on, `project` widens a tile of rows on
 CHUNK_BYTES = 32 * 2**20  # fp32 rows widened per BLAS call: whole matrices, except an output head
 KEYS = 64         # keys per attention block
 QUERY_ROWS = 32   # query rows (tokens x heads sharing a KV head) per attention task
-PREFETCH_ROWS = 8  # weight rows decode asks for ahead of the four it is dotting (`prefetch_rows`)
+MATMUL_ROWS = 16  # from this many query rows on, a key block is copied and multiplied (`matmul_nt`)
 EXPERTS_PER_THREAD = 2  # from this many chosen experts per core on, each core runs whole experts (`experts_whole`)
 SERIAL_WORK = 2**20  # multiply-adds below which a kernel runs on the calling thread alone (`threads_for`)
 
@@ -225,7 +225,7 @@ def key_block_scores(qs, k, kv, s0, n, keys, p):
     """p[i, s] = qs[i] . k[s0 + s, kv] for the n keys of a block.
     Many query rows: copy the keys into a contiguous block and multiply (`matmul_nt`); a few (decode):
     one dot product per key, read straight from the cache."""
-    if qs.shape[0] >= 4:
+    if qs.shape[0] >= MATMUL_ROWS:
         for s in range(n):
             keys[s] = k[s0 + s, kv]
         matmul_nt(qs, keys[:n], p, 0)
@@ -241,7 +241,7 @@ def add_value_block(p, v, kv, s0, n, values_t, pv, acc):
     Many query rows: transpose the values into `values_t` [D, KEYS] (zero-padded), so that p @ v is a
     `matmul_nt`; a few (decode): add each value row, scaled, straight from the cache."""
     rows, D = acc.shape
-    if rows >= 4:
+    if rows >= MATMUL_ROWS:
         for s in range(n):
             value = v[s0 + s, kv]
             for d in range(D):
@@ -439,20 +439,9 @@ def project(x, xsum, kind, w, r0, r1, y, c0, tile):
         scratch = np.empty(x.shape[1], np.uint8)
         for t in range(x.shape[0]):
             for r in range(r0, r4, 4):
-                prefetch_rows(w, r + 4, r + 4 + PREFETCH_ROWS)
                 rows_dot4(kind, x[t], xsum[t], w[r], w[r + 1], w[r + 2], w[r + 3], y[t], c0 + r - r0, scratch)
             for r in range(r4, r1):
                 y[t, c0 + r - r0] = row_dot(kind, x[t], xsum[t], w[r])
-
-
-@jit
-def prefetch_rows(w, r0, r1):
-    """Ask for the bytes of rows r0..r1-1 of w (those that exist), one prefetch per 64-byte cache line.
-    w: [OUT, ROW_BYTES] C-contiguous"""
-    n = w.shape[1]
-    for r in range(r0, min(r1, w.shape[0])):
-        for o in range(0, n, 64):
-            prefetch(w, r * n + o)
 
 
 @jit

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import llvmlite.ir
 import numba
-import numba.core.cgutils
 import numba.extending
 import numpy as np
 
@@ -409,36 +408,6 @@ def _shift32(typingctx, v, k, left):
     if not isinstance(left, numba.types.BooleanLiteral):
         return None
     return numba.types.int32(v, k, left), codegen
-
-
-def prefetch(a, i):
-    """A hint to the CPU to bring the cache line holding a.flat[i] into cache (llvm.prefetch): it changes no
-    result. Decode reads each weight row once, and rows are too short for the hardware prefetcher to follow
-    (it stops at every 4 KiB page), so the kernels ask for the next rows while they work on these.
-    Plain Python: nothing."""
-    return None
-
-
-@numba.extending.overload(prefetch)
-def _prefetch_compiled(a, i):
-    return lambda a, i: _prefetch_ir(a, i)
-
-
-@numba.extending.intrinsic
-def _prefetch_ir(typingctx, a, i):
-    def codegen(context, builder, signature, args):
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        byte = llvmlite.ir.IntType(8).as_pointer()
-        ptr = builder.bitcast(builder.gep(data, [args[1]]), byte)
-        i32 = llvmlite.ir.IntType(32)
-        fn = numba.core.cgutils.get_or_insert_function(
-            builder.module, llvmlite.ir.FunctionType(llvmlite.ir.VoidType(), [byte, i32, i32, i32]),
-            "llvm.prefetch.p0")
-        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])      # read, keep in all cache levels, data
-        return context.get_dummy_value()
-    if not isinstance(a, numba.types.Array):
-        return None
-    return numba.types.none(a, numba.types.intp), codegen
 
 
 @jit
