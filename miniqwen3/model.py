@@ -152,7 +152,7 @@ class Model:
         """Run tokens through the model, appending them to `cache` if given; record(layer, name=value) is called
         at every intermediate value (see `Recording`).  ids: [T] -> logits [T, V] (or [1, V] with last_only) float32"""
         c, w = self.config, self.weights
-        record = record or _no_record
+        record = record if record is not None else _no_record
         ids = self._check_ids(ids)
         cache = cache if cache is not None else KVCache()
         start, T = cache.length, len(ids)
