@@ -136,7 +136,9 @@ def worker(spec: dict) -> dict:
 
 def monitor(spec: dict) -> dict:
     """Run the worker as this process's only child and add its peak RSS (RUSAGE_CHILDREN)."""
+    # this script imports NumPy before miniqwen3 could set OpenBLAS's spin timeout: set it as miniqwen3 does
     env = dict(os.environ, NUMBA_NUM_THREADS=str(spec["threads"]))
+    env.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
                           env=env, timeout=spec["timeout"])
     if done.returncode != 0:

@@ -315,7 +315,6 @@ def quantize_q8_0(w: np.ndarray, rows_per_chunk: int = 4096) -> QuantWeight:
 #   256-weight blocks, then on the last blocks one by one.
 # - Loops over blocks count from 0 (`for g4 in range(nb // 4)`, not `range(0, nb, 4)`): LLVM then knows no
 #   index is negative, and Numba's wraparound of negative indices does not block the vectoriser.
-# - Integer products go through `mul32` (Numba multiplies in 64 bits; AVX2 has no 64-bit vector multiply).
 # Where the loop form still spends as much on reducing and scaling sums as on the products (Q4_K, Q6_K), a
 # row's dot is written in LLVM's vector IR (`q4_k_row_dot`, `q6_k_row_dot`), each a plain-NumPy function
 # when called from Python, as the other helpers here.
@@ -630,19 +629,19 @@ def dot4_q5_0(x, xsum, r0, r1, r2, r3, y, c):
 
 @jit
 def widen_q4_k(row, out):
-    """row: uint8 [IN / 256 * 144] -> out: fp32 [IN]"""
-    for b in range(row.size // 144):
-        o, xo = 144 * b, 256 * b
-        d, dmin = fp16_at(row, o), fp16_at(row, o + 2)
-        for c in range(4):
-            sc0, m0 = scale_min_k(row, o + 4, 2 * c)
-            sc1, m1 = scale_min_k(row, o + 4, 2 * c + 1)
-            a0, a1, b0, b1 = d * sc0, d * sc1 * SIXTEENTH, dmin * m0, dmin * m1
-            q, xa = o + 16 + 32 * c, xo + 64 * c
-            for l in range(32):
-                v = row[q + l]
-                out[xa + l] = a0 * np.float32(v & 15) - b0
-                out[xa + 32 + l] = a1 * np.float32(v & 240) - b1
+    """row: uint8 [IN / 256 * 144] -> out: fp32 [IN] (`q4_k_row_widen`)"""
+    q4_k_row_widen(row, out)
+
+
+def q4_k_row_widen(row, out):
+    """out = a row of Q4_K blocks as fp32: w = d * sc[s] * q - dmin * m[s]. Plain NumPy here; compiled, LLVM
+    vector IR (`_q4_k_row_widen_ir`: 16 weights from 8 bytes, each a convert and a multiply-add)."""
+    out[:] = dequantize_q4_k(np.asarray(row).reshape(-1, 144)).ravel()
+
+
+@numba.extending.overload(q4_k_row_widen, jit_options={"fastmath": FASTMATH}, inline="always")
+def _q4_k_row_widen_compiled(row, out):
+    return lambda row, out: _q4_k_row_widen_ir(row, out)
 
 
 @jit
@@ -832,6 +831,38 @@ def _q4_k_row_dot_ir(typingctx, x, xsum, row):
     return numba.types.float32(x, xsum, row), codegen
 
 
+@numba.extending.intrinsic
+def _q4_k_row_widen_ir(typingctx, row, out):
+    """`q4_k_row_widen` in LLVM vector IR; row: C-contiguous uint8, out: C-contiguous fp32."""
+    _require_c_arrays("q4_k_row_widen", (row, numba.types.uint8), (out, numba.types.float32))
+
+    def codegen(context, builder, signature, args):
+        (rp, row_bytes), (op, _) = (_data(context, builder, t, a) for t, a in zip(signature.args, args))
+        lo, hi = _vec(_I32x8, [15] * 8), _vec(_I32x8, [240] * 8)
+
+        def block(b, state):
+            ob = _at(builder, op, builder.mul(b, llvmlite.ir.Constant(_I64, 256)))
+            rb = _at(builder, rp, builder.mul(b, llvmlite.ir.Constant(_I64, 144)))
+            sc, m = _scales_mins_k(builder, _load(builder, rb, 4, _I8x16, 1))
+            d_sc = _fmul(builder, _fmul(builder, _splat(builder, _load_fp16(builder, rb, 0)),
+                                        _vec(_F32x8, [1.0, 1 / 16] * 4)), sc)
+            dmin_m = _fmul(builder, _splat(builder, _load_fp16(builder, rb, 2)), m)
+            for c in range(4):       # sub-block 2c: low nibbles of qs[32c:32c + 32], 2c + 1: high (times 16)
+                a_lo, a_hi = _lane(builder, d_sc, 2 * c), _lane(builder, d_sc, 2 * c + 1)
+                b_lo, b_hi = _lane(builder, dmin_m, 2 * c), _lane(builder, dmin_m, 2 * c + 1)
+                for t in range(4):
+                    v = builder.zext(_load(builder, rb, 16 + 32 * c + 8 * t, _I8x8, 1), _I32x8)
+                    for mask, a, b_, e in ((lo, a_lo, b_lo, 64 * c + 8 * t), (hi, a_hi, b_hi, 64 * c + 32 + 8 * t)):
+                        w = builder.fsub(_fmul(builder, a, builder.uitofp(builder.and_(v, mask), _F32x8)), b_,
+                                         flags=_FAST)
+                        builder.store(w, builder.bitcast(_at(builder, ob, e), _F32x8.as_pointer()), align=4)
+            return state
+        n_blocks = builder.udiv(row_bytes, llvmlite.ir.Constant(_I64, 144))
+        _for_blocks(builder, n_blocks, [], block)
+        return context.get_dummy_value()
+    return numba.types.none(row, out), codegen
+
+
 @jit
 def dot4_q4_k(x, xsum, r0, r1, r2, r3, y, c):
     """y[c + i] = x . r_i for i = 0..3: four `dot_q4_k`, one after the other (x stays in L1). Measured no
@@ -949,16 +980,6 @@ def dot4_q5_k(x, xsum, r0, r1, r2, r3, y, c, scratch=None):
 # with each weight's scale beside it, and that loop 1.6x the one-pass loop form (a horizontal sum per 16
 # weights).
 
-@inline_jit
-def mul32(a, b):
-    """a * b computed on 32 bits, for small integers (Numba multiplies in 64 bits, which AVX2 has no vector
-    instruction for)."""
-    return np.int32(np.int32(a) * np.int32(b))
-
-
-SECOND_HALF = np.array([0] * 16 + [-1] * 16, np.int8)   # all bits set where l >= 16 in a run of 32
-
-
 @jit
 def q6_k_bytes(row, q):
     """row: uint8 [IN / 256 * 210] -> q: int8 [IN], the 6-bit values minus 32. In half h of a block (ql from
@@ -975,32 +996,24 @@ def q6_k_bytes(row, q):
 
 
 @jit
-def q6_k_weight_scales(row, sc):
-    """row: uint8 [IN / 256 * 210] -> sc: int8 [IN], each weight's scale (element e of a block: scales[e // 16];
-    written in the order of `q6_k_bytes`: sub-blocks 2k + (l >= 16) of each half)."""
-    scales = row.view(np.int8)
-    for b in range(row.size // 210):
-        for h in range(2):
-            e, s = 256 * b + 128 * h, 210 * b + 192 + 8 * h
-            c0, c1, c2, c3 = scales[s], scales[s + 2], scales[s + 4], scales[s + 6]      # sub-blocks 0, 2, 4, 6
-            d0, d1, d2, d3 = scales[s + 1], scales[s + 3], scales[s + 5], scales[s + 7]  # 1, 3, 5, 7 of the half
-            for l in range(32):
-                m = SECOND_HALF[l]
-                sc[e + l], sc[e + 32 + l] = (c0 & ~m) | (d0 & m), (c1 & ~m) | (d1 & m)
-                sc[e + 64 + l], sc[e + 96 + l] = (c2 & ~m) | (d2 & m), (c3 & ~m) | (d3 & m)
-
-
-@jit
 def widen_q6_k(row, out):
-    """row: uint8 [IN / 256 * 210] -> out: fp32 [IN]"""
-    q, sc = np.empty((2, out.size), np.int8)      # one allocation: scratch rows of q - 32 and of scales
+    """row: uint8 [IN / 256 * 210] -> out: fp32 [IN], from a scratch row of q - 32 (`q6_k_row_widen`)"""
+    q = np.empty(out.size, np.int8)
     q6_k_bytes(row, q)
-    q6_k_weight_scales(row, sc)
-    for b in range(row.size // 210):
-        d = fp16_at(row, 210 * b + 208)
-        for l in range(256):
-            e = 256 * b + l
-            out[e] = d * np.float32(mul32(sc[e], q[e]))
+    q6_k_row_widen(q, row, out)
+
+
+def q6_k_row_widen(q, row, out):
+    """out = a row of Q6_K blocks as fp32, w = (d * sc[j]) * (q - 32), the values minus 32 already in q
+    (`q6_k_bytes`). Plain NumPy here; compiled, LLVM vector IR (`_q6_k_row_widen_ir`)."""
+    blocks = np.asarray(row).reshape(-1, 210)
+    scale = _fp16(blocks[:, 208:210]) * blocks[:, 192:208].view(np.int8)      # [B, 16]
+    out[:] = (scale[:, :, None] * q.reshape(-1, 16, 16)).ravel()
+
+
+@numba.extending.overload(q6_k_row_widen, jit_options={"fastmath": FASTMATH}, inline="always")
+def _q6_k_row_widen_compiled(q, row, out):
+    return lambda q, row, out: _q6_k_row_widen_ir(q, row, out)
 
 
 @jit
@@ -1040,6 +1053,36 @@ def q6_k_row_dot(x, q, row):
 @numba.extending.overload(q6_k_row_dot, jit_options={"fastmath": FASTMATH}, inline="always")
 def _q6_k_row_dot_compiled(x, q, row):
     return lambda x, q, row: _q6_k_row_dot_ir(x, q, row)
+
+
+@numba.extending.intrinsic
+def _q6_k_row_widen_ir(typingctx, q, row, out):
+    """`q6_k_row_widen` in LLVM vector IR; q: C-contiguous int8, row: C-contiguous uint8, out: fp32."""
+    _require_c_arrays("q6_k_row_widen", (q, numba.types.int8), (row, numba.types.uint8), (out, numba.types.float32))
+
+    def codegen(context, builder, signature, args):
+        (qp, _), (rp, row_bytes), (op, _) = (_data(context, builder, t, a) for t, a in zip(signature.args, args))
+
+        def block(b, state):
+            e0 = builder.mul(b, llvmlite.ir.Constant(_I64, 256))
+            qb, ob = _at(builder, qp, e0), _at(builder, op, e0)
+            rb = _at(builder, rp, builder.mul(b, llvmlite.ir.Constant(_I64, 210)))
+            scales = _load(builder, rb, 192, _I8x16, 1)
+            d = _splat(builder, _load_fp16(builder, rb, 208))
+            for h in range(2):                               # sub-blocks 8h .. 8h + 7
+                sc = builder.shuffle_vector(scales, scales, _vec(_I32x8, range(8 * h, 8 * h + 8)))
+                d_sc = _fmul(builder, d, builder.sitofp(builder.sext(sc, _I32x8), _F32x8))
+                for j in range(8):
+                    for u in range(2):                       # 8 weights of sub-block 8h + j
+                        e = 128 * h + 16 * j + 8 * u
+                        qf = builder.sitofp(builder.sext(_load(builder, qb, e, _I8x8, 1), _I32x8), _F32x8)
+                        w = _fmul(builder, _lane(builder, d_sc, j), qf)
+                        builder.store(w, builder.bitcast(_at(builder, ob, e), _F32x8.as_pointer()), align=4)
+            return state
+        n_blocks = builder.udiv(row_bytes, llvmlite.ir.Constant(_I64, 210))
+        _for_blocks(builder, n_blocks, [], block)
+        return context.get_dummy_value()
+    return numba.types.none(q, row, out), codegen
 
 
 @numba.extending.intrinsic
