@@ -51,9 +51,9 @@ from .routing import domain_expert_share, expert_load, specialisation
 def routed_fraction(experts: np.ndarray, n_experts: int, mask: np.ndarray | None = None) -> np.ndarray:
     """f_i: the number of tokens that chose expert i, over the number of tokens.  experts: [T, K] -> [E]
     Sums to K. `mask` [T] (1 for real tokens, 0 for padding) leaves padding out, as transformers does."""
+    experts = np.asarray(experts)
     w = np.ones(len(experts)) if mask is None else np.asarray(mask, dtype=np.float64)
-    counts = np.zeros(n_experts)
-    np.add.at(counts, experts, np.broadcast_to(w[:, None], experts.shape))
+    counts = np.bincount(experts.ravel(), weights=np.repeat(w, experts.shape[1]), minlength=n_experts)
     return counts / w.sum()
 
 
@@ -217,7 +217,8 @@ class Domains:
         seq_domain = rng.permutation(np.arange(n_seqs) % G) if mixed else rng.integers(0, G, size=n_seqs)
         domain = np.repeat(seq_domain, seq_len)
         x = self.means[domain] + self.noise * rng.normal(size=(len(domain), F))
-        y = np.einsum("tof,tf->to", self.maps[domain], x)
+        G_, O = len(self.maps), self.maps.shape[1]
+        y = (x @ self.maps.reshape(G_ * O, F).T).reshape(len(x), G_, O)[np.arange(len(x)), domain]   # A_domain x
         return x, y, domain
 
 
@@ -258,6 +259,13 @@ def capacity_keep_groups(experts: np.ndarray, n_experts: int, capacity_factor: f
     return keep
 
 
+def expert_outputs(x, experts_w, chosen):
+    """W_e x for each token's chosen experts.  x: [T, F], experts_w: [E, O, F], chosen: [T, K] -> [T, K, O]"""
+    E, O, F = experts_w.shape
+    every = (x @ experts_w.reshape(E * O, F).T).reshape(len(x), E, O)     # [T, E, O] all experts, one matmul
+    return np.take_along_axis(every, chosen[:, :, None], axis=1)
+
+
 def lab_gradients(x, y, router_w, experts_w, k, f_rows=None, coef=0.0, bias=None, scoring="softmax", keep=None):
     """One forward and backward pass of the lab's MoE layer, by hand.
     y_hat = sum over the kept chosen experts of g_k * (W_e x) (a dropped assignment adds nothing);
@@ -273,15 +281,16 @@ def lab_gradients(x, y, router_w, experts_w, k, f_rows=None, coef=0.0, bias=None
     -> task loss, grad_router [E, F], grad_experts [E, O, F], scores [T, E], chosen [T, K]"""
     T = len(x)
     p, chosen, g = route(x, router_w, k, bias, scoring)
-    out = np.einsum("tkof,tf->tko", experts_w[chosen], x)           # [T, K, O] each chosen expert's output
+    out = expert_outputs(x, experts_w, chosen)                         # [T, K, O] each chosen expert's output
     if keep is not None:
         out = out * keep[..., None]
     y_hat = np.einsum("tk,tko->to", g, out)
     r = (y_hat - y) / T
     loss = 0.5 * np.sum((y_hat - y) ** 2) / T
-    grad_experts = np.zeros_like(experts_w)
-    gk = g if keep is None else g * keep
-    np.add.at(grad_experts, chosen, np.einsum("tk,to,tf->tkof", gk, r, x))
+    gate = np.zeros_like(p)                                           # [T, E] each token's kept weight per expert
+    np.put_along_axis(gate, chosen, g if keep is None else g * keep, axis=1)   # a token picks an expert once
+    E, O, F = experts_w.shape
+    grad_experts = ((gate[:, :, None] * r[:, None, :]).reshape(T, E * O).T @ x).reshape(E, O, F)
     a = np.einsum("to,tko->tk", r, out)                                # dL/dg
     dz = np.zeros_like(p)
     np.put_along_axis(dz, chosen, g * (a - np.sum(g * a, axis=1, keepdims=True)), axis=1)
@@ -305,7 +314,7 @@ def evaluate_router(domains: Domains, router_w, experts_w, k: int, bias=None, sc
         x, y, dom = domains.sample(n_seqs, seq_len, rng)
         _, chosen, g = route(x, router_w, k, bias, scoring)
         keep = capacity_keep_groups(chosen, E, capacity_factor, (capacity_seqs or n_seqs) * seq_len)
-        y_hat = np.einsum("tk,tko->to", g * keep, np.einsum("tkof,tf->tko", experts_w[chosen], x))
+        y_hat = np.einsum("tk,tko->to", g * keep, expert_outputs(x, experts_w, chosen))
         losses.append(0.5 * np.sum((y_hat - y) ** 2) / len(x))
         dropped.append(1 - keep.mean())
         counts += np.bincount(chosen.ravel(), minlength=E)
@@ -357,8 +366,9 @@ def train_router(method: str = "global", coef: float = 0.3, micro_batch: int = 1
         f_rows = None
         if method in ("micro", "global"):
             f_rows = np.empty((len(x), n_experts))
+            f_all = routed_fraction(chosen, n_experts)
             for s in micro_batches(len(x), size):
-                f_rows[s] = n_experts * routed_fraction(chosen[s] if method == "micro" else chosen, n_experts)
+                f_rows[s] = n_experts * (routed_fraction(chosen[s], n_experts) if method == "micro" else f_all)
             aux.append(micro_batch_loss(p, chosen, size) if method == "micro" else global_batch_loss(p, chosen, size))
         elif method == "bias":
             f_rows = np.empty((len(x), n_experts))
@@ -383,3 +393,41 @@ def train_router(method: str = "global", coef: float = 0.3, micro_batch: int = 1
                            capacity_seqs, seed=seed + 2)
     return LabResult(method, np.array(loads), np.array(task), np.array(aux), np.array(dropped), held["share"],
                      np.zeros(n_experts) if bias is None else bias, held)
+
+
+# --- runs over seeds -----------------------------------------------------------------------------
+
+# two-sided 95% quantiles of Student's t with 1..10 degrees of freedom (standard tables)
+T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def seed_interval(values) -> tuple[float, float, float]:
+    """Mean of a few runs (one value per seed) and its 95% t-interval: mean +- t(n-1) * sd / sqrt(n), sd with
+    ddof 1.  values: [N], 2 <= N <= 11 -> (mean, low, high)"""
+    v = np.asarray(values, dtype=np.float64)
+    if not 2 <= len(v) <= len(T95) + 1:
+        raise ValueError(f"{len(v)} values: the t table here covers 2..{len(T95) + 1} runs")
+    half = T95[len(v) - 2] * v.std(ddof=1) / np.sqrt(len(v))
+    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
+
+
+LAB_MEASURES = ("task loss", "dropped", "cv", "max_violation", "specialisation")
+
+
+def seed_summary(runs: dict) -> list[dict]:
+    """One row per method of {method: [LabResult, one per seed]}: each held-out measure (LAB_MEASURES) as
+    (mean, low, high) over the seeds (`seed_interval`)."""
+    return [{"method": m, "seeds": len(rs), **{k: seed_interval([r.held_out[k] for r in rs]) for k in LAB_MEASURES}}
+            for m, rs in runs.items()]
+
+
+def paired_difference(runs_a: list, runs_b: list, measure: str, ratio: bool = False):
+    """Seed by seed (the same domains, initial weights and batches), measure(a) - measure(b), or with ratio=True
+    log(measure(a) / measure(b)); with its `seed_interval`, given back as a difference or as a ratio (exp).
+    -> per-seed values [N] (differences, or ratios), (mean, low, high)"""
+    a = np.array([r.held_out[measure] for r in runs_a])
+    b = np.array([r.held_out[measure] for r in runs_b])
+    if not ratio:
+        return a - b, seed_interval(a - b)
+    mean, lo, hi = seed_interval(np.log(a / b))
+    return a / b, (float(np.exp(mean)), float(np.exp(lo)), float(np.exp(hi)))

@@ -338,7 +338,9 @@ def lab_figure(results: list, domain_names=None) -> Figure:
         ax.set_yticks(range(len(names)), names if j == 0 else [""] * len(names), fontsize=7)
         ax = fig.add_subplot(3, n, 2 * n + j + 1)
         ax.semilogy(r.task_loss)
-        ax.set_title(f"task loss (last {r.task_loss[-20:].mean():.3f})", fontsize=9), ax.set_xlabel("step", fontsize=8)
+        ax.set_title(f"task loss (held out {r.held_out['task loss']:.3f},\n"
+                     f"{100 * r.held_out['dropped']:.1f}% of assignments dropped)", fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
     return fig
 
 

@@ -128,25 +128,28 @@ def load_history(steps, loads: dict) -> W.interactive:
 
 
 def balance_lab(steps: int = 200, domains=None, seed: int = 0) -> W.interactive:
-    """Sliders for the balance-loss coefficient and the micro-batch size (sequences of one domain each);
-    the four methods trained side by side (`balance.train_router`)."""
+    """Sliders for the balance-loss coefficient and the micro-batch size (sequences of one domain each), and the
+    expert capacity factor; the four methods trained side by side (`balance.train_router`)."""
     domains = domains or balance.Domains.make(seed=seed)
     runs = {}
 
-    def run(method, coef=0.0, micro_batch=1):
-        key = (method, coef, micro_batch)
+    def run(method, coef=0.0, micro_batch=1, capacity=None):
+        key = (method, coef, micro_batch, capacity)
         if key not in runs:
             runs[key] = balance.train_router(method, coef=coef, micro_batch=micro_batch, steps=steps,
-                                             domains=domains, seed=seed)
+                                             capacity_factor=capacity, domains=domains, seed=seed)
         return runs[key]
 
-    def show(coef, micro_batch):
-        results = [run("none"), run("micro", coef, micro_batch), run("global", coef, micro_batch), run("bias")]
+    def show(coef, micro_batch, capacity):
+        results = [run("none", capacity=capacity), run("micro", coef, micro_batch, capacity),
+                   run("global", coef, micro_batch, capacity), run("bias", capacity=capacity)]
         return viz.lab_figure(results)
     return panel(show, check=True,
                  coef=W.FloatLogSlider(value=0.3, base=10, min=-3, max=1, step=0.25, description="coefficient",
                                        continuous_update=False, style={"description_width": "initial"}),
-                 micro_batch=_slider(W.IntSlider, 1, 1, 16, description="micro-batch (sequences)"))
+                 micro_batch=_slider(W.IntSlider, 1, 1, 16, description="micro-batch (sequences)"),
+                 capacity=W.Dropdown(options=[("none", None), ("1.0", 1.0), ("1.25", 1.25), ("1.5", 1.5)], value=1.0,
+                                     description="capacity factor", style={"description_width": "initial"}))
 
 
 # --- generation and the thinking budget ----------------------------------------------------------

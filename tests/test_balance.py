@@ -328,8 +328,38 @@ def test_lab_story(lab):
         np.testing.assert_allclose(r.share.sum(axis=1), 1.0)
 
 
+def test_seed_interval_by_hand():
+    # 1..5: mean 3, sd 1.5811 (ddof 1), t(4) = 2.776 -> 3 +- 2.776 * 1.5811 / sqrt(5) = 3 +- 1.963
+    mean, lo, hi = b.seed_interval([1, 2, 3, 4, 5])
+    assert mean == 3 and hi - mean == pytest.approx(1.963, abs=1e-3) and mean - lo == pytest.approx(hi - mean)
+    assert b.seed_interval([2.0, 2.0]) == (2.0, 2.0, 2.0)
+    with pytest.raises(ValueError, match="1 values"):
+        b.seed_interval([1.0])
+
+
+def test_seed_summary(lab):
+    rows = b.seed_summary({m: [lab[m], lab[m]] for m in ("none", "bias")})
+    assert [r["method"] for r in rows] == ["none", "bias"]
+    assert rows[0]["dropped"] == (lab["none"].held_out["dropped"],) * 3 and rows[1]["seeds"] == 2
+
+
+def test_paired_difference(lab):
+    a, b_ = [lab["none"], lab["micro"]], [lab["global"], lab["bias"]]
+    d, (mean, lo, hi) = b.paired_difference(a, b_, "dropped")
+    want = [lab["none"].held_out["dropped"] - lab["global"].held_out["dropped"],
+            lab["micro"].held_out["dropped"] - lab["bias"].held_out["dropped"]]
+    np.testing.assert_allclose(d, want)
+    assert mean == pytest.approx(np.mean(want)) and lo < mean < hi
+    r, (gmean, _, _) = b.paired_difference(a, b_, "task loss", ratio=True)
+    np.testing.assert_allclose(r, [lab["none"].held_out["task loss"] / lab["global"].held_out["task loss"],
+                                   lab["micro"].held_out["task loss"] / lab["bias"].held_out["task loss"]])
+    assert gmean == pytest.approx(np.sqrt(r[0] * r[1]))             # the geometric mean of the ratios
+
+
 def test_lab_rejects_bad_arguments():
     with pytest.raises(ValueError, match="method 'switch'"):
         b.train_router("switch")
     with pytest.raises(ValueError, match="micro_batch=0"):
         b.train_router("micro", micro_batch=0)
+    with pytest.raises(ValueError, match="capacity_seqs=17"):
+        b.train_router("none", capacity_factor=1.0, capacity_seqs=17)
