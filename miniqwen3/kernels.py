@@ -427,8 +427,8 @@ def project(x, xsum, kind, w, r0, r1, y, c0, tile):
     """y[t, c0 + r - r0] = x[t] . w[r] for the weight rows r0..r1-1 and every token t.
     Two tokens or more (prefill; an expert's group of tokens): widen the rows once into `tile` [>= r1 - r0, IN]
     and multiply (`matmul_nt`): widening a row costs about what one dot product with it costs, so it pays from
-    two tokens on. One token (decode): four rows at a time, widening in registers (`quants.rows_dot4`); `tile`
-    is not used. r0 is a multiple of 4.
+    two tokens on. One token (decode): four rows at a time, widening in registers (`quants.rows_dot4`); the
+    bytes of tile[0] are the scratch row that Q5_K's and Q6_K's dots need. r0 is a multiple of 4.
     x: [N, IN] fp32, xsum: [N, IN / 32], w: [OUT, ROW_BYTES] of type `kind`, y: [N, >= c0 + r1 - r0]"""
     if x.shape[0] >= TILE_TOKENS:
         for r in range(r0, r1):
@@ -436,7 +436,7 @@ def project(x, xsum, kind, w, r0, r1, y, c0, tile):
         matmul_nt(x, tile[:r1 - r0], y, c0)
     else:
         r4 = r0 + (r1 - r0) // 4 * 4
-        scratch = np.empty(x.shape[1], np.uint8)
+        scratch = tile[0].view(np.uint8)           # 4 * IN bytes, IN needed
         for t in range(x.shape[0]):
             for r in range(r0, r4, 4):
                 rows_dot4(kind, x[t], xsum[t], w[r], w[r + 1], w[r + 2], w[r + 3], y[t], c0 + r - r0, scratch)
@@ -446,8 +446,8 @@ def project(x, xsum, kind, w, r0, r1, y, c0, tile):
 
 @jit
 def tile_rows(tokens):
-    """Rows of the scratch tile `project` needs: ROWS for two tokens or more, none for decode."""
-    return ROWS if tokens >= TILE_TOKENS else 0
+    """Rows of the scratch tile `project` needs: ROWS for two tokens or more, one for decode (a scratch row)."""
+    return ROWS if tokens >= TILE_TOKENS else 1
 
 
 @jit
