@@ -2,13 +2,17 @@
 
     python scripts/evaluate_tiny.py --model miniqwen3/data/tiny --corpus build/tiny/corpus
 
-1. Held-out arithmetic, per level: accuracy in no-think mode (the template's empty think block) and in think
-   mode at thinking budgets B in {0, 2, 4, 8, 16, 32, 64, unlimited} (the analogue of the budget-scaling
-   figure of the Qwen3 report). Greedy decoding through `Model.generate`. A greedy run whose unlimited thinking
-   is shorter than B never meets the budget, so it is the unlimited run, token for token; it is reused.
-2. ThinkFollow: conversations (one to three turns, flags in user or system messages, changed between turns)
-   rendered without the prefilled block (enable_thinking=True, as the soft switch is used): the reply follows
-   the last flag when it opens <think> and the block is non-empty for /think, empty for /no_think.
+1. Held-out arithmetic, per level: accuracy in no-think mode (the hard switch: the template's empty think block)
+   and in think mode at thinking budgets B in {0, 2, 4, 8, 16, 24, 32, 40, 48, 64, unlimited} (the analogue of the
+   budget-scaling figure of the Qwen3 report), with 95% Wilson intervals; per question and budget, whether it was
+   right, the thinking tokens spent and whether the budget cut (for accuracy against tokens actually spent).
+   Greedy decoding through `Model.generate`. A greedy run whose unlimited thinking is shorter than B never meets
+   the budget, so it is the unlimited run, token for token; it is reused.
+2. ThinkFollow through the soft switch (the template as written, no enable_thinking: the model decides): the
+   reply follows the last flag when it opens <think> and the block is non-empty for /think, empty for /no_think.
+   On the report's kind of set, held-out multi-turn conversations whose flags switch the mode
+   (`evaluate.switching_conversations`), and on the corpus' flag set (one to three turns, flags in user or
+   system messages); beside it the hard switch (enable_thinking=False) on the same switching conversations.
 3. Routing: per layer, the share of routing slots each expert receives on held-out arithmetic conversations,
    prose and code (per domain), and on the words of the questions in each language (per language); how far
    apart the distributions are (total variation distance), beside the distance between two halves of one
@@ -29,12 +33,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import miniqwen3  # noqa: E402
 from miniqwen3.chat import render_chat  # noqa: E402
-from miniqwen3.evaluate import budget_runs, follows_flag  # noqa: E402
+from miniqwen3.evaluate import budget_runs, rate, switching_conversations, think_follow as follow_rows  # noqa: E402
 from miniqwen3.routing import routing_by_group, specialisation  # noqa: E402
-from miniqwen3.corpus import (LANGUAGES, LEVELS, Conversation, conversation_segments, parse_answer,  # noqa: E402
-                              read_jsonl)
+from miniqwen3.corpus import (LANGUAGES, LEVELS, Conversation, arithmetic_eval_set, code_documents,  # noqa: E402
+                              conversation_segments, flag_eval_set, parse_answer, prose_documents, read_jsonl)
 
-BUDGETS = (0, 2, 4, 8, 16, 32, 64, None)
+BUDGETS = (0, 2, 4, 8, 16, 24, 32, 40, 48, 64, None)
 
 
 def budget_name(b):
@@ -59,6 +63,7 @@ def arithmetic(model, convs, max_new_tokens, log):
         for b, r in runs.items():
             row[f"B{budget_name(b)}"] = parse_answer(r.answer) == want
             row[f"tripped{budget_name(b)}"] = r.budget_tripped
+            row[f"spent{budget_name(b)}"] = r.thinking_tokens
         if n < 3 or n % 100 == 0:
             row["example"] = {"prompt": prompt[-1]["content"], "level": conv.problem.level,
                               "thinking": free.thinking, "answer": free.answer}
@@ -84,6 +89,14 @@ def summarize_arithmetic(rows):
            "think": {budget_name(b): {k: acc(f"B{budget_name(b)}", s) for k, s in levels.items()} for b in BUDGETS},
            "tripped": {budget_name(b): {k: acc(f"tripped{budget_name(b)}", s) for k, s in levels.items()}
                        for b in BUDGETS},
+           "think_interval": {budget_name(b): {k: interval([r[f"B{budget_name(b)}"] for r in rows if s(r)])
+                                               for k, s in levels.items()} for b in BUDGETS},
+           "per_question": {"budgets": [budget_name(b) for b in BUDGETS],
+                            "level": [r["level"] for r in rows],
+                            "no_think": [int(r["no_think"]) for r in rows],
+                            "correct": [[int(r[f"B{budget_name(b)}"]) for b in BUDGETS] for r in rows],
+                            "spent": [[r[f"spent{budget_name(b)}"] for b in BUDGETS] for r in rows],
+                            "tripped": [[int(r[f"tripped{budget_name(b)}"]) for b in BUDGETS] for r in rows]},
            "thinking_tokens_unlimited": {k: round(float(np.mean([r["thinking_tokens"] for r in rows if s(r)])), 1)
                                          for k, s in levels.items()},
            "closed_think_block": {k: acc("closed", s) for k, s in levels.items()},
@@ -98,28 +111,45 @@ def summarize_arithmetic(rows):
     return out
 
 
+def interval(flags) -> list:
+    """[rate, low, high] in percent: the share and its 95% Wilson interval."""
+    r = rate(flags)
+    return [round(100 * r["rate"], 1), round(100 * r["low"], 1), round(100 * r["high"], 1)]
+
+
 # --- 2. ThinkFollow ------------------------------------------------------------------------------
 
 def think_follow(model, convs, max_new_tokens, log):
+    """Through the soft switch (no enable_thinking); percentages, and [rate, low, high] Wilson intervals."""
     rows = []
-    for conv in convs:
-        f = follows_flag(model, conv.messages[:-1], conv.thinking, max_new_tokens, temperature=0)
+    for conv, f in zip(convs, follow_rows(model, convs, max_new_tokens, temperature=0)):
         rows.append({"want_thinking": conv.thinking, "opened": f["opened"], "thought": f["thought"],
                      "followed": f["followed"], "turns": sum(m["role"] == "user" for m in conv.messages),
                      "correct": parse_answer(f["result"].answer) == conv.problem.result})
     log(f"  think-follow {len(rows)} conversations")
 
-    def rate(sel, key="followed"):
+    def pct(sel, key="followed"):
         xs = [r[key] for r in rows if sel(r)]
         return round(100 * float(np.mean(xs)), 1) if xs else None
 
-    return {"n": len(rows), "followed": rate(lambda r: True),
-            "followed_think": rate(lambda r: r["want_thinking"]),
-            "followed_no_think": rate(lambda r: not r["want_thinking"]),
-            "followed_single_turn": rate(lambda r: r["turns"] == 1),
-            "followed_multi_turn": rate(lambda r: r["turns"] > 1),
-            "well_formed_block": rate(lambda r: True, "opened"),
-            "answer_correct": rate(lambda r: True, "correct")}
+    return {"n": len(rows), "followed": pct(lambda r: True),
+            "followed_interval": interval([r["followed"] for r in rows]),
+            "followed_think": pct(lambda r: r["want_thinking"]),
+            "followed_no_think": pct(lambda r: not r["want_thinking"]),
+            "followed_single_turn": pct(lambda r: r["turns"] == 1),
+            "followed_multi_turn": pct(lambda r: r["turns"] > 1),
+            "well_formed_block": pct(lambda r: True, "opened"),
+            "answer_correct": pct(lambda r: True, "correct")}
+
+
+def hard_switch(model, convs, log):
+    """The same conversations with enable_thinking=False: share of replies that thought (the template's empty
+    block is in the prompt, so the flags cannot turn thinking on)."""
+    thought = [model.generate(c.messages[:-1], enable_thinking=False, temperature=0, max_new_tokens=40).thinking_mode
+               for c in convs]
+    log(f"  hard switch {len(convs)} conversations")
+    return {"n": len(convs), "thought": interval(thought),
+            "thought_when_flag_says_think": interval([t for t, c in zip(thought, convs) if c.thinking])}
 
 
 # --- 3. routing ----------------------------------------------------------------------------------
@@ -135,6 +165,15 @@ def group_shares(g) -> dict:
     return {name: np.stack([per_layer[i][j] for i in g.layers]) for j, name in enumerate(g.names)}
 
 
+def eval_documents(corpus: Path, kind: str) -> list[str]:
+    """The held-out prose or code texts: from the corpus folder when it was written, else made again (the
+    corpus functions are deterministic for a given Python installation)."""
+    path = corpus / f"eval_{kind}.jsonl"
+    if path.is_file():
+        return [d["text"] for d in read_jsonl(path)]
+    return [text for _, text in (prose_documents if kind == "prose" else code_documents)(held_out=True)]
+
+
 def routing(model, corpus: Path, arith_convs, log, doc_tokens=256, max_docs_seqs=40):
     tok = model.tokenizer
     letters = regex.compile(r"\p{L}")
@@ -142,8 +181,7 @@ def routing(model, corpus: Path, arith_convs, log, doc_tokens=256, max_docs_seqs
     for conv in arith_convs:
         domain_seqs["arithmetic"].append([i for text, _ in conversation_segments(conv) for i in tok.encode(text)])
     for kind in ("prose", "code"):
-        for d in read_jsonl(corpus / f"eval_{kind}.jsonl"):
-            text = d["text"]
+        for text in eval_documents(corpus, kind):
             # long documents give several sequences, so that no single file dominates its domain
             for start in range(0, min(len(text), 4 * 4 * doc_tokens), 4 * doc_tokens):
                 ids = tok.encode(text[start:start + 4 * doc_tokens])[:doc_tokens]
@@ -207,7 +245,7 @@ def routing(model, corpus: Path, arith_convs, log, doc_tokens=256, max_docs_seqs
 # --- report --------------------------------------------------------------------------------------
 
 def markdown(ev) -> str:
-    a, f, r = ev["arithmetic"], ev["think_follow"], ev["routing"]
+    a, f, sw, r = ev["arithmetic"], ev["think_follow"], ev["think_follow_switching"], ev["routing"]
     lv = [f"L{x}" for x in LEVELS] + ["all"]
     lines = [
         "# Evaluation of the embedded tiny Qwen3-MoE",
@@ -218,14 +256,17 @@ def markdown(ev) -> str:
         f"## Held-out arithmetic: accuracy (%) per level ({a['n']['L1']} questions per level, six languages)",
         "",
         "Levels: operand `a` has 1-4 digits (+, -, and * by one digit). Think mode at thinking budget B "
-        "(tokens; the stop sentence is forced when B is reached, then the model answers).",
+        "(tokens; the stop sentence is forced when B is reached, then the model answers); for all levels, the "
+        "95% Wilson interval in brackets.",
         "",
         "| mode | " + " | ".join(lv) + " |",
         "|---|" + "---|" * len(lv),
         "| no-think | " + " | ".join(f"{a['no_think'][k]}" for k in lv) + " |",
     ]
     for b in a["think"]:
-        lines.append(f"| think, B = {b} | " + " | ".join(f"{a['think'][b][k]}" for k in lv) + " |")
+        ci = a["think_interval"][b]["all"]
+        lines.append(f"| think, B = {b} | " + " | ".join(f"{a['think'][b][k]}" for k in lv[:-1])
+                     + f" | {a['think'][b]['all']} [{ci[1]}, {ci[2]}] |")
     lines += [
         "",
         "Mean thinking tokens at unlimited budget: " + ", ".join(
@@ -238,12 +279,29 @@ def markdown(ev) -> str:
         "By operation: " + "; ".join(
             f"{k} no-think {v['no_think']} / think {v['think_unlimited']}" for k, v in a["by_operation"].items()) + ".",
         "",
-        f"## ThinkFollow: the reply follows the last /think or /no_think flag ({f['n']} held-out conversations)",
+        "## ThinkFollow through the soft switch: the reply follows the last /think or /no_think flag",
         "",
-        "| all | /think | /no_think | single-turn | multi-turn | well-formed think block | answer correct |",
-        "|---|---|---|---|---|---|---|",
-        f"| {f['followed']} | {f['followed_think']} | {f['followed_no_think']} | {f['followed_single_turn']} | "
-        f"{f['followed_multi_turn']} | {f['well_formed_block']} | {f['answer_correct']} |",
+        "The prompt is the chat template as written (no enable_thinking; nothing prefilled): the model decides. "
+        "Followed = the reply opens and closes the think block, non-empty for /think, empty for /no_think "
+        "(% with the 95% Wilson interval). The report's ThinkFollow after stage 3 (thinking-mode fusion) is 88.7, "
+        "on its own multi-turn dialogues; these are synthetic arithmetic dialogues from the generator the tiny "
+        "model was trained on (`miniqwen3.corpus`), so they are in distribution.",
+        "",
+        "| set | conversations | followed | /think | /no_think | single-turn | multi-turn | well-formed block | answer correct |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, g in (("multi-turn, the flags switch the mode (`evaluate.switching_conversations`)", sw),
+                    ("the corpus' flag set (`corpus.flag_eval_set`: 1-3 turns)", f)):
+        fi = g["followed_interval"]
+        lines.append(f"| {name} | {g['n']} | {fi[0]} [{fi[1]}, {fi[2]}] | {g['followed_think']} | "
+                     f"{g['followed_no_think']} | {g['followed_single_turn']} | {g['followed_multi_turn']} | "
+                     f"{g['well_formed_block']} | {g['answer_correct']} |")
+    h = sw["hard_switch"]
+    lines += [
+        "",
+        f"The hard switch (enable_thinking=False) on the same {h['n']} switching conversations: the reply thought in "
+        f"{h['thought'][0]}% [{h['thought'][1]}, {h['thought'][2]}] of them, {h['thought_when_flag_says_think'][0]}% "
+        "of those whose last flag is /think (the empty block is in the prompt, whatever the flags).",
         "",
         "## Routing: how differently domains and languages use the experts",
         "",
@@ -296,6 +354,13 @@ def markdown(ev) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compact_json(ev) -> str:
+    """JSON with one key per line but every list of plain numbers or booleans on one line."""
+    text = json.dumps(ev, indent=1, ensure_ascii=False)
+    return regex.sub(r"\[[^\[\]{}\"]*\]", lambda m: "[" + ", ".join(x.strip() for x in m[0][1:-1].split(",")) + "]"
+                     if m[0][1:-1].strip() else "[]", text)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(REPO / "miniqwen3" / "data" / "tiny"))
@@ -314,10 +379,14 @@ def main(argv=None):
 
     model = miniqwen3.load(args.model, backend=args.backend)
     corpus = Path(args.corpus)
-    arith = [Conversation.from_json(d) for d in read_jsonl(corpus / "eval_arith.jsonl")]
+    # the evaluation sets: from the corpus folder when it was written, else made again (the same seeded sets)
+    arith = ([Conversation.from_json(d) for d in read_jsonl(corpus / "eval_arith.jsonl")]
+             if (corpus / "eval_arith.jsonl").is_file() else arithmetic_eval_set())
     per_level = {lv: [c for c in arith if c.problem.level == lv][:args.per_level] for lv in LEVELS}
     arith = [c for lv in LEVELS for c in per_level[lv]]
-    flags = [Conversation.from_json(d) for d in read_jsonl(corpus / "eval_flags.jsonl")][:args.flags]
+    flags = ([Conversation.from_json(d) for d in read_jsonl(corpus / "eval_flags.jsonl")]
+             if (corpus / "eval_flags.jsonl").is_file() else flag_eval_set())[:args.flags]
+    switching = switching_conversations(args.flags)
     log(f"model {model}; {len(arith)} arithmetic questions, {len(flags)} flag conversations")
 
     ev = {"model": str(Path(args.model)), "backend": args.backend, "decoding": "greedy",
@@ -326,6 +395,9 @@ def main(argv=None):
     ev["arithmetic"] = summarize_arithmetic(rows)
     log("arithmetic: " + json.dumps({"no_think": ev["arithmetic"]["no_think"],
                                      "think_unlimited": ev["arithmetic"]["think"]["unlimited"]}))
+    ev["think_follow_switching"] = think_follow(model, switching, args.max_new_tokens, log)
+    ev["think_follow_switching"]["hard_switch"] = hard_switch(model, switching, log)
+    log("think-follow, switching conversations: " + json.dumps(ev["think_follow_switching"]))
     ev["think_follow"] = think_follow(model, flags, args.max_new_tokens, log)
     log("think-follow: " + json.dumps(ev["think_follow"]))
     routing_convs = [c for i, c in enumerate(arith) if i % max(1, len(arith) // args.routing_convs) == 0]
@@ -335,7 +407,7 @@ def main(argv=None):
     ev["seconds"] = round(time.time() - t0, 1)
     out = Path(args.out) if args.out else Path(args.model)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "EVAL.json").write_text(json.dumps(ev, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "EVAL.json").write_text(compact_json(ev) + "\n", encoding="utf-8")
     (out / "EVAL.md").write_text(markdown(ev), encoding="utf-8")
     log(f"wrote {out / 'EVAL.json'} and {out / 'EVAL.md'}")
 
