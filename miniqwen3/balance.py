@@ -160,6 +160,8 @@ def sequence_balance_loss(scores: np.ndarray, experts: np.ndarray, seq_len: int)
         f_i = E / (K T) * (tokens routed to expert i)       1 at balance
         P_i = mean over tokens of s'_ti,  s'_ti = s_ti / sum_j s_tj      (the affinities made a distribution)
         loss = sum_i f_i P_i                                1 at balance
+    The report writes f with the indicator of expert i being in a token's top-k; here that is the top-k the token
+    was actually routed to (of s + b, given as `experts`).
     scores: [T, E] (sigmoid affinities), experts: [T, K] (the experts the tokens were routed to)"""
     E, K = scores.shape[1], experts.shape[1]
     out = []

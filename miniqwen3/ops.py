@@ -135,9 +135,23 @@ def rope_scores(q: np.ndarray, k: np.ndarray, positions, head_dim: int, theta: f
     return rope_rotate(q, positions, head_dim, theta) @ rope_rotate(k, positions, head_dim, theta).T
 
 
+def rope_scores_at_distance(q: np.ndarray, k: np.ndarray, distances, head_dim: int, theta: float,
+                            scaling: RopeScaling = RopeScaling()) -> np.ndarray:
+    """rope(q, d) . rope(k, 0) for every pair (q_n, k_n) and every distance d: the score of a query d positions
+    after its key (the same at any absolute position). With YaRN both vectors carry its attention factor.
+    q, k: [N, D], distances: [T] -> [N, T]"""
+    inv_freq, factor = rope_frequencies(head_dim, theta, scaling)
+    cos, sin = rope_cos_sin(np.asarray(distances), inv_freq, factor)                   # [T, D]
+    q_at_d = apply_rope(np.broadcast_to(np.asarray(q, np.float32), (len(cos),) + np.shape(q)), cos, sin)  # [T, N, D]
+    cos0, sin0 = rope_cos_sin(np.zeros(1), inv_freq, factor)
+    k_at_0 = apply_rope(np.asarray(k, np.float32)[None], cos0, sin0)[0]                # [N, D]
+    return np.einsum("tnd,nd->nt", q_at_d, k_at_0)
+
+
 def rope_decay(head_dim: int, theta: float, distances) -> np.ndarray:
     """The score of q = k = all ones at relative distance d, over its value at d = 0:
-    sum_i cos(d * inv_freq_i) / (D/2). RoFormer's long-term decay, in its simplest form.  distances: [T] -> [T]"""
+    sum_i cos(d * inv_freq_i) / (D/2). RoFormer's long-term decay, in its simplest form: it holds for aligned q and k
+    (on average for q = k), not for unrelated ones (`rope_scores_at_distance`).  distances: [T] -> [T]"""
     inv_freq = rope_inv_freq(head_dim, theta).astype(np.float64)
     return np.cos(np.asarray(distances, np.float64)[:, None] * inv_freq[None, :]).mean(axis=1)
 

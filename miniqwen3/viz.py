@@ -181,6 +181,22 @@ def rope_decay_figure(head_dim: int = 128, thetas=(10_000.0, 1_000_000.0), max_d
     return fig
 
 
+def rope_score_spread_figure(distances, cases: dict, title: str = "") -> Figure:
+    """For each case {label: scores [N, T]} (N vector pairs, T distances): the mean score against distance and the
+    band holding the middle 90% of the pairs."""
+    fig = figure(7, 3)
+    ax = fig.add_subplot()
+    for label, s in cases.items():
+        line, = ax.semilogx(distances, s.mean(axis=0), lw=1.2, label=f"{label}: mean")
+        ax.fill_between(distances, *np.percentile(s, [5, 95], axis=0), color=line.get_color(), alpha=0.2,
+                        label=f"{label}: 5-95% of pairs")
+    ax.axhline(0, color="0.6", lw=0.6)
+    ax.set_xlabel("relative distance m - n"), ax.set_ylabel("score / D")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    return fig
+
+
 def rope_layouts_figure(head_dim: int = 8) -> Figure:
     """Which dimensions rotate together: (i, i + D/2) in rotate_half, (2i, 2i + 1) interleaved."""
     fig = figure(7, 1.8)

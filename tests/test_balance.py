@@ -320,7 +320,7 @@ def test_lab_story(lab):
     assert h["none"]["cv"] > 2 * max(h["global"]["cv"], h["bias"]["cv"])
     assert h["none"]["dropped"] > 2 * max(h["global"]["dropped"], h["bias"]["dropped"])
     assert h["none"]["task loss"] > 1.5 * max(h["global"]["task loss"], h["bias"]["task loss"])
-    assert h["global"]["specialisation"] > 2 * h["micro"]["specialisation"] < h["bias"]["specialisation"] / 2
+    assert min(h["global"]["specialisation"], h["bias"]["specialisation"]) > 2 * h["micro"]["specialisation"]
     assert h["micro"]["task loss"] > 2 * max(h["global"]["task loss"], h["bias"]["task loss"])
     for r in lab.values():
         np.testing.assert_allclose(r.load.sum(axis=1), 1.0)

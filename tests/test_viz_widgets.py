@@ -70,6 +70,29 @@ def test_rope_decay_closed_form():
     np.testing.assert_allclose(s[10, 0] / s[0, 0], ops.rope_decay(64, 10_000.0, [10])[0], rtol=1e-5)
 
 
+def test_rope_scores_at_distance_is_the_complex_rotation():
+    """Pair i of q as the complex number q_i + i q_{i+D/2}, turned by d * inv_freq_i, dotted with k's pair:
+    score(d) = sum_i Re(zq_i exp(i d w_i) conj(zk_i)) (the oracle); q = k = ones gives D * rope_decay; YaRN's
+    attention factor a multiplies both vectors, so the score by a^2."""
+    from miniqwen3.config import RopeScaling
+    rng = np.random.default_rng(3)
+    D, theta, d = 64, 1_000_000.0, np.array([0, 1, 5, 100, 4000])
+    q, k = rng.normal(size=(6, D)), rng.normal(size=(6, D))
+    w = theta ** (-np.arange(0, D, 2) / D)
+    zq, zk = q[:, :D // 2] + 1j * q[:, D // 2:], k[:, :D // 2] + 1j * k[:, D // 2:]
+    want = np.real(np.einsum("ni,ti,ni->nt", zq, np.exp(1j * d[:, None] * w[None]), np.conj(zk)))
+    got = ops.rope_scores_at_distance(q, k, d, D, theta)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    ones = ops.rope_scores_at_distance(np.ones((1, D)), np.ones((1, D)), d, D, theta)[0]
+    np.testing.assert_allclose(ones / D, ops.rope_decay(D, theta, d), atol=1e-5)
+    yarn = RopeScaling("yarn", 4.0, 32_768)
+    inv_freq, factor = ops.rope_frequencies(D, theta, yarn)
+    assert factor == pytest.approx(0.1 * np.log(4.0) + 1)
+    plain = np.real(np.einsum("ni,ti,ni->nt", zq, np.exp(1j * d[:, None] * inv_freq[None]), np.conj(zk)))
+    np.testing.assert_allclose(ops.rope_scores_at_distance(q, k, d, D, theta, yarn), factor ** 2 * plain,
+                               rtol=1e-4, atol=1e-3)
+
+
 def test_interleaved_rope_is_the_complex_rotation_and_a_permutation_of_rotate_half():
     rng = np.random.default_rng(1)
     D, positions = 16, np.arange(9)
@@ -95,6 +118,9 @@ def test_rope_and_yarn_figures():
     for fig in (viz.rope_wavelengths_figure(), viz.rope_decay_figure(max_distance=1000), viz.rope_layouts_figure(),
                 viz.rope_scores_figure(np.eye(3))):
         assert fig._repr_png_()[:4] == b"\x89PNG"
+    scores = np.array([[1.0, 0.5, 0.0], [0.0, 0.5, 1.0], [2.0, 0.5, -1.0]])
+    fig = viz.rope_score_spread_figure([1, 10, 100], {"a": scores})
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), [1.0, 0.5, 0.0])     # the mean over pairs
 
 
 # --- routing -------------------------------------------------------------------------------------
