@@ -433,9 +433,12 @@ def budget_spent_figure(summaries: dict, no_think: dict | None = None, title: st
         err = np.array([[v["rate"] - v["low"] for _, v in pts], [v["high"] - v["rate"] for _, v in pts]])
         ax.errorbar(x, y, yerr=err, fmt="o-", ms=3, lw=1.6 if j == 0 else 0.9, capsize=2, color=f"C{j}", label=label)
         if j == 0:
+            labels = {}                           # points that coincide (B past every run's length) share a label
             for (b, v), xi, yi in zip(pts, x, y):
-                ax.annotate("∞" if b is None else str(b), (xi, yi), textcoords="offset points", xytext=(3, -10),
-                            fontsize=7, color="C0")
+                labels.setdefault((xi, yi), []).append("∞" if b is None else str(b))
+            for (xi, yi), names in labels.items():
+                ax.annotate(", ".join(names), (xi, yi), textcoords="offset points", xytext=(3, -10), fontsize=7,
+                            color="C0")
         finite = [(b, v["cut"]) for b, v in pts if b is not None]
         cut.plot([b for b, _ in finite], [c for _, c in finite], "o-", ms=3, color=f"C{j}", label=label,
                  lw=1.6 if j == 0 else 0.9)
