@@ -1,10 +1,11 @@
 """Where a decode step of the numba backend spends its time, and how fast a Numba loop can stream bf16 rows.
 
-    python benchmarks/profile_decode.py [CHECKPOINT] [--q8]
+    python benchmarks/profile_decode.py [CHECKPOINT] [--q8] [--context 512]
 
-CHECKPOINT defaults to benchmarks/out/qwen3-0.6b (written by bench_engine.py). Prefills a 512-token prompt, then
-times decode steps, per op kind (linear, swiglu, attention, moe_experts; the rest is NumPy glue), the output head
-alone, and a Numba loop that only sums the head's bf16 rows (the speed a row-by-row decode kernel can stream at).
+CHECKPOINT (a folder or a GGUF file) defaults to benchmarks/out/qwen3-0.6b (written by bench_engine.py).
+Prefills a CONTEXT-token prompt, then times decode steps, per op kind (linear, swiglu, attention, moe_experts;
+the rest is NumPy glue), the output head alone, and for a bf16 head a Numba loop that only sums its rows (the
+speed a row-by-row decode kernel can stream at).
 """
 import argparse
 import collections
@@ -16,7 +17,7 @@ import numpy as np
 from numba import prange
 
 import miniqwen3
-from miniqwen3 import kernels
+from miniqwen3 import kernels, quants
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,7 +29,7 @@ def sum_rows(w, out):
         row = w[r]
         acc = np.float32(0)
         for j in range(row.size):
-            acc += kernels.bf16_to_f32(row[j])
+            acc += quants.bf16_as_f32(row[j])
         out[r] = acc
 
 
@@ -45,16 +46,20 @@ def main():
     ap.add_argument("checkpoint", nargs="?", default=str(REPO / "benchmarks" / "out" / "qwen3-0.6b"))
     ap.add_argument("--q8", action="store_true", help="quantize to q8_0 first")
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--context", type=int, default=512, help="prompt tokens before the timed decode steps")
     args = ap.parse_args()
 
     model = miniqwen3.load(args.checkpoint, backend="numba")
     if args.q8:
         model.quantize("q8_0")
     cache = model.new_cache()
-    cache.reserve(model.config, 512 + 4 * args.steps + 8)
-    model.forward(np.arange(100, 612), cache, last_only=True)
+    cache.reserve(model.config, args.context + 4 * args.steps + 8)
+    model.forward(np.arange(100, 100 + args.context), cache, last_only=True)
     step = lambda: model.forward([5], cache, last_only=True)   # noqa: E731
-    print(f"{model}, {'q8_0' if args.q8 else 'stored dtype'}, {numba.get_num_threads()} threads")
+    flags = open("/proc/cpuinfo").read().split("flags", 1)[1].split("\n", 1)[0].split()
+    simd = [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+    print(f"{model}, {'q8_0' if args.q8 else 'stored dtype'}, {numba.get_num_threads()} threads, "
+          f"context {args.context}, SIMD: {' '.join(simd)}")
     print(f"decode step: {seconds(step, args.steps) * 1e3:.1f} ms")
 
     spent = collections.Counter()
@@ -80,9 +85,9 @@ def main():
     head = model.weights.lm_head
     x = np.random.default_rng(0).standard_normal((1, model.config.hidden_size), np.float32)
     s = seconds(lambda: kernels.linear(x, head), 5)
-    nbytes = head.q.nbytes + head.scales.nbytes if hasattr(head, "q") else head.nbytes
+    nbytes = head.nbytes
     print(f"output head alone: {s * 1e3:.1f} ms, {nbytes / s / 1e9:.1f} GB/s")
-    if not hasattr(head, "q") and head.dtype == np.uint16:
+    if isinstance(head, np.ndarray) and head.dtype == np.uint16:
         out = np.empty(head.shape[0], np.float32)
         s = seconds(lambda: sum_rows(head, out), 5)
         print(f"Numba sum of the head's bf16 rows: {s * 1e3:.1f} ms, {head.nbytes / s / 1e9:.1f} GB/s")

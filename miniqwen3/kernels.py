@@ -428,7 +428,7 @@ def project(x, xsum, kind, w, r0, r1, y, c0, tile):
     Two tokens or more (prefill; an expert's group of tokens): widen the rows once into `tile` [>= r1 - r0, IN]
     and multiply (`matmul_nt`): widening a row costs about what one dot product with it costs, so it pays from
     two tokens on. One token (decode): four rows at a time, widening in registers (`quants.rows_dot4`); the
-    bytes of tile[0] are the scratch row that Q5_K's and Q6_K's dots need. r0 is a multiple of 4.
+    bytes of tile[0] are the scratch row that Q5_K's dot needs. r0 is a multiple of 4.
     x: [N, IN] fp32, xsum: [N, IN / 32], w: [OUT, ROW_BYTES] of type `kind`, y: [N, >= c0 + r1 - r0]"""
     if x.shape[0] >= TILE_TOKENS:
         for r in range(r0, r1):

@@ -959,7 +959,8 @@ def dot_q5_k_bytes(x, xsum, row, q):
 
 @jit
 def dot4_q5_k(x, xsum, r0, r1, r2, r3, y, c, scratch=None):
-    """y[c + i] = x . r_i for i = 0..3: four `dot_q5_k`, one after the other, in one scratch row (as `dot4_q6_k`)."""
+    """y[c + i] = x . r_i for i = 0..3: four `dot_q5_k`, one after the other, in one scratch row (`scratch`,
+    uint8 [>= IN], when the caller has one: an allocation costs as much as the bit work of a short row)."""
     q = np.empty(x.size, np.uint8) if scratch is None else scratch[:x.size]
     q5_k_bytes(r0, q)
     y[c] = dot_q5_k_bytes(x, xsum, r0, q)
@@ -973,12 +974,11 @@ def dot4_q5_k(x, xsum, r0, r1, r2, r3, y, c, scratch=None):
 
 # Q6_K: 210 bytes | ql[128] | qh[64] | scales[16] int8 | d |   q = low 4 bits from ql, top 2 from qh
 #                                                             w = d * sc[e // 16] * (q - 32)
-# Read in two passes over a row. The bit work (nibbles and 2-bit pieces into 6-bit values) is done on bytes,
-# 32 to a vector instruction, into a scratch row of bytes q - 32 (`q6_k_bytes`). The dot then reads those
-# like a Q8_0 row, in LLVM vector IR as `q4_k_row_dot` (16 sub-block sums kept as vectors, each scaled into
-# one running vector, one horizontal sum a row). The block-at-a-time form of that IR was measured 1.2x a loop
-# with each weight's scale beside it, and that loop 1.6x the one-pass loop form (a horizontal sum per 16
-# weights).
+# The bit work (nibbles and 2-bit pieces into 6-bit values) is done on bytes, 32 to a vector instruction. The
+# dot does it in registers, in LLVM vector IR as `q4_k_row_dot` (16 sub-block sums kept as vectors, scaled into
+# one running vector, one horizontal sum a row): measured as fast as a version that first wrote the bytes
+# q - 32 of the row to a scratch row (`q6_k_bytes`, which widening still uses) on rows of 2048, 1.27x on the
+# experts' rows of 768. Widening writes the row through that scratch row.
 
 @jit
 def q6_k_bytes(row, q):
@@ -1018,41 +1018,31 @@ def _q6_k_row_widen_compiled(q, row, out):
 
 @jit
 def dot_q6_k(x, row):
-    """x: [IN] fp32, row: uint8 [IN / 256 * 210] -> fp32; per block d * sum_j sc[j] * (x . (q - 32) over
-    sub-block j), from a scratch row of q - 32 (`q6_k_bytes`, `q6_k_row_dot`)."""
-    q = np.empty(x.size, np.int8)
-    return dot_q6_k_bytes(x, row, q)
+    """x: [IN] fp32, row: uint8 [IN / 256 * 210] -> fp32 (`q6_k_row_dot`)."""
+    return q6_k_row_dot(x, row)
 
 
 @jit
-def dot_q6_k_bytes(x, row, q):
-    """`dot_q6_k` with q: int8 [IN] as its scratch row."""
-    q6_k_bytes(row, q)
-    return q6_k_row_dot(x, q, row)
+def dot4_q6_k(x, r0, r1, r2, r3, y, c):
+    """y[c + i] = x . r_i for i = 0..3: four `dot_q6_k`, one after the other (x stays in L1)."""
+    y[c], y[c + 1] = q6_k_row_dot(x, r0), q6_k_row_dot(x, r1)
+    y[c + 2], y[c + 3] = q6_k_row_dot(x, r2), q6_k_row_dot(x, r3)
 
 
-@jit
-def dot4_q6_k(x, r0, r1, r2, r3, y, c, scratch=None):
-    """y[c + i] = x . r_i for i = 0..3: four `dot_q6_k`, one after the other, in one scratch row (`scratch`,
-    uint8 [>= IN], when the caller has one: an allocation costs as much as the bit work of a short row)."""
-    q = np.empty(x.size, np.int8) if scratch is None else scratch[:x.size].view(np.int8)
-    y[c], y[c + 1] = dot_q6_k_bytes(x, r0, q), dot_q6_k_bytes(x, r1, q)
-    y[c + 2], y[c + 3] = dot_q6_k_bytes(x, r2, q), dot_q6_k_bytes(x, r3, q)
-
-
-def q6_k_row_dot(x, q, row):
-    """x . a row of Q6_K blocks whose values minus 32 are already in q (`q6_k_bytes`): per block
-    d * sum_j sc[j] * (x . (q - 32) over sub-block j of 16). Plain NumPy here; compiled, LLVM vector IR
-    (`_q6_k_row_dot_ir`, which keeps the 16 sums of a block as vectors, as `q4_k_row_dot`)."""
+def q6_k_row_dot(x, row):
+    """x . a row of Q6_K blocks: per block d * sum_j sc[j] * (x . (q - 32) over sub-block j of 16). Plain NumPy
+    here; compiled, LLVM vector IR (`_q6_k_row_dot_ir`)."""
     blocks = np.asarray(row).reshape(-1, 210)
+    q = np.empty(blocks.shape[0] * QK_K, np.int8)
+    q6_k_bytes(np.asarray(row), q)                                             # q - 32, element order
     sc = blocks[:, 192:208].view(np.int8).astype(np.float32)                   # [B, 16]
     sums = (x.reshape(-1, 16, 16) * q.reshape(-1, 16, 16)).sum(axis=2)         # [B, 16]
     return np.float32((_fp16(blocks[:, 208:210]) * sc * sums).sum())
 
 
 @numba.extending.overload(q6_k_row_dot, jit_options={"fastmath": FASTMATH}, inline="always")
-def _q6_k_row_dot_compiled(x, q, row):
-    return lambda x, q, row: _q6_k_row_dot_ir(x, q, row)
+def _q6_k_row_dot_compiled(x, row):
+    return lambda x, row: _q6_k_row_dot_ir(x, row)
 
 
 @numba.extending.intrinsic
@@ -1086,36 +1076,50 @@ def _q6_k_row_widen_ir(typingctx, q, row, out):
 
 
 @numba.extending.intrinsic
-def _q6_k_row_dot_ir(typingctx, x, q, row):
-    """`q6_k_row_dot` in LLVM vector IR; x: C-contiguous fp32, q: C-contiguous int8, row: C-contiguous uint8."""
-    _require_c_arrays("q6_k_row_dot", (x, numba.types.float32), (q, numba.types.int8), (row, numba.types.uint8))
+def _q6_k_row_dot_ir(typingctx, x, row):
+    """`q6_k_row_dot` in LLVM vector IR; x: C-contiguous fp32, row: C-contiguous uint8. The 6-bit values of a
+    half block (128 weights) are assembled 32 at a time in byte vectors (the picture of `dequantize_q6_k`), then
+    8 at a time widened to fp32 and multiplied with x; the 16 sums of a block are scaled and added as a tree."""
+    _require_c_arrays("q6_k_row_dot", (x, numba.types.float32), (row, numba.types.uint8))
+    bytes32 = llvmlite.ir.VectorType(llvmlite.ir.IntType(8), 32)
 
     def codegen(context, builder, signature, args):
-        (xp, _), (qp, _), (rp, row_bytes) = (_data(context, builder, t, a) for t, a in zip(signature.args, args))
+        (xp, _), (rp, row_bytes) = (_data(context, builder, t, a) for t, a in zip(signature.args, args))
+
+        def each(v):
+            return _vec(bytes32, [v] * 32)
 
         def block(b, state):
             acc, = state
-            e0 = builder.mul(b, llvmlite.ir.Constant(_I64, 256))
-            xb, qb = _at(builder, xp, e0), _at(builder, qp, e0)
+            xb = _at(builder, xp, builder.mul(b, llvmlite.ir.Constant(_I64, 256)))
             rb = _at(builder, rp, builder.mul(b, llvmlite.ir.Constant(_I64, 210)))
             scales = _load(builder, rb, 192, _I8x16, 1)
             d = _splat(builder, _load_fp16(builder, rb, 208))
-            terms = []                                       # sum over sub-block j of x * q, times d * sc[j]
-            for h in range(2):                               # sub-blocks 8h .. 8h + 7
+            terms = []                                       # sum over sub-block j of x * (q - 32), times d * sc[j]
+            for h in range(2):                               # half h: elements 128h .. 128h + 127
+                ql0, ql1 = _load(builder, rb, 64 * h, bytes32, 1), _load(builder, rb, 64 * h + 32, bytes32, 1)
+                qh = _load(builder, rb, 128 + 32 * h, bytes32, 1)
+                quarters = [                                 # elements 128h + 32i + l, l = 0..31
+                    builder.or_(builder.and_(ql0, each(15)), builder.shl(builder.and_(qh, each(3)), each(4))),
+                    builder.or_(builder.and_(ql1, each(15)), builder.shl(builder.and_(qh, each(12)), each(2))),
+                    builder.or_(builder.lshr(ql0, each(4)), builder.and_(qh, each(48))),
+                    builder.or_(builder.lshr(ql1, each(4)), builder.and_(builder.lshr(qh, each(2)), each(48)))]
                 sc = builder.shuffle_vector(scales, scales, _vec(_I32x8, range(8 * h, 8 * h + 8)))
                 d_sc = _fmul(builder, d, builder.sitofp(builder.sext(sc, _I32x8), _F32x8))
-                for j in range(8):
+                for i, q in enumerate(quarters):
+                    q = builder.sub(q, each(32))
                     p = []
-                    for u in range(2):                       # 8 weights of sub-block 8h + j
-                        e = 128 * h + 16 * j + 8 * u
-                        qf = builder.sitofp(builder.sext(_load(builder, qb, e, _I8x8, 1), _I32x8), _F32x8)
-                        p.append(_fmul(builder, _load(builder, xb, e, _F32x8, 4), qf))
-                    terms.append(_fmul(builder, _sum_tree(builder, p), _lane(builder, d_sc, j)))
+                    for g in range(4):                       # 8 weights: l = 8g .. 8g + 7
+                        q8 = builder.shuffle_vector(q, q, _vec(_I32x8, range(8 * g, 8 * g + 8)))
+                        qf = builder.sitofp(builder.sext(q8, _I32x8), _F32x8)
+                        p.append(_fmul(builder, _load(builder, xb, 128 * h + 32 * i + 8 * g, _F32x8, 4), qf))
+                    terms.append(_fmul(builder, _fadd(builder, p[0], p[1]), _lane(builder, d_sc, 2 * i)))
+                    terms.append(_fmul(builder, _fadd(builder, p[2], p[3]), _lane(builder, d_sc, 2 * i + 1)))
             return [_fadd(builder, acc, _sum_tree(builder, terms))]   # a tree: one dependent add a block
         n_blocks = builder.udiv(row_bytes, llvmlite.ir.Constant(_I64, 210))
         acc, = _for_blocks(builder, n_blocks, [_vec(_F32x8, [0.0] * 8)], block)
         return _horizontal_sum(builder, acc)
-    return numba.types.float32(x, q, row), codegen
+    return numba.types.float32(x, row), codegen
 
 
 # --- dispatch on the type code -------------------------------------------------------------------
@@ -1200,11 +1204,11 @@ def row_dot(kind, x, xsum, row):
 @jit
 def rows_dot4(kind, x, xsum, r0, r1, r2, r3, y, c, scratch=None):
     """y[c + i] = x . r_i for i = 0..3. x: [IN] fp32, xsum: x_sums(x), r_i: bytes uint8 [ROW_BYTES],
-    y: fp32 [>= c + 4], scratch: None or uint8 [>= IN] that Q5_K and Q6_K may use instead of allocating"""
+    y: fp32 [>= c + 4], scratch: None or uint8 [>= IN] that Q5_K may use instead of allocating"""
     if kind == Q4_K:
         dot4_q4_k(x, xsum, r0, r1, r2, r3, y, c)
     elif kind == Q6_K:
-        dot4_q6_k(x, r0, r1, r2, r3, y, c, scratch)
+        dot4_q6_k(x, r0, r1, r2, r3, y, c)
     elif kind == Q8_0:
         dot4_q8_0(x, r0, r1, r2, r3, y, c)
     elif kind == Q5_K:

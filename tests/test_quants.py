@@ -301,19 +301,17 @@ def test_q4_k_row_dot_as_plain_numpy_and_compiled():
 
 
 def test_q6_k_row_dot_as_plain_numpy_and_compiled():
-    """The same for Q6_K's row dot, which reads the values from the scratch row `q6_k_bytes` writes."""
+    """The same for Q6_K's row dot (compiled, it assembles the 6-bit values in registers)."""
     rng = np.random.default_rng(13)
     row = random_rows(Q.Q6_K, 1, 4 * 256, rng)[0]                          # block 0 has d = 0
     w = Q.dequantize_q6_k(row.reshape(4, 210)).ravel()                       # [4 * 256]
     x = rng.standard_normal(4 * 256).astype(np.float32)
-    q = np.empty(4 * 256, np.int8)
-    Q.q6_k_bytes(row, q)
-    compiled = numba.njit(lambda x, q, row: Q.q6_k_row_dot(x, q, row))
-    assert Q.q6_k_row_dot(x[:256], q[:256], row[:210]) == compiled(x[:256], q[:256], row[:210]) == 0
+    compiled = numba.njit(lambda x, row: Q.q6_k_row_dot(x, row))
+    assert Q.q6_k_row_dot(x[:256], row[:210]) == compiled(x[:256], row[:210]) == 0
     for b0, b1 in [(1, 2), (0, 2), (0, 3), (0, 4), (1, 4)]:               # rows of blocks b0..b1-1
-        xn, qn, rn, wn = x[256 * b0:256 * b1], q[256 * b0:256 * b1], row[210 * b0:210 * b1], w[256 * b0:256 * b1]
-        assert relative_dot_error(Q.q6_k_row_dot(xn, qn, rn), wn, xn) < 1e-6
-        assert relative_dot_error(compiled(xn, qn, rn), wn, xn) < 1e-6
+        xn, rn, wn = x[256 * b0:256 * b1], row[210 * b0:210 * b1], w[256 * b0:256 * b1]
+        assert relative_dot_error(Q.q6_k_row_dot(xn, rn), wn, xn) < 1e-6
+        assert relative_dot_error(compiled(xn, rn), wn, xn) < 1e-6
 
 
 def plain_weights(rng, OUT, IN):
