@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import ops
-from .routing import domain_expert_share, expert_load, specialisation
+from .routing import domain_expert_share, specialisation
 
 
 # --- the loss, step by step ----------------------------------------------------------------------
@@ -210,17 +210,15 @@ class Domains:
         maps = rng.normal(size=(n_domains, n_out, n_features)) / np.sqrt(n_features)
         return cls(means, maps, noise)
 
-    def sample(self, n_seqs: int, seq_len: int, rng: np.random.Generator, mixed: bool = True):
-        """n_seqs sequences of seq_len tokens, one domain per sequence, laid out one sequence after another, in a
-        random order. mixed: every domain has the same number of sequences (up to one), as in a large global batch
-        whose domain mix hardly changes from step to step; otherwise each sequence's domain is drawn at random.
-        -> x [T, F], y [T, O], domain [T] with T = n_seqs * seq_len"""
+    def sample(self, n_seqs: int, seq_len: int, rng: np.random.Generator):
+        """n_seqs sequences of seq_len tokens, one domain per sequence, laid out one sequence after another in a
+        random order; every domain has the same number of sequences (up to one), as in a large global batch whose
+        domain mix hardly changes from step to step.  -> x [T, F], y [T, O], domain [T] with T = n_seqs * seq_len"""
         G, F = self.means.shape
-        seq_domain = rng.permutation(np.arange(n_seqs) % G) if mixed else rng.integers(0, G, size=n_seqs)
-        domain = np.repeat(seq_domain, seq_len)
+        O = self.maps.shape[1]
+        domain = np.repeat(rng.permutation(np.arange(n_seqs) % G), seq_len)
         x = self.means[domain] + self.noise * rng.normal(size=(len(domain), F))
-        G_, O = len(self.maps), self.maps.shape[1]
-        y = (x @ self.maps.reshape(G_ * O, F).T).reshape(len(x), G_, O)[np.arange(len(x)), domain]   # A_domain x
+        y = (x @ self.maps.reshape(G * O, F).T).reshape(len(x), G, O)[np.arange(len(x)), domain]   # A_domain x
         return x, y, domain
 
 

@@ -189,7 +189,8 @@ def router(logits: np.ndarray, top_k: int, norm_topk_prob: bool, drop=None, sele
       scoring:        "softmax" (Qwen3) or "sigmoid" (DeepSeek-V3: each expert's affinity s = sigmoid(logit) on its
                       own, not a distribution over experts; the weights are the chosen s over their sum)
     float64 logits stay float64 (the router lab's gradient checks); anything else is computed in fp32.
-    logits: [T, E] -> probs (the scores) [T, E], experts [T, K] (highest first, ties to the lower index), weights [T, K]"""
+    logits: [T, E] -> probs (the scores) [T, E], experts [T, K] (highest first, ties to the lower index),
+    weights [T, K]"""
     if scoring not in ("softmax", "sigmoid"):
         raise ValueError(f"router scoring {scoring!r}: expected 'softmax' or 'sigmoid'")
     logits = np.asarray(logits)

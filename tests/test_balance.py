@@ -306,6 +306,15 @@ def test_lab_gradients_match_finite_differences(scoring, capacity):
         assert g_experts[idx] == pytest.approx(num, rel=1e-5, abs=1e-8)
 
 
+def test_domains_sample():
+    d = b.Domains.make(n_domains=4, seed=0)
+    x, y, dom = d.sample(6, 3, np.random.default_rng(0))
+    seqs = dom.reshape(6, 3)
+    assert (seqs == seqs[:, :1]).all()                                        # one domain per sequence
+    assert sorted(np.bincount(seqs[:, 0], minlength=4)) == [1, 1, 2, 2]       # the mix as even as 6 / 4 allows
+    np.testing.assert_allclose(y, np.einsum("tof,tf->to", d.maps[dom], x))    # y = A_domain x
+
+
 @pytest.fixture(scope="module")
 def lab():
     return {m: b.train_router(m, capacity_factor=1.0, seed=0) for m in b.METHODS}
