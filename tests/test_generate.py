@@ -319,3 +319,15 @@ def test_budget_end_to_end_on_an_engine_model(tmp_path, qwen3_tokenizer_dir):
         assert miniqwen3.budget.ends_at_char_boundary(thought)    # the stop waited for a whole character
         waited.append(n > 5)
     assert any(waited) and not all(waited)
+
+
+def test_reply_think_state():
+    from miniqwen3.chat import EMPTY_THINK, render_chat
+    from miniqwen3.generate import reply_think_state
+    earlier = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "reasoning_content": "r"},
+               {"role": "user", "content": "c"}]
+    soft = render_chat(earlier)                     # an earlier turn's think block is not the reply's
+    assert reply_think_state(soft) == "outside"
+    assert reply_think_state(soft + "<think>\nfirst,") == "inside"
+    assert reply_think_state(render_chat(earlier, enable_thinking=False)) == "closed"
+    assert reply_think_state(soft + EMPTY_THINK + "<think>") == "inside"      # the last <think> decides
