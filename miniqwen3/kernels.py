@@ -1,22 +1,28 @@
 """Numba twins of the hot ops in `ops`: `linear`, `swiglu`, `attention`, `moe_experts`, with the same names,
 arguments and results (to float32 rounding). `Model.set_backend("numba")` swaps them in.
 
-Three ideas make them fast on a CPU:
+Four ideas make them fast on a CPU:
 
 - Weights stay as stored (fp32, bf16 bits, or GGUF blocks: Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K) and are widened
   to fp32 where they are used, never as a whole matrix (let alone all experts). Every weight reaches the kernels
   the same way: a GGML type code and its rows as bytes (`quants.row_view`); `quants` reads one row of any type.
   Prefill (many tokens) is compute-bound: a tile of weight rows is widened once into a scratch buffer that
   stays in cache and multiplied with every token (`project`, `matmul_nt`), or a chunk of rows is widened and
-  handed to BLAS. Decode (one token) is memory-bound: each weight is read once, widened in registers and used
-  at once (`quants.rows_dot4`). Work is split over the cores by tiles of rows (`prange`).
+  handed to BLAS. Decode (one token) reads each weight once, row after row (so the hardware prefetcher
+  follows), widened in registers and used at once (`quants.rows_dot4`); on this project's machine it is bound
+  by the arithmetic of widening, not by memory bandwidth. Work is split over the cores by tiles of rows
+  (`prange`), or by whole experts when a MoE block has enough of them.
 - Attention streams over blocks of keys with an online softmax, so the T x S score matrix never exists.
 - The MoE block sorts its (token, slot) pairs by expert, so each chosen expert's weights are read once per call.
+- Few parallel regions, and no thread that spins while another needs its core: small work runs on the calling
+  thread (`threads_for`), Numba's OpenMP threads spin only briefly (GOMP_SPINCOUNT, below) and so do
+  OpenBLAS's (OPENBLAS_THREAD_TIMEOUT, set in miniqwen3/__init__.py).
 
 The public twins come first in each section, their helpers after them. Every function here is plain Python
 over arrays: with NUMBA_DISABLE_JIT=1 it runs as written (slowly), and a notebook can step through it.
 Compiled code is cached on disk (cache=True), so only the first process pays the compile time. Speeds are
-measured in benchmarks/ (bench_engine.py, profile_decode.py, bench_gguf.py), not quoted here.
+measured in benchmarks/ (bench_engine.py, bench_gguf.py, bench_quants.py, profile_decode.py, blas_spin.py), not
+quoted here.
 """
 from __future__ import annotations
 
