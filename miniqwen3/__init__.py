@@ -3,8 +3,8 @@ import os as _os
 
 # OpenBLAS's threads spin for 2^28 cycles after each BLAS call before they sleep (OPENBLAS_THREAD_TIMEOUT, read
 # once, when NumPy first loads OpenBLAS). With few cores they hold the cores that the Numba kernels called next
-# need: a Qwen3-30B-A3B prefill of 64 tokens took 10.8 s with the default and 7.4 s with 2^4 cycles on 2 cores
-# (benchmarks/README.md). Set before the modules below import NumPy; a value set by the user wins. A program that
+# need: a Qwen3-30B-A3B prefill of 64 tokens took 11.2 s with the default and 6.9 s with 2^4 cycles on 2 cores
+# (benchmarks/blas_spin.py, benchmarks/README.md). Set before the modules below import NumPy; a value set by the user wins. A program that
 # imported NumPy before miniqwen3 should set it itself (`OPENBLAS_THREAD_TIMEOUT=4`).
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
