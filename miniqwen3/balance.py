@@ -13,9 +13,9 @@ At perfect balance f_i = k/E and P_i = 1/E, so the loss is k (not 1). f comes fr
 gradient: the loss trains the router through P only, pushing probability away from experts with a large f.
 
 Micro-batch vs global batch (Qiu et al. 2025, arXiv 2501.11873): computed per micro-batch, f asks every
-micro-batch (often a few sequences of one domain) to spread over all experts, which forbids experts that
-specialise in a domain. Qwen3 counts f over the global batch (all micro-batches) and multiplies it with
-each micro-batch's P, so only the whole batch must be balanced.
+micro-batch (often a few sequences of one domain) to spread over all experts, which pushes against experts that
+specialise in a domain (the lab below shows it on a toy). Qwen3 counts f over the global batch (all
+micro-batches) and multiplies it with each micro-batch's P, so only the whole batch must be balanced.
 
 DeepSeek-V3 (arXiv 2412.19437, section 2.1.2) scores experts differently and balances mostly without a loss:
 the affinity of token t for expert i is s_ti = sigmoid(u_t . e_i) (each expert on its own, not a softmax); the
