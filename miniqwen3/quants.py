@@ -456,47 +456,60 @@ def widen_q8_0(row, out):
 
 @jit
 def dot_q8_0(x, row):
-    """x: [IN] fp32, row: uint8 [IN / 32 * 34] -> fp32; per block d * (x . q), four blocks a step."""
-    nb = row.size // 34
-    acc = np.float32(0)
-    for g4 in range(nb // 4):
-        g = 4 * g4
-        o, xo = 34 * g + 2, 32 * g
-        s0 = s1 = s2 = s3 = np.float32(0)
-        for l in range(32):
-            s0 += x[xo + l] * np.float32(np.int8(row[o + l]))
-            s1 += x[xo + 32 + l] * np.float32(np.int8(row[o + 34 + l]))
-            s2 += x[xo + 64 + l] * np.float32(np.int8(row[o + 68 + l]))
-            s3 += x[xo + 96 + l] * np.float32(np.int8(row[o + 102 + l]))
-        acc += (fp16_at(row, o - 2) * s0 + fp16_at(row, o + 32) * s1 + fp16_at(row, o + 66) * s2
-                + fp16_at(row, o + 100) * s3)
-    for b in range(nb - nb % 4, nb):
-        o, s = 34 * b + 2, np.float32(0)
-        for l in range(32):
-            s += x[32 * b + l] * np.float32(np.int8(row[o + l]))
-        acc += fp16_at(row, o - 2) * s
-    return acc
+    """x: [IN] fp32, row: uint8 [IN / 32 * 34] -> fp32 (`q8_0_row_dot`)."""
+    return q8_0_row_dot(x, row)
 
 
 @jit
 def dot4_q8_0(x, r0, r1, r2, r3, y, c):
-    """y[c + i] = x . r_i for i = 0..3, x read once: each x value feeds the four rows' sums.
-    x: [IN] fp32, r_i: uint8 [IN / 32 * 34], y: fp32 [>= c + 4]"""
-    a0 = a1 = a2 = a3 = np.float32(0)
-    for b in range(r0.size // 34):
-        o, xo = 34 * b + 2, 32 * b
-        s0 = s1 = s2 = s3 = np.float32(0)
-        for l in range(32):
-            u = x[xo + l]
-            s0 += u * np.float32(np.int8(r0[o + l]))
-            s1 += u * np.float32(np.int8(r1[o + l]))
-            s2 += u * np.float32(np.int8(r2[o + l]))
-            s3 += u * np.float32(np.int8(r3[o + l]))
-        a0 += fp16_at(r0, o - 2) * s0
-        a1 += fp16_at(r1, o - 2) * s1
-        a2 += fp16_at(r2, o - 2) * s2
-        a3 += fp16_at(r3, o - 2) * s3
-    y[c], y[c + 1], y[c + 2], y[c + 3] = a0, a1, a2, a3
+    """y[c + i] = x . r_i for i = 0..3: four `dot_q8_0`, one after the other (rows read in order, which the
+    hardware prefetcher follows; x stays in L1)."""
+    y[c], y[c + 1] = q8_0_row_dot(x, r0), q8_0_row_dot(x, r1)
+    y[c + 2], y[c + 3] = q8_0_row_dot(x, r2), q8_0_row_dot(x, r3)
+
+
+def q8_0_row_dot(x, row):
+    """x . a row of Q8_0 blocks: sum over blocks of d * (x . q). Plain NumPy here; compiled, LLVM vector IR
+    (`_q8_0_row_dot_ir`: 4 blocks a step, their sums scaled and added as a tree, then the last blocks)."""
+    blocks = np.asarray(row).reshape(-1, 34)
+    sums = (x.reshape(-1, 32) * blocks[:, 2:].view(np.int8)).sum(axis=1, keepdims=True)   # [B, 1]
+    return np.float32((_fp16(blocks[:, 0:2]) * sums).sum())
+
+
+@numba.extending.overload(q8_0_row_dot, jit_options={"fastmath": FASTMATH}, inline="always")
+def _q8_0_row_dot_compiled(x, row):
+    return lambda x, row: _q8_0_row_dot_ir(x, row)
+
+
+@numba.extending.intrinsic
+def _q8_0_row_dot_ir(typingctx, x, row):
+    """`q8_0_row_dot` in LLVM vector IR; x: C-contiguous fp32, row: C-contiguous uint8."""
+    _require_c_arrays("q8_0_row_dot", (x, numba.types.float32), (row, numba.types.uint8))
+
+    def codegen(context, builder, signature, args):
+        (xp, _), (rp, row_bytes) = (_data(context, builder, t, a) for t, a in zip(signature.args, args))
+
+        def blocks(first, count, acc):
+            """acc + the scaled sums of `count` blocks from block `first` (an i64 value), added as a tree."""
+            terms = []
+            for k in range(count):
+                b = builder.add(first, llvmlite.ir.Constant(_I64, k))
+                xb = _at(builder, xp, builder.mul(b, llvmlite.ir.Constant(_I64, 32)))
+                rb = _at(builder, rp, builder.mul(b, llvmlite.ir.Constant(_I64, 34)))
+                p = [_fmul(builder, _load(builder, xb, 8 * g, _F32x8, 4),
+                           builder.sitofp(builder.sext(_load(builder, rb, 2 + 8 * g, _I8x8, 1), _I32x8), _F32x8))
+                     for g in range(4)]
+                terms.append(_fmul(builder, _sum_tree(builder, p), _splat(builder, _load_fp16(builder, rb, 0))))
+            return _fadd(builder, acc, _sum_tree(builder, terms))
+        n_blocks = builder.udiv(row_bytes, llvmlite.ir.Constant(_I64, 34))
+        four = llvmlite.ir.Constant(_I64, 4)
+        acc, = _for_blocks(builder, builder.udiv(n_blocks, four), [_vec(_F32x8, [0.0] * 8)],
+                           lambda g, state: [blocks(builder.mul(g, four), 4, state[0])])
+        done = builder.mul(builder.udiv(n_blocks, four), four)
+        acc, = _for_blocks(builder, builder.sub(n_blocks, done), [acc],
+                           lambda b, state: [blocks(builder.add(done, b), 1, state[0])])
+        return _horizontal_sum(builder, acc)
+    return numba.types.float32(x, row), codegen
 
 
 # Q4_0: 18 bytes | d | qs[16] |  element l: qs[l] & 15, element l + 16: qs[l] >> 4     w = d * (q - 8)
