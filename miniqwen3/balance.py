@@ -181,16 +181,20 @@ def expert_capacity(n_tokens: int, top_k: int, n_experts: int, capacity_factor: 
     return int(np.ceil(capacity_factor * n_tokens * top_k / n_experts - 1e-9))
 
 
-def capacity_keep(experts: np.ndarray, n_experts: int, capacity: int) -> np.ndarray:
-    """Which (token, slot) assignments an expert with room for `capacity` computes. Assignments are served in
-    token order (Switch Transformer; Megatron's "position" drop policy): each expert keeps the first `capacity`
-    tokens that chose it and drops the later ones, whatever their slot. Dropped: sum_i max(0, n_i - capacity).
+def capacity_keep(experts: np.ndarray, n_experts: int, capacity: int, priority: str = "token") -> np.ndarray:
+    """Which (token, slot) assignments an expert with room for `capacity` computes; each expert keeps the first
+    `capacity` assignments in the serving order and drops the rest. Dropped: sum_i max(0, n_i - capacity).
+      priority "token": token order, whatever the slot (Switch Transformer; Megatron's "position" policy);
+               "slot":  all first choices in token order, then all second choices, ... (GShard's top-2)
     experts: [T, K] -> keep [T, K] bool"""
+    if priority not in ("token", "slot"):
+        raise ValueError(f"priority {priority!r}: expected 'token' or 'slot'")
     T, K = experts.shape
-    order = experts.ravel()                                           # [T*K] token by token
-    onehot = np.eye(n_experts, dtype=np.int64)[order]                 # [T*K, E]
-    rank = np.cumsum(onehot, axis=0)[np.arange(T * K), order] - 1     # this expert's assignments before this one
-    return (rank < capacity).reshape(T, K)
+    order = experts.ravel() if priority == "token" else experts.T.ravel()     # [T*K] the serving order
+    onehot = np.eye(n_experts, dtype=np.int64)[order]                        # [T*K, E]
+    rank = np.cumsum(onehot, axis=0)[np.arange(T * K), order] - 1            # this expert's assignments before
+    keep = rank < capacity
+    return keep.reshape(T, K) if priority == "token" else keep.reshape(K, T).T
 
 
 # --- a router lab --------------------------------------------------------------------------------
@@ -247,7 +251,7 @@ def route(x, router_w, k, bias=None, scoring="softmax"):
 
 
 def capacity_keep_groups(experts: np.ndarray, n_experts: int, capacity_factor: float | None,
-                         group: int) -> np.ndarray:
+                         group: int, priority: str = "token") -> np.ndarray:
     """`capacity_keep` applied to each group of `group` consecutive tokens (the tokens one device computes
     together), with capacity ceil(CF * group * k / E); all kept when capacity_factor is None.  -> [T, K] bool"""
     keep = np.ones(experts.shape, dtype=bool)
@@ -255,7 +259,7 @@ def capacity_keep_groups(experts: np.ndarray, n_experts: int, capacity_factor: f
         return keep
     for s in micro_batches(len(experts), group):
         cap = expert_capacity(s.stop - s.start, experts.shape[1], n_experts, capacity_factor)
-        keep[s] = capacity_keep(experts[s], n_experts, cap)
+        keep[s] = capacity_keep(experts[s], n_experts, cap, priority)
     return keep
 
 
@@ -304,24 +308,28 @@ def lab_gradients(x, y, router_w, experts_w, k, f_rows=None, coef=0.0, bias=None
 
 def evaluate_router(domains: Domains, router_w, experts_w, k: int, bias=None, scoring="softmax",
                     capacity_factor: float | None = None, n_seqs: int = 16, seq_len: int = 32,
-                    capacity_seqs: int | None = None, n_batches: int = 8, seed: int = 0) -> dict:
+                    capacity_seqs: int | None = None, drop_priority: str = "token", n_batches: int = 8,
+                    seed: int = 0) -> dict:
     """The trained layer on n_batches held-out batches of n_seqs sequences, the capacity applied as in training.
-    -> task loss, share of assignments dropped, load [E], its CV and MaxVio, domain share [G, E], specialisation"""
+    -> task loss, share of assignments dropped, share of the gate weight they carried, load [E], its CV and MaxVio,
+    domain share [G, E], specialisation"""
     rng = np.random.default_rng(seed)
     E = len(router_w)
-    losses, dropped, counts, chosen_all, dom_all = [], [], np.zeros(E), [], []
+    losses, dropped, weight, counts, chosen_all, dom_all = [], [], [], np.zeros(E), [], []
     for _ in range(n_batches):
         x, y, dom = domains.sample(n_seqs, seq_len, rng)
         _, chosen, g = route(x, router_w, k, bias, scoring)
-        keep = capacity_keep_groups(chosen, E, capacity_factor, (capacity_seqs or n_seqs) * seq_len)
+        keep = capacity_keep_groups(chosen, E, capacity_factor, (capacity_seqs or n_seqs) * seq_len, drop_priority)
         y_hat = np.einsum("tk,tko->to", g * keep, expert_outputs(x, experts_w, chosen))
         losses.append(0.5 * np.sum((y_hat - y) ** 2) / len(x))
         dropped.append(1 - keep.mean())
+        weight.append(np.sum(g * ~keep) / np.sum(g))
         counts += np.bincount(chosen.ravel(), minlength=E)
         chosen_all.append(chosen), dom_all.append(dom)
     share = domain_expert_share(np.concatenate(chosen_all), np.concatenate(dom_all), E, len(domains.means))
     load = counts / counts.sum()
-    return {"task loss": float(np.mean(losses)), "dropped": float(np.mean(dropped)), "load": load,
+    return {"task loss": float(np.mean(losses)), "dropped": float(np.mean(dropped)),
+            "dropped weight": float(np.mean(weight)), "load": load,
             "cv": coefficient_of_variation(load), "max_violation": max_violation(load), "share": share,
             "specialisation": specialisation(share)}
 
@@ -329,6 +337,7 @@ def evaluate_router(domains: Domains, router_w, experts_w, k: int, bias=None, sc
 def train_router(method: str = "global", coef: float = 0.3, micro_batch: int = 1, n_experts: int = 8, k: int = 2,
                  steps: int = 300, n_seqs: int = 16, seq_len: int = 32, lr: float = 0.1, gamma: float = 0.001,
                  alpha: float = 0.01, capacity_factor: float | None = None, capacity_seqs: int | None = None,
+                 drop_priority: str = "token",
                  domains: Domains | None = None, seed: int = 0) -> LabResult:
     """Train a top-k router and its linear experts by gradient descent on the toy domains, with one of
     METHODS for balance:
@@ -339,7 +348,8 @@ def train_router(method: str = "global", coef: float = 0.3, micro_batch: int = 1
                 gamma against the step's load (`update_bias`); + alpha * the sequence-wise loss per sequence.
     coef is far above Qwen3's 0.001: this toy has one layer and a different task loss scale.
     capacity_factor: each expert computes at most ceil(CF * tokens * k / E) assignments of each group of
-    `capacity_seqs` sequences (default: the whole batch); the rest are dropped and counted. None: no capacity.
+    `capacity_seqs` sequences (default: the whole batch); the rest are dropped (in `drop_priority` order, see
+    `capacity_keep`) and counted. None: no capacity.
 
     A step: sample n_seqs sequences (one domain each), route, count f and the capacity, backpropagate
     (`lab_gradients`), take a gradient step; with "bias", update the bias."""
@@ -377,7 +387,7 @@ def train_router(method: str = "global", coef: float = 0.3, micro_batch: int = 1
             aux.append(sequence_balance_loss(p, chosen, seq_len))
         else:
             aux.append(0.0)
-        keep = capacity_keep_groups(chosen, n_experts, capacity_factor, group)
+        keep = capacity_keep_groups(chosen, n_experts, capacity_factor, group, drop_priority)
         c = alpha if method == "bias" else coef
         loss, grad_router, grad_experts, p, chosen = lab_gradients(x, y, router_w, experts_w, k, f_rows, c, bias,
                                                                    scoring, keep)
@@ -390,7 +400,7 @@ def train_router(method: str = "global", coef: float = 0.3, micro_batch: int = 1
         router_w -= lr * grad_router
         experts_w -= lr * grad_experts
     held = evaluate_router(domains, router_w, experts_w, k, bias, scoring, capacity_factor, n_seqs, seq_len,
-                           capacity_seqs, seed=seed + 2)
+                           capacity_seqs, drop_priority, seed=seed + 2)
     return LabResult(method, np.array(loads), np.array(task), np.array(aux), np.array(dropped), held["share"],
                      np.zeros(n_experts) if bias is None else bias, held)
 
@@ -411,7 +421,7 @@ def seed_interval(values) -> tuple[float, float, float]:
     return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
 
 
-LAB_MEASURES = ("task loss", "dropped", "cv", "max_violation", "specialisation")
+LAB_MEASURES = ("task loss", "dropped", "dropped weight", "cv", "max_violation", "specialisation")
 
 
 def seed_summary(runs: dict) -> list[dict]:

@@ -248,20 +248,29 @@ def test_capacity_drops_against_brute_force():
         experts = np.stack([rng.choice(E, k, replace=False, p=np.r_[0.5, np.full(E - 1, 0.5 / (E - 1))])
                             for _ in range(T)])
         cap = b.expert_capacity(T, k, E, float(rng.choice([0.5, 1.0, 1.25])))
-        keep = b.capacity_keep(experts, E, cap)
-        # brute force: walk through the tokens in order, each expert serving until it is full
-        used, want = [0] * E, np.zeros((T, k), bool)
-        for t in range(T):
-            for j in range(k):
+        for priority in ("token", "slot"):
+            keep = b.capacity_keep(experts, E, cap, priority)
+            # brute force: serve the assignments one by one (token by token, or all first choices first),
+            # each expert until it is full
+            walk = [(t, j) for t in range(T) for j in range(k)] if priority == "token" else \
+                   [(t, j) for j in range(k) for t in range(T)]
+            used, want = [0] * E, np.zeros((T, k), bool)
+            for t, j in walk:
                 e = int(experts[t, j])
                 if used[e] < cap:
                     used[e] += 1
                     want[t, j] = True
-        np.testing.assert_array_equal(keep, want)
-        counts = np.bincount(experts.ravel(), minlength=E)
-        assert (~keep).sum() == np.maximum(counts - cap, 0).sum()
+            np.testing.assert_array_equal(keep, want)
+            counts = np.bincount(experts.ravel(), minlength=E)
+            assert (~keep).sum() == np.maximum(counts - cap, 0).sum()
     with pytest.raises(ValueError, match="capacity_factor=0"):
         b.expert_capacity(10, 2, 8, 0)
+    with pytest.raises(ValueError, match="priority 'random'"):
+        b.capacity_keep(np.zeros((2, 1), int), 2, 1, "random")
+    # the two orders differ: token 0's second choice against token 1's first, for one place
+    experts = np.array([[0, 1], [1, 0]])
+    assert b.capacity_keep(experts, 2, 1, "token").tolist() == [[True, True], [False, False]]
+    assert b.capacity_keep(experts, 2, 1, "slot").tolist() == [[True, False], [True, False]]
 
 
 def test_capacity_groups_and_the_worst_case():
@@ -331,6 +340,9 @@ def test_lab_story(lab):
     assert h["none"]["task loss"] > 1.5 * max(h["global"]["task loss"], h["bias"]["task loss"])
     assert min(h["global"]["specialisation"], h["bias"]["specialisation"]) > 2 * h["micro"]["specialisation"]
     assert h["micro"]["task loss"] > 2 * max(h["global"]["task loss"], h["bias"]["task loss"])
+    assert all(0 < h[m]["dropped weight"] < 1 for m in h)
+    free = b.train_router("none", steps=5)                          # no capacity: nothing dropped
+    assert free.held_out["dropped"] == free.held_out["dropped weight"] == 0 and not free.dropped.any()
     for r in lab.values():
         np.testing.assert_allclose(r.load.sum(axis=1), 1.0)
         assert r.task_loss[-1] < r.task_loss[0] / 3
