@@ -281,13 +281,13 @@ def moe_experts(x: np.ndarray, experts: np.ndarray, weights: np.ndarray, gate_pr
     E, I, H = g.shape[0], g.shape[1], x.shape[1]
     order, starts = group_by_expert(np.ascontiguousarray(experts, dtype=np.int64), E)
     xs = np.ascontiguousarray(x, dtype=np.float32)[order // K]             # [P, H] grouped by expert
-    h = np.empty((T * K, I), np.float32)
     ys = np.empty((T * K, H), np.float32)
     out = np.empty((T, H), np.float32)
     with threads_for(3 * T * K * I * H):
         if np.count_nonzero(starts[1:] > starts[:-1]) >= EXPERTS_PER_THREAD * numba.get_num_threads():
             experts_whole(xs, x_sums_rows(xs), starts, kg, g, ku, u, kd, d, ys)
         else:
+            h = np.empty((T * K, I), np.float32)
             experts_gate_up(xs, x_sums_rows(xs), starts, kg, g, ku, u, h)
             experts_down(h, x_sums_rows(h), starts, kd, d, ys)
     combine_slots(ys, order, np.ascontiguousarray(weights, dtype=np.float32), out)
@@ -338,11 +338,7 @@ def expert_swiglu(x, xsum, gate_kind, gate_proj, up_kind, up_proj, down_kind, do
     u = np.empty((N, ROWS), np.float32)
     tile = np.empty((tile_rows(N), H), np.float32)
     for r0 in range(0, I, ROWS):
-        r1 = min(I, r0 + ROWS)
-        project(x, xsum, gate_kind, gate_proj, r0, r1, g, 0, tile)
-        project(x, xsum, up_kind, up_proj, r0, r1, u, 0, tile)
-        silu_times(g[:, :r1 - r0], u[:, :r1 - r0])
-        h[:, r0:r1] = g[:, :r1 - r0]
+        gate_up_rows(x, xsum, gate_kind, gate_proj, up_kind, up_proj, r0, min(I, r0 + ROWS), g, u, tile, h)
     hsum = x_sums_rows(h)
     tile = np.empty((tile_rows(N), I), np.float32)
     for r0 in range(0, H, ROWS):
@@ -362,15 +358,20 @@ def experts_gate_up(xs, xsum, starts, gate_kind, gate_proj, up_kind, up_proj, h)
         r0 = (item % n_tiles) * ROWS
         r1 = min(I, r0 + ROWS)
         g0, g1 = starts[e], starts[e + 1]
-        g = np.empty((g1 - g0, r1 - r0), np.float32)
-        u = np.empty((g1 - g0, r1 - r0), np.float32)
-        tile = np.empty((tile_rows(g1 - g0), H), np.float32)
-        project(xs[g0:g1], xsum[g0:g1], gate_kind, gate_proj[e], r0, r1, g, 0, tile)
-        project(xs[g0:g1], xsum[g0:g1], up_kind, up_proj[e], r0, r1, u, 0, tile)
-        silu_times(g, u)
-        for t in range(g1 - g0):
-            for r in range(r1 - r0):
-                h[g0 + t, r0 + r] = g[t, r]
+        gate_up_rows(xs[g0:g1], xsum[g0:g1], gate_kind, gate_proj[e], up_kind, up_proj[e], r0, r1,
+                     np.empty((g1 - g0, r1 - r0), np.float32), np.empty((g1 - g0, r1 - r0), np.float32),
+                     np.empty((tile_rows(g1 - g0), H), np.float32), h[g0:g1])
+
+
+@jit
+def gate_up_rows(x, xsum, gate_kind, gate_proj, up_kind, up_proj, r0, r1, g, u, tile, h):
+    """h[:, r0:r1] = silu(x @ gate_proj[r0:r1].T) * (x @ up_proj[r0:r1].T), through the scratch g, u [N, >= r1 - r0]
+    and `project`'s tile.  x: [N, H], xsum: [N, H / 32], gate/up_proj: [I, ROW_BYTES], h: [N, I]"""
+    n = r1 - r0
+    project(x, xsum, gate_kind, gate_proj, r0, r1, g, 0, tile)
+    project(x, xsum, up_kind, up_proj, r0, r1, u, 0, tile)
+    silu_times(g[:, :n], u[:, :n])
+    h[:, r0:r1] = g[:, :n]
 
 
 @parallel_jit
