@@ -17,6 +17,8 @@ import numpy as np
 
 from miniqwen3 import kernels, quants
 
+from bench_gguf import cpu_info
+
 KINDS = ("Q4_K", "Q6_K", "Q8_0", "Q5_K", "Q4_0", "Q5_0")
 
 
@@ -45,10 +47,8 @@ def main():
     ap.add_argument("--rows", type=int, default=4096)
     ap.add_argument("--width", type=int, default=2048)
     args = ap.parse_args()
-    flags = open("/proc/cpuinfo").read().split("flags", 1)[1].split("\n", 1)[0].split()
-    simd = [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
     cores = numba.get_num_threads()
-    print(f"SIMD: {' '.join(simd)}; {cores} threads; [{args.rows}, {args.width}] weights, one token")
+    print(f"SIMD: {' '.join(cpu_info()['simd_present'])}; {cores} threads; [{args.rows}, {args.width}] weights, one token")
     print(f"| type | bytes/weight | 1 core, cache | 1 core, RAM | {cores} cores, cache | {cores} cores, RAM |")
     print("|---|---:|---:|---:|---:|---:|")
     rng = np.random.default_rng(0)

@@ -12,6 +12,7 @@ best and all times per setting, and the share spent in the Numba MoE kernel and 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import subprocess
@@ -30,34 +31,20 @@ def worker(path: str, prompt: int, reps: int) -> dict:
     import numpy as np
 
     import miniqwen3
-    from miniqwen3 import kernels
+    from profile_decode import TimedKernels
 
-    spent = {"moe_experts": 0.0, "linear": 0.0}
-
-    class Timed:                       # the kernels module, with two ops timed
-        def __getattr__(self, name):
-            op = getattr(kernels, name)
-            if name not in spent:
-                return op
-
-            def timed(*a, **k):
-                t = time.perf_counter()
-                out = op(*a, **k)
-                spent[name] += time.perf_counter() - t
-                return out
-            return timed
-
+    spent = collections.Counter()
     model = miniqwen3.load(path, backend="numba")
     ids = np.random.default_rng(0).integers(0, model.config.vocab_size, prompt)
     model.forward(ids, model.new_cache(), last_only=True)
-    model.ops = Timed()
+    model.ops = TimedKernels(spent)
     times, shares = [], []
     for _ in range(reps):
-        spent.update(moe_experts=0.0, linear=0.0)
+        spent.clear()
         t = time.perf_counter()
         model.forward(ids, model.new_cache(), last_only=True)
         times.append(time.perf_counter() - t)
-        shares.append({k: v / times[-1] for k, v in spent.items()})
+        shares.append({k: spent[k] / times[-1] for k in ("moe_experts", "linear")})
     return {"seconds": times, "shares": shares}
 
 
@@ -71,9 +58,8 @@ def main():
     if args.worker:
         print(json.dumps(worker(args.file, args.prompt, args.reps)))
         return
-    flags = open("/proc/cpuinfo").read().split("flags", 1)[1].split("\n", 1)[0].split()
-    simd = [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
-    print(f"{os.cpu_count()} CPUs, SIMD: {' '.join(simd)}; {args.file}, prefill {args.prompt} tokens, "
+    from bench_gguf import cpu_info
+    print(f"{os.cpu_count()} CPUs, SIMD: {' '.join(cpu_info()['simd_present'])}; {args.file}, prefill {args.prompt} tokens, "
           f"best of {args.reps} after a warm-up")
     print("| setting | prefill s (best) | tok/s | all runs s | MoE kernel share | linear share |")
     print("|---|---:|---:|---|---:|---:|")

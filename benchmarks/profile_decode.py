@@ -19,6 +19,8 @@ from numba import prange
 import miniqwen3
 from miniqwen3 import kernels, quants
 
+from bench_gguf import cpu_info
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -31,6 +33,22 @@ def sum_rows(w, out):
         for j in range(row.size):
             acc += quants.bf16_as_f32(row[j])
         out[r] = acc
+
+
+class TimedKernels:
+    """The kernels module, with the time of every op call added to spent[name] (seconds)."""
+    def __init__(self, spent):
+        self.spent = spent
+
+    def __getattr__(self, name):
+        op = getattr(kernels, name)
+
+        def timed(*a, **k):
+            t = time.perf_counter()
+            out = op(*a, **k)
+            self.spent[name] += time.perf_counter() - t
+            return out
+        return timed
 
 
 def seconds(f, repeat):
@@ -56,25 +74,12 @@ def main():
     cache.reserve(model.config, args.context + 4 * args.steps + 8)
     model.forward(np.arange(100, 100 + args.context), cache, last_only=True)
     step = lambda: model.forward([5], cache, last_only=True)   # noqa: E731
-    flags = open("/proc/cpuinfo").read().split("flags", 1)[1].split("\n", 1)[0].split()
-    simd = [f for f in ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
     print(f"{model}, {'q8_0' if args.q8 else 'stored dtype'}, {numba.get_num_threads()} threads, "
-          f"context {args.context}, SIMD: {' '.join(simd)}")
+          f"context {args.context}, SIMD: {' '.join(cpu_info()['simd_present'])}")
     print(f"decode step: {seconds(step, args.steps) * 1e3:.1f} ms")
 
     spent = collections.Counter()
-
-    class Timed:                      # the kernels module, with every op timed
-        def __getattr__(self, name):
-            op = getattr(kernels, name)
-
-            def timed(*a, **k):
-                t = time.perf_counter()
-                out = op(*a, **k)
-                spent[name] += time.perf_counter() - t
-                return out
-            return timed
-    model.ops = Timed()
+    model.ops = TimedKernels(spent)
     total = seconds(step, args.steps)
     spent = {k: v / (args.steps + 1) for k, v in spent.items()}   # seconds() makes one extra call
     for name, s in sorted(spent.items(), key=lambda kv: -kv[1]):
