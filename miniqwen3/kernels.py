@@ -40,7 +40,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import prange  # noqa: E402
 
-from .quants import row_dot, row_view, rows_dot4, widen_row, x_sums  # noqa: E402
+from .quants import row_dot, row_view, rows_dot4, widen_row, x_sums, x_sums_size  # noqa: E402
 
 # Sums may be reordered (that is what lets LLVM vectorise a dot product); inf and nan keep their meaning,
 # which the masked softmax relies on.
@@ -127,7 +127,7 @@ def swiglu(x: np.ndarray, gate_proj, up_proj, down_proj) -> np.ndarray:
 @parallel_jit
 def linear_tiles(x, xsum, kind, w, out):
     """out = x @ w.T, a tile of ROWS weight rows per step (see `project`), tiles spread over the cores.
-    x: [T, IN] fp32, xsum: [T, IN / 32], w: [OUT, ROW_BYTES] rows of type `kind`, out: [T, OUT]"""
+    x: [T, IN] fp32, xsum: x_sums_rows(x), w: [OUT, ROW_BYTES] rows of type `kind`, out: [T, OUT]"""
     OUT, IN = w.shape[0], x.shape[1]
     for i in prange((OUT + ROWS - 1) // ROWS):
         r0 = i * ROWS
@@ -318,7 +318,7 @@ def experts_whole(xs, xsum, starts, gate_kind, gate_proj, up_kind, up_proj, down
     """ys[group of e] = expert e's SwiGLU of xs[group], one work item per expert with tokens: a core runs an
     expert's gate/up and then its down projection on the hidden rows it has just made (still in its cache), so
     the whole MoE block is one parallel region. Used when there are enough experts to share out evenly.
-    xs: [P, H] token rows grouped by expert, xsum: [P, H / 32], gate/up_proj: [E, I, ROW_BYTES],
+    xs: [P, H] token rows grouped by expert, xsum: x_sums_rows(xs), gate/up_proj: [E, I, ROW_BYTES],
     down_proj: [E, H, ROW_BYTES], ys: [P, H]"""
     active = np.nonzero(starts[1:] > starts[:-1])[0]
     for i in prange(active.size):
@@ -331,7 +331,7 @@ def experts_whole(xs, xsum, starts, gate_kind, gate_proj, up_kind, up_proj, down
 @jit
 def expert_swiglu(x, xsum, gate_kind, gate_proj, up_kind, up_proj, down_kind, down_proj, y):
     """y = down_proj(silu(gate_proj(x)) * up_proj(x)) for one expert, ROWS rows of a projection at a time.
-    x: [N, H], xsum: [N, H / 32], gate/up_proj: [I, ROW_BYTES], down_proj: [H, ROW_BYTES], y: [N, H]"""
+    x: [N, H], xsum: x_sums_rows(x), gate/up_proj: [I, ROW_BYTES], down_proj: [H, ROW_BYTES], y: [N, H]"""
     (N, H), I = x.shape, gate_proj.shape[0]
     h = np.empty((N, I), np.float32)
     g = np.empty((N, ROWS), np.float32)
@@ -349,7 +349,7 @@ def expert_swiglu(x, xsum, gate_kind, gate_proj, up_kind, up_proj, down_kind, do
 def experts_gate_up(xs, xsum, starts, gate_kind, gate_proj, up_kind, up_proj, h):
     """h[group of e] = silu(xs[group] @ gate_proj[e].T) * (xs[group] @ up_proj[e].T) for every expert with
     tokens; the work items are (expert, tile of ROWS rows), spread over the cores.
-    xs: [P, H] token rows grouped by expert, xsum: [P, H / 32], gate/up_proj: [E, I, ROW_BYTES], h: [P, I]"""
+    xs: [P, H] token rows grouped by expert, xsum: x_sums_rows(xs), gate/up_proj: [E, I, ROW_BYTES], h: [P, I]"""
     I, H = gate_proj.shape[1], xs.shape[1]
     active = np.nonzero(starts[1:] > starts[:-1])[0]
     n_tiles = (I + ROWS - 1) // ROWS
@@ -366,7 +366,7 @@ def experts_gate_up(xs, xsum, starts, gate_kind, gate_proj, up_kind, up_proj, h)
 @jit
 def gate_up_rows(x, xsum, gate_kind, gate_proj, up_kind, up_proj, r0, r1, g, u, tile, h):
     """h[:, r0:r1] = silu(x @ gate_proj[r0:r1].T) * (x @ up_proj[r0:r1].T), through the scratch g, u [N, >= r1 - r0]
-    and `project`'s tile.  x: [N, H], xsum: [N, H / 32], gate/up_proj: [I, ROW_BYTES], h: [N, I]"""
+    and `project`'s tile.  x: [N, H], xsum: x_sums_rows(x), gate/up_proj: [I, ROW_BYTES], h: [N, I]"""
     n = r1 - r0
     project(x, xsum, gate_kind, gate_proj, r0, r1, g, 0, tile)
     project(x, xsum, up_kind, up_proj, r0, r1, u, 0, tile)
@@ -421,9 +421,9 @@ def weight_rows(w) -> tuple[int, np.ndarray]:
 
 @jit
 def x_sums_rows(x):
-    """quants.x_sums of every row: sums of each 32 consecutive values, which the block dots of Q4_0, Q5_0,
-    Q4_K and Q5_K use for their offsets.  x: [N, IN] -> [N, IN // 32]"""
-    out = np.empty((x.shape[0], x.shape[1] // 32), np.float32)
+    """quants.x_sums of every row: the sums of each 32 consecutive values, which the block dots of Q4_0, Q5_0,
+    Q4_K and Q5_K use for their offsets, then x in the order Q4_K's dot reads it.  x: [N, IN] -> [N, AUX]"""
+    out = np.empty((x.shape[0], x_sums_size(x.shape[1])), np.float32)
     for t in range(x.shape[0]):
         out[t] = x_sums(x[t])
     return out
@@ -436,7 +436,7 @@ def project(x, xsum, kind, w, r0, r1, y, c0, tile):
     and multiply (`matmul_nt`): widening a row costs about what one dot product with it costs, so it pays from
     two tokens on. One token (decode): four rows at a time, widening in registers (`quants.rows_dot4`); the
     bytes of tile[0] are the scratch row that Q5_K's dot needs. r0 is a multiple of 4.
-    x: [N, IN] fp32, xsum: [N, IN / 32], w: [OUT, ROW_BYTES] of type `kind`, y: [N, >= c0 + r1 - r0]"""
+    x: [N, IN] fp32, xsum: x_sums_rows(x), w: [OUT, ROW_BYTES] of type `kind`, y: [N, >= c0 + r1 - r0]"""
     if x.shape[0] >= TILE_TOKENS:
         for r in range(r0, r1):
             widen_row(kind, w[r], tile[r - r0])

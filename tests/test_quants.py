@@ -270,7 +270,7 @@ def test_numba_kernels_match_numpy(kind):
     w = Q.DEQUANTIZERS[kind](rows.reshape(-1, Q.BLOCK_BYTES[kind])).reshape(OUT, IN)
     x = rng.standard_normal(IN).astype(np.float32)
     xsum = Q.x_sums(x)
-    np.testing.assert_allclose(xsum, x.reshape(-1, 32).sum(axis=1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(xsum[:IN // 32], x.reshape(-1, 32).sum(axis=1), rtol=1e-5, atol=1e-5)
     name = NAMES[kind]
     widen, dot, dot4 = (getattr(Q, f"{f}_{name}") for f in ("widen", "dot", "dot4"))
     xargs = (x, xsum) if kind in USES_XSUM else (x,)
@@ -283,6 +283,33 @@ def test_numba_kernels_match_numpy(kind):
     dot4(*xargs, rows[0], rows[1], rows[2], rows[3], y, 2)
     assert np.isnan(y[[0, 1, 6, 7, 8]]).all()                              # only y[2:6] written
     assert relative_dot_error(y[2:6], w[:4], x).max() < 1e-6
+
+
+def test_x_sums_appends_x_in_the_q4_k_lane_order():
+    """x_sums(x): the 32-sums, then (for whole 256-weight blocks) x[256b + 64c + 32 (k % 2) + 4i + k // 2] / 16^k
+    at 256b + 64c + 8k + i (16^6 for k = 7), which Q4_K's compiled dot multiplies nibble k of lane i with."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(2 * 256).astype(np.float32)
+    aux = Q.x_sums(x)
+    assert aux.shape == (2 * 8 + 2 * 256,) and Q.x_sums(x[:96]).shape == (3,)
+    lanes = aux[16:].reshape(2, 4, 8, 8)                                     # [b, c, k, i]
+    for b, c, k, i in [(0, 0, 0, 0), (0, 1, 3, 5), (1, 3, 7, 7), (1, 2, 6, 2)]:
+        assert lanes[b, c, k, i] == x[256 * b + 64 * c + 32 * (k % 2) + 4 * i + k // 2] / 16.0 ** min(k, 6)
+    qs = np.arange(128, dtype=np.uint8).reshape(4, 8, 4)                     # byte 32c + 4i + j, in chunks
+    lane_bits = qs.view("<u4").reshape(4, 8).astype(np.int64)                # [c, i]
+    for k in range(8):                                                        # masked nibble k = q * 16^min(k, 6)
+        masked = ((lane_bits >> 4) if k == 7 else lane_bits) & (15 << 4 * min(k, 6))
+        q = (qs[:, :, k // 2] >> (4 * (k % 2))) & 15
+        assert (masked == q.astype(np.int64) << 4 * min(k, 6)).all()
+
+
+def test_q4_k_row_dot_checks_its_arguments():
+    x = np.ones(256, np.float32)
+    compiled = numba.njit(lambda x, xsum, row: Q.q4_k_row_dot(x, xsum, row))
+    with pytest.raises(ValueError, match="x_sums"):
+        compiled(x, x[:8].copy(), np.zeros(144, np.uint8))                  # only the sums, no lane part
+    with pytest.raises(ValueError, match="x_sums"):
+        compiled(x, Q.x_sums(x), np.zeros(288, np.uint8))                   # a row of 2 blocks for 256 values
 
 
 def test_q4_k_row_dot_as_plain_numpy_and_compiled():
