@@ -40,7 +40,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import prange  # noqa: E402
 
-from .quants import row_dot, row_view, rows_dot4, widen_row, x_sums, x_sums_size  # noqa: E402
+from .quants import row_dot, row_view, rows_dot4, widen_row, x_aux, x_aux_size  # noqa: E402
 
 # Sums may be reordered (that is what lets LLVM vectorise a dot product); inf and nan keep their meaning,
 # which the masked softmax relies on.
@@ -76,7 +76,7 @@ def linear(x: np.ndarray, w) -> np.ndarray:
     out = np.empty((T, OUT), np.float32)
     if T < BLAS_TOKENS:
         with threads_for(T * OUT * IN):
-            linear_tiles(x, x_sums_rows(x), kind, rows, out)
+            linear_tiles(x, x_aux_rows(x), kind, rows, out)
         return out
     n = max(ROWS, CHUNK_BYTES // (4 * IN))
     chunk = scratch(min(OUT, n) * IN).reshape(-1, IN)
@@ -119,19 +119,19 @@ def swiglu(x: np.ndarray, gate_proj, up_proj, down_proj) -> np.ndarray:
     h = np.empty((x.shape[0], g.shape[1]), np.float32)
     out = np.empty_like(x)
     with threads_for(3 * x.shape[0] * g.shape[1] * x.shape[1]):
-        experts_gate_up(x, x_sums_rows(x), one_group, kg, g, ku, u, h)
-        experts_down(h, x_sums_rows(h), one_group, kd, d, out)
+        experts_gate_up(x, x_aux_rows(x), one_group, kg, g, ku, u, h)
+        experts_down(h, x_aux_rows(h), one_group, kd, d, out)
     return out
 
 
 @parallel_jit
-def linear_tiles(x, xsum, kind, w, out):
+def linear_tiles(x, xaux, kind, w, out):
     """out = x @ w.T, a tile of ROWS weight rows per step (see `project`), tiles spread over the cores.
-    x: [T, IN] fp32, xsum: x_sums_rows(x), w: [OUT, ROW_BYTES] rows of type `kind`, out: [T, OUT]"""
+    x: [T, IN] fp32, xaux: x_aux_rows(x), w: [OUT, ROW_BYTES] rows of type `kind`, out: [T, OUT]"""
     OUT, IN = w.shape[0], x.shape[1]
     for i in prange((OUT + ROWS - 1) // ROWS):
         r0 = i * ROWS
-        project(x, xsum, kind, w, r0, min(OUT, r0 + ROWS), out, r0,
+        project(x, xaux, kind, w, r0, min(OUT, r0 + ROWS), out, r0,
                 np.empty((tile_rows(x.shape[0]), IN), np.float32))
 
 
@@ -285,11 +285,11 @@ def moe_experts(x: np.ndarray, experts: np.ndarray, weights: np.ndarray, gate_pr
     out = np.empty((T, H), np.float32)
     with threads_for(3 * T * K * I * H):
         if np.count_nonzero(starts[1:] > starts[:-1]) >= EXPERTS_PER_THREAD * numba.get_num_threads():
-            experts_whole(xs, x_sums_rows(xs), starts, kg, g, ku, u, kd, d, ys)
+            experts_whole(xs, x_aux_rows(xs), starts, kg, g, ku, u, kd, d, ys)
         else:
             h = np.empty((T * K, I), np.float32)
-            experts_gate_up(xs, x_sums_rows(xs), starts, kg, g, ku, u, h)
-            experts_down(h, x_sums_rows(h), starts, kd, d, ys)
+            experts_gate_up(xs, x_aux_rows(xs), starts, kg, g, ku, u, h)
+            experts_down(h, x_aux_rows(h), starts, kd, d, ys)
     combine_slots(ys, order, np.ascontiguousarray(weights, dtype=np.float32), out)
     return out
 
@@ -314,42 +314,42 @@ def group_by_expert(experts, n_experts):
 
 
 @parallel_jit
-def experts_whole(xs, xsum, starts, gate_kind, gate_proj, up_kind, up_proj, down_kind, down_proj, ys):
+def experts_whole(xs, xaux, starts, gate_kind, gate_proj, up_kind, up_proj, down_kind, down_proj, ys):
     """ys[group of e] = expert e's SwiGLU of xs[group], one work item per expert with tokens: a core runs an
     expert's gate/up and then its down projection on the hidden rows it has just made (still in its cache), so
     the whole MoE block is one parallel region. Used when there are enough experts to share out evenly.
-    xs: [P, H] token rows grouped by expert, xsum: x_sums_rows(xs), gate/up_proj: [E, I, ROW_BYTES],
+    xs: [P, H] token rows grouped by expert, xaux: x_aux_rows(xs), gate/up_proj: [E, I, ROW_BYTES],
     down_proj: [E, H, ROW_BYTES], ys: [P, H]"""
     active = np.nonzero(starts[1:] > starts[:-1])[0]
     for i in prange(active.size):
         e = active[i]
         g0, g1 = starts[e], starts[e + 1]
-        expert_swiglu(xs[g0:g1], xsum[g0:g1], gate_kind, gate_proj[e], up_kind, up_proj[e], down_kind,
+        expert_swiglu(xs[g0:g1], xaux[g0:g1], gate_kind, gate_proj[e], up_kind, up_proj[e], down_kind,
                       down_proj[e], ys[g0:g1])
 
 
 @jit
-def expert_swiglu(x, xsum, gate_kind, gate_proj, up_kind, up_proj, down_kind, down_proj, y):
+def expert_swiglu(x, xaux, gate_kind, gate_proj, up_kind, up_proj, down_kind, down_proj, y):
     """y = down_proj(silu(gate_proj(x)) * up_proj(x)) for one expert, ROWS rows of a projection at a time.
-    x: [N, H], xsum: x_sums_rows(x), gate/up_proj: [I, ROW_BYTES], down_proj: [H, ROW_BYTES], y: [N, H]"""
+    x: [N, H], xaux: x_aux_rows(x), gate/up_proj: [I, ROW_BYTES], down_proj: [H, ROW_BYTES], y: [N, H]"""
     (N, H), I = x.shape, gate_proj.shape[0]
     h = np.empty((N, I), np.float32)
     g = np.empty((N, ROWS), np.float32)
     u = np.empty((N, ROWS), np.float32)
     tile = np.empty((tile_rows(N), H), np.float32)
     for r0 in range(0, I, ROWS):
-        gate_up_rows(x, xsum, gate_kind, gate_proj, up_kind, up_proj, r0, min(I, r0 + ROWS), g, u, tile, h)
-    hsum = x_sums_rows(h)
+        gate_up_rows(x, xaux, gate_kind, gate_proj, up_kind, up_proj, r0, min(I, r0 + ROWS), g, u, tile, h)
+    haux = x_aux_rows(h)
     tile = np.empty((tile_rows(N), I), np.float32)
     for r0 in range(0, H, ROWS):
-        project(h, hsum, down_kind, down_proj, r0, min(H, r0 + ROWS), y, r0, tile)
+        project(h, haux, down_kind, down_proj, r0, min(H, r0 + ROWS), y, r0, tile)
 
 
 @parallel_jit
-def experts_gate_up(xs, xsum, starts, gate_kind, gate_proj, up_kind, up_proj, h):
+def experts_gate_up(xs, xaux, starts, gate_kind, gate_proj, up_kind, up_proj, h):
     """h[group of e] = silu(xs[group] @ gate_proj[e].T) * (xs[group] @ up_proj[e].T) for every expert with
     tokens; the work items are (expert, tile of ROWS rows), spread over the cores.
-    xs: [P, H] token rows grouped by expert, xsum: x_sums_rows(xs), gate/up_proj: [E, I, ROW_BYTES], h: [P, I]"""
+    xs: [P, H] token rows grouped by expert, xaux: x_aux_rows(xs), gate/up_proj: [E, I, ROW_BYTES], h: [P, I]"""
     I, H = gate_proj.shape[1], xs.shape[1]
     active = np.nonzero(starts[1:] > starts[:-1])[0]
     n_tiles = (I + ROWS - 1) // ROWS
@@ -358,26 +358,26 @@ def experts_gate_up(xs, xsum, starts, gate_kind, gate_proj, up_kind, up_proj, h)
         r0 = (item % n_tiles) * ROWS
         r1 = min(I, r0 + ROWS)
         g0, g1 = starts[e], starts[e + 1]
-        gate_up_rows(xs[g0:g1], xsum[g0:g1], gate_kind, gate_proj[e], up_kind, up_proj[e], r0, r1,
+        gate_up_rows(xs[g0:g1], xaux[g0:g1], gate_kind, gate_proj[e], up_kind, up_proj[e], r0, r1,
                      np.empty((g1 - g0, r1 - r0), np.float32), np.empty((g1 - g0, r1 - r0), np.float32),
                      np.empty((tile_rows(g1 - g0), H), np.float32), h[g0:g1])
 
 
 @jit
-def gate_up_rows(x, xsum, gate_kind, gate_proj, up_kind, up_proj, r0, r1, g, u, tile, h):
+def gate_up_rows(x, xaux, gate_kind, gate_proj, up_kind, up_proj, r0, r1, g, u, tile, h):
     """h[:, r0:r1] = silu(x @ gate_proj[r0:r1].T) * (x @ up_proj[r0:r1].T), through the scratch g, u [N, >= r1 - r0]
-    and `project`'s tile.  x: [N, H], xsum: x_sums_rows(x), gate/up_proj: [I, ROW_BYTES], h: [N, I]"""
+    and `project`'s tile.  x: [N, H], xaux: x_aux_rows(x), gate/up_proj: [I, ROW_BYTES], h: [N, I]"""
     n = r1 - r0
-    project(x, xsum, gate_kind, gate_proj, r0, r1, g, 0, tile)
-    project(x, xsum, up_kind, up_proj, r0, r1, u, 0, tile)
+    project(x, xaux, gate_kind, gate_proj, r0, r1, g, 0, tile)
+    project(x, xaux, up_kind, up_proj, r0, r1, u, 0, tile)
     silu_times(g[:, :n], u[:, :n])
     h[:, r0:r1] = g[:, :n]
 
 
 @parallel_jit
-def experts_down(h, hsum, starts, down_kind, down_proj, ys):
+def experts_down(h, haux, starts, down_kind, down_proj, ys):
     """ys[group of e] = h[group] @ down_proj[e].T; work items are (expert, tile of ROWS output rows).
-    h: [P, I], hsum: [P, I / 32], down_proj: [E, H, ROW_BYTES], ys: [P, H]"""
+    h: [P, I], haux: [P, I / 32], down_proj: [E, H, ROW_BYTES], ys: [P, H]"""
     H, I = down_proj.shape[1], h.shape[1]
     active = np.nonzero(starts[1:] > starts[:-1])[0]
     n_tiles = (H + ROWS - 1) // ROWS
@@ -386,7 +386,7 @@ def experts_down(h, hsum, starts, down_kind, down_proj, ys):
         r0 = (item % n_tiles) * ROWS
         r1 = min(H, r0 + ROWS)
         g0, g1 = starts[e], starts[e + 1]
-        project(h[g0:g1], hsum[g0:g1], down_kind, down_proj[e], r0, r1, ys[g0:g1], r0,
+        project(h[g0:g1], haux[g0:g1], down_kind, down_proj[e], r0, r1, ys[g0:g1], r0,
                 np.empty((tile_rows(g1 - g0), I), np.float32))
 
 
@@ -420,23 +420,23 @@ def weight_rows(w) -> tuple[int, np.ndarray]:
 
 
 @jit
-def x_sums_rows(x):
-    """quants.x_sums of every row: the sums of each 32 consecutive values, which the block dots of Q4_0, Q5_0,
+def x_aux_rows(x):
+    """quants.x_aux of every row: the sums of each 32 consecutive values, which the block dots of Q4_0, Q5_0,
     Q4_K and Q5_K use for their offsets, then x in the order Q4_K's dot reads it.  x: [N, IN] -> [N, AUX]"""
-    out = np.empty((x.shape[0], x_sums_size(x.shape[1])), np.float32)
+    out = np.empty((x.shape[0], x_aux_size(x.shape[1])), np.float32)
     for t in range(x.shape[0]):
-        out[t] = x_sums(x[t])
+        out[t] = x_aux(x[t])
     return out
 
 
 @jit
-def project(x, xsum, kind, w, r0, r1, y, c0, tile):
+def project(x, xaux, kind, w, r0, r1, y, c0, tile):
     """y[t, c0 + r - r0] = x[t] . w[r] for the weight rows r0..r1-1 and every token t.
     Two tokens or more (prefill; an expert's group of tokens): widen the rows once into `tile` [>= r1 - r0, IN]
     and multiply (`matmul_nt`): widening a row costs about what one dot product with it costs, so it pays from
     two tokens on. One token (decode): four rows at a time, widening in registers (`quants.rows_dot4`); the
     bytes of tile[0] are the scratch row that Q5_K's dot needs. r0 is a multiple of 4.
-    x: [N, IN] fp32, xsum: x_sums_rows(x), w: [OUT, ROW_BYTES] of type `kind`, y: [N, >= c0 + r1 - r0]"""
+    x: [N, IN] fp32, xaux: x_aux_rows(x), w: [OUT, ROW_BYTES] of type `kind`, y: [N, >= c0 + r1 - r0]"""
     if x.shape[0] >= TILE_TOKENS:
         for r in range(r0, r1):
             widen_row(kind, w[r], tile[r - r0])
@@ -446,9 +446,9 @@ def project(x, xsum, kind, w, r0, r1, y, c0, tile):
         scratch = tile[0].view(np.uint8)           # 4 * IN bytes, IN needed
         for t in range(x.shape[0]):
             for r in range(r0, r4, 4):
-                rows_dot4(kind, x[t], xsum[t], w[r], w[r + 1], w[r + 2], w[r + 3], y[t], c0 + r - r0, scratch)
+                rows_dot4(kind, x[t], xaux[t], w[r], w[r + 1], w[r + 2], w[r + 3], y[t], c0 + r - r0, scratch)
             for r in range(r4, r1):
-                y[t, c0 + r - r0] = row_dot(kind, x[t], xsum[t], w[r])
+                y[t, c0 + r - r0] = row_dot(kind, x[t], xaux[t], w[r])
 
 
 @jit

@@ -296,15 +296,15 @@ def quantize_q8_0(w: np.ndarray, rows_per_chunk: int = 4096) -> QuantWeight:
 # [ROW_BYTES] (a C-contiguous row of `QuantWeight.data`; for the plain types, the row's bytes, see `row_view`).
 #
 #   widen_<type>(row, out)                 out [IN] = the row as fp32 (prefill widens a tile of rows once)
-#   dot_<type>(x, [xsum,] row)             x [IN] . the row in fp32 (decode: each block read once, in registers)
-#   dot4_<type>(x, [xsum,] r0..r3, y, c)   y[c + i] = x . r_i for four rows
+#   dot_<type>(x, [xaux,] row)             x [IN] . the row in fp32 (decode: each block read once, in registers)
+#   dot4_<type>(x, [xaux,] r0..r3, y, c)   y[c + i] = x . r_i for four rows
 #
 # A dot sums x times the small integers q over a sub-block first and applies that sub-block's scale once
 # (sum_j x_j * d * sc * q_j = d * sc * sum_j x_j * q_j): the inner loop is an int-to-float conversion and a
 # multiply-add per weight, which LLVM vectorises, 8 weights an instruction. Several sub-blocks are summed
 # in one loop (8 independent sums keep the FMA units busy; one sum per loop would wait on its own latency and
 # pay a horizontal reduction per 32 weights). The offsets (Q4_0's -8, Q5_0's -16) and the K-quants' -dmin * m
-# are a constant times the sum of x over 32 weights: `x_sums(x)` computes those once per x, for every row.
+# are a constant times the sum of x over 32 weights: `x_aux(x)` computes those once per x, for every row.
 #
 # Three things keep LLVM vectorising the inner loops (each was measured 2-4x slower without):
 # - Numba computes integer expressions in 64 bits; LLVM narrows ands and ors back to 32-bit lanes, not
@@ -410,28 +410,37 @@ def _shift32(typingctx, v, k, left):
 
 
 @jit
-def x_sums(x):
+def x_aux(x):
     """What the block dots need of x besides x itself, computed once per x for every row:
-    [0, IN/32)  the sums of x over each 32 consecutive values, for the offset and min terms of the dots;
-    [IN/32, IN/32 + IN), when IN is a whole number of 256-weight blocks: x in the lane order of Q4_K's dot
-                (`q4_k_lane_order`).
-    x: [IN] fp32 -> [IN // 32 (+ IN)] fp32"""
+        [0, IN/32)                 sums of x over each 32 values: the offsets and K-quant mins of the dots
+    and when IN is a whole number of 256-weight blocks (the K-quants), after them
+        [IN/32, IN/32 + IN)        x in the order of Q4_K's dot (`q4_k_lane_order`)
+        [IN/32 + IN, IN/32 + 2 IN) x in the order of Q6_K's dot (`q6_k_lane_order`)
+        [.., + IN/16)              sums of x over each 16 values: Q6_K's offset of -32
+    x: [IN] fp32 -> [x_aux_size(IN)] fp32"""
     n = x.size // 32
-    out = np.empty(x_sums_size(x.size), np.float32)
+    out = np.empty(x_aux_size(x.size), np.float32)
     for k in range(n):
         s = np.float32(0)
         for l in range(32):
             s += x[32 * k + l]
         out[k] = s
     if out.size > n:
-        q4_k_lane_order(x, out[n:])
+        IN = x.size
+        q4_k_lane_order(x, out[n:n + IN])
+        q6_k_lane_order(x, out[n + IN:n + 2 * IN])
+        for k in range(IN // 16):
+            s = np.float32(0)
+            for l in range(16):
+                s += x[16 * k + l]
+            out[n + 2 * IN + k] = s
     return out
 
 
 @jit
-def x_sums_size(n_in):
-    """The length of x_sums(x) for an x of n_in values."""
-    return n_in // 32 + (n_in if n_in % QK_K == 0 else 0)
+def x_aux_size(n_in):
+    """The length of x_aux(x) for an x of n_in values."""
+    return n_in // 32 + (2 * n_in + n_in // 16 if n_in % QK_K == 0 else 0)
 
 
 @jit
@@ -450,6 +459,20 @@ def q4_k_lane_order(x, out):
                 src, dst = QK_K * b + 64 * c + 32 * (k % 2) + k // 2, QK_K * b + 64 * c + 8 * k
                 for i in range(8):
                     out[dst + i] = x[src + 4 * i] * scale
+
+
+@jit
+def q6_k_lane_order(x, out):
+    """x as Q6_K's dot reads it (`_q6_k_row_dot_ir`). That dot builds the 6-bit values of a quarter (32
+    elements, l = 4i + j) as 8 lanes of 4 bytes, value j of lane i in bits 8j..8j+5, and keeps value j of every
+    lane in place with a mask: it converts to q * 256^j, exactly, and the 1 / 256^j here cancels it:
+        out[32 quarter + 8j + i] = x[32 quarter + 4i + j] / 256^j
+    x: [IN] fp32, IN a multiple of 256 -> out: [IN]"""
+    for quarter in range(x.size // 32):
+        for j in range(4):
+            scale = np.float32(1) / np.float32(1 << (8 * j))
+            for i in range(8):
+                out[32 * quarter + 8 * j + i] = x[32 * quarter + 4 * i + j] * scale
 
 
 @inline_jit
@@ -567,9 +590,9 @@ def widen_q4_0(row, out):
 
 
 @jit
-def dot_q4_0(x, xsum, row):
-    """x: [IN] fp32, xsum: x_sums(x) [IN / 32], row: uint8 [IN / 32 * 18] -> fp32
-    per block d * (x_lo . lo + (x_hi . 16 hi) / 16 - 8 xsum), four blocks a step."""
+def dot_q4_0(x, xaux, row):
+    """x: [IN] fp32, xaux: x_aux(x) [IN / 32], row: uint8 [IN / 32 * 18] -> fp32
+    per block d * (x_lo . lo + (x_hi . 16 hi) / 16 - 8 xaux), four blocks a step."""
     nb = row.size // 18
     acc = np.float32(0)
     for g4 in range(nb // 4):
@@ -586,25 +609,25 @@ def dot_q4_0(x, xsum, row):
             t2 += x[xo + 80 + l] * np.float32(v2 & 240)
             s3 += x[xo + 96 + l] * np.float32(v3 & 15)
             t3 += x[xo + 112 + l] * np.float32(v3 & 240)
-        acc += (fp16_at(row, o - 2) * (s0 + SIXTEENTH * t0 - np.float32(8) * xsum[g])
-                + fp16_at(row, o + 16) * (s1 + SIXTEENTH * t1 - np.float32(8) * xsum[g + 1])
-                + fp16_at(row, o + 34) * (s2 + SIXTEENTH * t2 - np.float32(8) * xsum[g + 2])
-                + fp16_at(row, o + 52) * (s3 + SIXTEENTH * t3 - np.float32(8) * xsum[g + 3]))
+        acc += (fp16_at(row, o - 2) * (s0 + SIXTEENTH * t0 - np.float32(8) * xaux[g])
+                + fp16_at(row, o + 16) * (s1 + SIXTEENTH * t1 - np.float32(8) * xaux[g + 1])
+                + fp16_at(row, o + 34) * (s2 + SIXTEENTH * t2 - np.float32(8) * xaux[g + 2])
+                + fp16_at(row, o + 52) * (s3 + SIXTEENTH * t3 - np.float32(8) * xaux[g + 3]))
     for b in range(nb - nb % 4, nb):
         o, xo = 18 * b + 2, 32 * b
         s = t = np.float32(0)
         for l in range(16):
             s += x[xo + l] * np.float32(row[o + l] & 15)
             t += x[xo + 16 + l] * np.float32(row[o + l] & 240)
-        acc += fp16_at(row, o - 2) * (s + SIXTEENTH * t - np.float32(8) * xsum[b])
+        acc += fp16_at(row, o - 2) * (s + SIXTEENTH * t - np.float32(8) * xaux[b])
     return acc
 
 
 @jit
-def dot4_q4_0(x, xsum, r0, r1, r2, r3, y, c):
+def dot4_q4_0(x, xaux, r0, r1, r2, r3, y, c):
     """y[c + i] = x . r_i for i = 0..3: four `dot_q4_0`, one after the other (x stays in L1)."""
-    y[c], y[c + 1] = dot_q4_0(x, xsum, r0), dot_q4_0(x, xsum, r1)
-    y[c + 2], y[c + 3] = dot_q4_0(x, xsum, r2), dot_q4_0(x, xsum, r3)
+    y[c], y[c + 1] = dot_q4_0(x, xaux, r0), dot_q4_0(x, xaux, r1)
+    y[c + 2], y[c + 3] = dot_q4_0(x, xaux, r2), dot_q4_0(x, xaux, r3)
 
 
 # Q5_0: 22 bytes | d | qh u32 | qs[16] |  as Q4_0, plus bit j of qh = 16s of element j     w = d * (q - 16)
@@ -630,8 +653,8 @@ def widen_q5_0(row, out):
 
 
 @jit
-def dot_q5_0(x, xsum, row):
-    """x: [IN] fp32, xsum: x_sums(x) [IN / 32], row: uint8 [IN / 32 * 22] -> fp32 (as `dot_q4_0`, two blocks
+def dot_q5_0(x, xaux, row):
+    """x: [IN] fp32, xaux: x_aux(x) [IN / 32], row: uint8 [IN / 32 * 22] -> fp32 (as `dot_q4_0`, two blocks
     a step: the 5th bits take a variable shift per weight)"""
     nb = row.size // 22
     acc = np.float32(0)
@@ -646,8 +669,8 @@ def dot_q5_0(x, xsum, row):
             t0 += x[xo + 16 + l] * np.float32((v0 & 240) | (shl32(shr32(h0, l + 16), 8) & 256))
             s1 += x[xo + 32 + l] * np.float32((v1 & 15) | (shl32(shr32(h1, l), 4) & 16))
             t1 += x[xo + 48 + l] * np.float32((v1 & 240) | (shl32(shr32(h1, l + 16), 8) & 256))
-        acc += (fp16_at(row, o) * (s0 + SIXTEENTH * t0 - np.float32(16) * xsum[g])
-                + fp16_at(row, o + 22) * (s1 + SIXTEENTH * t1 - np.float32(16) * xsum[g + 1]))
+        acc += (fp16_at(row, o) * (s0 + SIXTEENTH * t0 - np.float32(16) * xaux[g])
+                + fp16_at(row, o + 22) * (s1 + SIXTEENTH * t1 - np.float32(16) * xaux[g + 1]))
     for b in range(nb - nb % 2, nb):
         o, xo = 22 * b, 32 * b
         h = qh_q5_0(row, o)
@@ -656,15 +679,15 @@ def dot_q5_0(x, xsum, row):
             v = row[o + 6 + l]
             s += x[xo + l] * np.float32((v & 15) | (shl32(shr32(h, l), 4) & 16))
             t += x[xo + 16 + l] * np.float32((v & 240) | (shl32(shr32(h, l + 16), 8) & 256))
-        acc += fp16_at(row, o) * (s + SIXTEENTH * t - np.float32(16) * xsum[b])
+        acc += fp16_at(row, o) * (s + SIXTEENTH * t - np.float32(16) * xaux[b])
     return acc
 
 
 @jit
-def dot4_q5_0(x, xsum, r0, r1, r2, r3, y, c):
+def dot4_q5_0(x, xaux, r0, r1, r2, r3, y, c):
     """y[c + i] = x . r_i for i = 0..3: four `dot_q5_0`, one after the other (x stays in L1)."""
-    y[c], y[c + 1] = dot_q5_0(x, xsum, r0), dot_q5_0(x, xsum, r1)
-    y[c + 2], y[c + 3] = dot_q5_0(x, xsum, r2), dot_q5_0(x, xsum, r3)
+    y[c], y[c + 1] = dot_q5_0(x, xaux, r0), dot_q5_0(x, xaux, r1)
+    y[c + 2], y[c + 3] = dot_q5_0(x, xaux, r2), dot_q5_0(x, xaux, r3)
 
 
 # Q4_K: 144 bytes | d | dmin | scales[12] | qs[128] |   sub-block s = 2c + (high nibble), c = chunk of 32 qs
@@ -688,30 +711,30 @@ def _q4_k_row_widen_compiled(row, out):
 
 
 @jit
-def dot_q4_k(x, xsum, row):
-    """x: [IN] fp32, xsum: x_sums(x) [IN / 32 + IN], row: uint8 [IN / 256 * 144] -> fp32 (`q4_k_row_dot`)."""
-    return q4_k_row_dot(x, xsum, row)
+def dot_q4_k(x, xaux, row):
+    """x: [IN] fp32, xaux: x_aux(x), row: uint8 [IN / 256 * 144] -> fp32 (`q4_k_row_dot`)."""
+    return q4_k_row_dot(x, xaux, row)
 
 
-def q4_k_row_dot(x, xsum, row):
-    """x . a row of Q4_K blocks: per block d * sum_s sc[s] * (x . q over sub-block s) - dmin * sum_s m[s] * xsum[s].
+def q4_k_row_dot(x, xaux, row):
+    """x . a row of Q4_K blocks: per block d * sum_s sc[s] * (x . q over sub-block s) - dmin * sum_s m[s] * xaux[s].
     Plain NumPy here; compiled, it is written in LLVM's vector IR (`_q4_k_row_dot_ir`), which reads x in the
-    lane order that `x_sums` appends."""
+    lane order that `x_aux` appends."""
     blocks = np.asarray(row).reshape(-1, 144)
     sc, m = unpack_scales_k(blocks[:, 4:16])                                    # [B, 8]
     qs = blocks[:, 16:144].reshape(-1, 4, 1, 32)
     q = np.concatenate([qs & 15, qs >> 4], axis=2).reshape(-1, 8, 32)         # [B, sub-block, l]
     sums = (x.reshape(-1, 8, 32) * q).sum(axis=2)                              # [B, 8]
     d, dmin = _fp16(blocks[:, 0:2]), _fp16(blocks[:, 2:4])                     # [B, 1]
-    return np.float32((d * sc * sums).sum() - (dmin * m * xsum[:x.size // 32].reshape(-1, 8)).sum())
+    return np.float32((d * sc * sums).sum() - (dmin * m * xaux[:x.size // 32].reshape(-1, 8)).sum())
 
 
 @numba.extending.overload(q4_k_row_dot, jit_options={"fastmath": FASTMATH}, inline="always")
-def _q4_k_row_dot_compiled(x, xsum, row):
-    def q4_k_row_dot_checked(x, xsum, row):
-        if xsum.size != x.size // 32 + x.size or row.size // 144 * QK_K != x.size:
-            raise ValueError("q4_k_row_dot: xsum must be x_sums(x), and the row IN / 256 blocks")
-        return _q4_k_row_dot_ir(xsum, row)
+def _q4_k_row_dot_compiled(x, xaux, row):
+    def q4_k_row_dot_checked(x, xaux, row):
+        if xaux.size != x_aux_size(x.size) or row.size // 144 * QK_K != x.size:
+            raise ValueError("q4_k_row_dot: xaux must be x_aux(x), and the row IN / 256 blocks")
+        return _q4_k_row_dot_ir(xaux, row)
     return q4_k_row_dot_checked
 
 
@@ -719,7 +742,7 @@ def _q4_k_row_dot_compiled(x, xsum, row):
 # `dot_q5_k_bytes`) but then reduces each of the 8 vector sums to a scalar and unpacks and applies the scales
 # one by one, about as much work as the products themselves. Here the 8 sums of a block stay vectors: each is
 # multiplied by its sub-block's scale d * sc[s] (broadcast from the vector of 8 scales, which byte shuffles
-# unpack from the 12 bytes) into one running vector for the whole row, the mins times xsum into another, and
+# unpack from the 12 bytes) into one running vector for the whole row, the mins times xaux into another, and
 # the row ends with one horizontal sum. Measured 1.2x (rows of 2048) to 1.4x (rows of 768) a version that
 # reduced each block to a scalar, itself 1.2-1.3x the loop form.
 # The nibbles are not moved into lanes of their own (a byte-to-int32 shuffle per 8 bytes, on the two of this
@@ -847,9 +870,9 @@ def _scales_mins_k(builder, scales):
 
 
 @numba.extending.intrinsic
-def _q4_k_row_dot_ir(typingctx, xsum, row):
-    """`q4_k_row_dot` in LLVM vector IR; xsum: x_sums(x), C-contiguous fp32, row: C-contiguous uint8."""
-    _require_c_arrays("q4_k_row_dot", (xsum, numba.types.float32), (row, numba.types.uint8))
+def _q4_k_row_dot_ir(typingctx, xaux, row):
+    """`q4_k_row_dot` in LLVM vector IR; xaux: x_aux(x), C-contiguous fp32, row: C-contiguous uint8."""
+    _require_c_arrays("q4_k_row_dot", (xaux, numba.types.float32), (row, numba.types.uint8))
 
     def codegen(context, builder, signature, args):
         (sp, _), (rp, row_bytes) = (_data(context, builder, t, a) for t, a in zip(signature.args, args))
@@ -858,7 +881,7 @@ def _q4_k_row_dot_ir(typingctx, xsum, row):
         masks = [_vec(_I32x8, [15 << 4 * min(k, 6)] * 8) for k in range(8)]
         four = _vec(_I32x8, [4] * 8)
 
-        def block(b, acc):           # acc: sum of d * sc[s] * S_s and sum of dmin * m[s] * xsum[s], as vectors
+        def block(b, acc):           # acc: sum of d * sc[s] * S_s and sum of dmin * m[s] * xaux[s], as vectors
             xb = _at(builder, xp, builder.mul(b, llvmlite.ir.Constant(_I64, 256)))
             rb = _at(builder, rp, builder.mul(b, llvmlite.ir.Constant(_I64, 144)))
             sums = []                # sub-block 2c: the even nibbles of chunk c's lanes, 2c + 1: the odd ones
@@ -879,7 +902,7 @@ def _q4_k_row_dot_ir(typingctx, xsum, row):
         zero = _vec(_F32x8, [0.0] * 8)
         scaled, mins = _for_blocks(builder, n_blocks, [zero, zero], block)
         return _horizontal_sum(builder, builder.fsub(scaled, mins, flags=_FAST))
-    return numba.types.float32(xsum, row), codegen
+    return numba.types.float32(xaux, row), codegen
 
 
 @numba.extending.intrinsic
@@ -915,19 +938,19 @@ def _q4_k_row_widen_ir(typingctx, row, out):
 
 
 @jit
-def dot4_q4_k(x, xsum, r0, r1, r2, r3, y, c):
+def dot4_q4_k(x, xaux, r0, r1, r2, r3, y, c):
     """y[c + i] = x . r_i for i = 0..3: four `dot_q4_k`, one after the other (x stays in L1). Measured no
     faster: the four rows taking turns block by block; sharing each x load across four rows (4 x 8 sums, more
     than the 16 vector registers); in the loop form, one running sum per block or per four rows with the scales
     folded into x (a multiply per weight) or into q (32-bit products)."""
-    y[c], y[c + 1] = q4_k_row_dot(x, xsum, r0), q4_k_row_dot(x, xsum, r1)
-    y[c + 2], y[c + 3] = q4_k_row_dot(x, xsum, r2), q4_k_row_dot(x, xsum, r3)
+    y[c], y[c + 1] = q4_k_row_dot(x, xaux, r0), q4_k_row_dot(x, xaux, r1)
+    y[c + 2], y[c + 3] = q4_k_row_dot(x, xaux, r2), q4_k_row_dot(x, xaux, r3)
 
 
 @inline_jit
-def k_block_sum(row, o, xsum, k, s0, s1, s2, s3, s4, s5, s6, s7):
+def k_block_sum(row, o, xaux, k, s0, s1, s2, s3, s4, s5, s6, s7):
     """A Q5_K block's share of a dot from its 8 sub-block sums s_s of x * q:
-    d * sum_s sc[s] s_s - dmin * sum_s m[s] xsum[k + s]."""
+    d * sum_s sc[s] s_s - dmin * sum_s m[s] xaux[k + s]."""
     sc0, m0 = scale_min_k(row, o + 4, 0)
     sc1, m1 = scale_min_k(row, o + 4, 1)
     sc2, m2 = scale_min_k(row, o + 4, 2)
@@ -937,8 +960,8 @@ def k_block_sum(row, o, xsum, k, s0, s1, s2, s3, s4, s5, s6, s7):
     sc6, m6 = scale_min_k(row, o + 4, 6)
     sc7, m7 = scale_min_k(row, o + 4, 7)
     scaled = sc0 * s0 + sc1 * s1 + sc2 * s2 + sc3 * s3 + sc4 * s4 + sc5 * s5 + sc6 * s6 + sc7 * s7
-    mins = (m0 * xsum[k] + m1 * xsum[k + 1] + m2 * xsum[k + 2] + m3 * xsum[k + 3] + m4 * xsum[k + 4]
-            + m5 * xsum[k + 5] + m6 * xsum[k + 6] + m7 * xsum[k + 7])
+    mins = (m0 * xaux[k] + m1 * xaux[k + 1] + m2 * xaux[k + 2] + m3 * xaux[k + 3] + m4 * xaux[k + 4]
+            + m5 * xaux[k + 5] + m6 * xaux[k + 6] + m7 * xaux[k + 7])
     return fp16_at(row, o) * scaled - fp16_at(row, o + 2) * mins
 
 
@@ -978,17 +1001,17 @@ def q5_k_bytes(row, q):
 
 
 @jit
-def dot_q5_k(x, xsum, row):
-    """x: [IN] fp32, xsum: x_sums(x) [IN / 32], row: uint8 [IN / 256 * 176] -> fp32 (as `dot_q4_k`, in two
+def dot_q5_k(x, xaux, row):
+    """x: [IN] fp32, xaux: x_aux(x) [IN / 32], row: uint8 [IN / 256 * 176] -> fp32 (as `dot_q4_k`, in two
     passes: the 5-bit values into a scratch row of bytes by `q5_k_bytes`, then 8 sub-block sums a block read
     from it; measured 1.2x faster than moving each 5th bit in the dot's loop)"""
     q = np.empty(x.size, np.uint8)
     q5_k_bytes(row, q)
-    return dot_q5_k_bytes(x, xsum, row, q)
+    return dot_q5_k_bytes(x, xaux, row, q)
 
 
 @jit
-def dot_q5_k_bytes(x, xsum, row, q):
+def dot_q5_k_bytes(x, xaux, row, q):
     """`dot_q5_k` of a row whose 5-bit values `q5_k_bytes` wrote into q: uint8 [IN]."""
     acc = np.float32(0)
     for b in range(row.size // 176):
@@ -1004,32 +1027,33 @@ def dot_q5_k_bytes(x, xsum, row, q):
             s5 += x[e + 160] * np.float32(q[e + 160])
             s6 += x[e + 192] * np.float32(q[e + 192])
             s7 += x[e + 224] * np.float32(q[e + 224])
-        acc += k_block_sum(row, 176 * b, xsum, 8 * b, s0, s1, s2, s3, s4, s5, s6, s7)
+        acc += k_block_sum(row, 176 * b, xaux, 8 * b, s0, s1, s2, s3, s4, s5, s6, s7)
     return acc
 
 
 @jit
-def dot4_q5_k(x, xsum, r0, r1, r2, r3, y, c, scratch=None):
+def dot4_q5_k(x, xaux, r0, r1, r2, r3, y, c, scratch=None):
     """y[c + i] = x . r_i for i = 0..3: four `dot_q5_k`, one after the other, in one scratch row (`scratch`,
     uint8 [>= IN], when the caller has one: an allocation costs as much as the bit work of a short row)."""
     q = np.empty(x.size, np.uint8) if scratch is None else scratch[:x.size]
     q5_k_bytes(r0, q)
-    y[c] = dot_q5_k_bytes(x, xsum, r0, q)
+    y[c] = dot_q5_k_bytes(x, xaux, r0, q)
     q5_k_bytes(r1, q)
-    y[c + 1] = dot_q5_k_bytes(x, xsum, r1, q)
+    y[c + 1] = dot_q5_k_bytes(x, xaux, r1, q)
     q5_k_bytes(r2, q)
-    y[c + 2] = dot_q5_k_bytes(x, xsum, r2, q)
+    y[c + 2] = dot_q5_k_bytes(x, xaux, r2, q)
     q5_k_bytes(r3, q)
-    y[c + 3] = dot_q5_k_bytes(x, xsum, r3, q)
+    y[c + 3] = dot_q5_k_bytes(x, xaux, r3, q)
 
 
 # Q6_K: 210 bytes | ql[128] | qh[64] | scales[16] int8 | d |   q = low 4 bits from ql, top 2 from qh
 #                                                             w = d * sc[e // 16] * (q - 32)
-# The bit work (nibbles and 2-bit pieces into 6-bit values) is done on bytes, 32 to a vector instruction. The
-# dot does it in registers, in LLVM vector IR as `q4_k_row_dot` (16 sub-block sums kept as vectors, scaled into
-# one running vector, one horizontal sum a row): measured as fast as a version that first wrote the bytes
-# q - 32 of the row to a scratch row (`q6_k_bytes`, which widening still uses) on rows of 2048, 1.27x on the
-# experts' rows of 768. Widening writes the row through that scratch row.
+# The bit work (nibbles and 2-bit pieces into 6-bit values) is done on whole 32-bit lanes, 32 values to a vector
+# instruction. The dot does it in registers, in LLVM vector IR as `q4_k_row_dot` (16 sub-block sums kept as
+# vectors, scaled into one running vector, one horizontal sum a row), and as there, each value stays in its
+# lane (a mask, no byte-to-int32 shuffle) and x comes in the matching order (`q6_k_lane_order`): measured
+# 1.7x (rows of 2048) and 1.9x (rows of 768) the version that assembled bytes and widened them with shuffles.
+# Widening writes the row through a scratch row of q - 32 (`q6_k_bytes`).
 
 @jit
 def q6_k_bytes(row, q):
@@ -1068,21 +1092,21 @@ def _q6_k_row_widen_compiled(q, row, out):
 
 
 @jit
-def dot_q6_k(x, row):
-    """x: [IN] fp32, row: uint8 [IN / 256 * 210] -> fp32 (`q6_k_row_dot`)."""
-    return q6_k_row_dot(x, row)
+def dot_q6_k(x, xaux, row):
+    """x: [IN] fp32, xaux: x_aux(x), row: uint8 [IN / 256 * 210] -> fp32 (`q6_k_row_dot`)."""
+    return q6_k_row_dot(x, xaux, row)
 
 
 @jit
-def dot4_q6_k(x, r0, r1, r2, r3, y, c):
+def dot4_q6_k(x, xaux, r0, r1, r2, r3, y, c):
     """y[c + i] = x . r_i for i = 0..3: four `dot_q6_k`, one after the other (x stays in L1)."""
-    y[c], y[c + 1] = q6_k_row_dot(x, r0), q6_k_row_dot(x, r1)
-    y[c + 2], y[c + 3] = q6_k_row_dot(x, r2), q6_k_row_dot(x, r3)
+    y[c], y[c + 1] = q6_k_row_dot(x, xaux, r0), q6_k_row_dot(x, xaux, r1)
+    y[c + 2], y[c + 3] = q6_k_row_dot(x, xaux, r2), q6_k_row_dot(x, xaux, r3)
 
 
-def q6_k_row_dot(x, row):
+def q6_k_row_dot(x, xaux, row):
     """x . a row of Q6_K blocks: per block d * sum_j sc[j] * (x . (q - 32) over sub-block j of 16). Plain NumPy
-    here; compiled, LLVM vector IR (`_q6_k_row_dot_ir`)."""
+    here; compiled, LLVM vector IR (`_q6_k_row_dot_ir`), which reads x in the order that `x_aux` puts it in."""
     blocks = np.asarray(row).reshape(-1, 210)
     q = np.empty(blocks.shape[0] * QK_K, np.int8)
     q6_k_bytes(np.asarray(row), q)                                             # q - 32, element order
@@ -1092,8 +1116,12 @@ def q6_k_row_dot(x, row):
 
 
 @numba.extending.overload(q6_k_row_dot, jit_options={"fastmath": FASTMATH}, inline="always")
-def _q6_k_row_dot_compiled(x, row):
-    return lambda x, row: _q6_k_row_dot_ir(x, row)
+def _q6_k_row_dot_compiled(x, xaux, row):
+    def q6_k_row_dot_checked(x, xaux, row):
+        if xaux.size != x_aux_size(x.size) or row.size // 210 * QK_K != x.size:
+            raise ValueError("q6_k_row_dot: xaux must be x_aux(x), and the row IN / 256 blocks")
+        return _q6_k_row_dot_ir(xaux, row)
+    return q6_k_row_dot_checked
 
 
 @numba.extending.intrinsic
@@ -1127,50 +1155,61 @@ def _q6_k_row_widen_ir(typingctx, q, row, out):
 
 
 @numba.extending.intrinsic
-def _q6_k_row_dot_ir(typingctx, x, row):
-    """`q6_k_row_dot` in LLVM vector IR; x: C-contiguous fp32, row: C-contiguous uint8. The 6-bit values of a
-    half block (128 weights) are assembled 32 at a time in byte vectors (the picture of `dequantize_q6_k`), then
-    8 at a time widened to fp32 and multiplied with x; the 16 sums of a block are scaled and added as a tree."""
-    _require_c_arrays("q6_k_row_dot", (x, numba.types.float32), (row, numba.types.uint8))
-    bytes32 = llvmlite.ir.VectorType(llvmlite.ir.IntType(8), 32)
+def _q6_k_row_dot_ir(typingctx, xaux, row):
+    """`q6_k_row_dot` in LLVM vector IR; xaux: x_aux(x), C-contiguous fp32, row: C-contiguous uint8.
+    A quarter of a half block (32 elements 128h + 32p + l, l = 4i + j) is assembled as 8 lanes of 4 bytes, its
+    6-bit values in place (bits 8j..8j+5 of lane i, the picture of `dequantize_q6_k` done on whole lanes), then
+    a mask per byte position keeps value j of every lane: q * 256^j, multiplied with x in `q6_k_lane_order`.
+    The offset -32 is applied per sub-block of 16, from the sums of x over 16 in xaux."""
+    _require_c_arrays("q6_k_row_dot", (xaux, numba.types.float32), (row, numba.types.uint8))
 
     def codegen(context, builder, signature, args):
-        (xp, _), (rp, row_bytes) = (_data(context, builder, t, a) for t, a in zip(signature.args, args))
+        (ap, _), (rp, row_bytes) = (_data(context, builder, t, a) for t, a in zip(signature.args, args))
+        n_blocks = builder.udiv(row_bytes, llvmlite.ir.Constant(_I64, 210))
+        n_in = builder.mul(n_blocks, llvmlite.ir.Constant(_I64, 256))
+        xp = _at(builder, ap, builder.add(builder.mul(n_blocks, llvmlite.ir.Constant(_I64, 8)), n_in))
+        sp = _at(builder, xp, n_in)                                       # sums of x over 16
 
         def each(v):
-            return _vec(bytes32, [v] * 32)
+            return _vec(_I32x8, [v] * 8)
+
+        def lanes_at(rb, offset):
+            return builder.load(builder.bitcast(_at(builder, rb, offset), _I32x8.as_pointer()), align=1)
 
         def block(b, state):
-            acc, = state
+            acc, offsets = state     # sum of d * sc[j] * (x . q) over sub-blocks j, and of d * sc[j] * xsum16[j]
             xb = _at(builder, xp, builder.mul(b, llvmlite.ir.Constant(_I64, 256)))
             rb = _at(builder, rp, builder.mul(b, llvmlite.ir.Constant(_I64, 210)))
             scales = _load(builder, rb, 192, _I8x16, 1)
             d = _splat(builder, _load_fp16(builder, rb, 208))
-            terms = []                                       # sum over sub-block j of x * (q - 32), times d * sc[j]
+            terms, d_scs = [], []
             for h in range(2):                               # half h: elements 128h .. 128h + 127
-                ql0, ql1 = _load(builder, rb, 64 * h, bytes32, 1), _load(builder, rb, 64 * h + 32, bytes32, 1)
-                qh = _load(builder, rb, 128 + 32 * h, bytes32, 1)
-                quarters = [                                 # elements 128h + 32i + l, l = 0..31
-                    builder.or_(builder.and_(ql0, each(15)), builder.shl(builder.and_(qh, each(3)), each(4))),
-                    builder.or_(builder.and_(ql1, each(15)), builder.shl(builder.and_(qh, each(12)), each(2))),
-                    builder.or_(builder.lshr(ql0, each(4)), builder.and_(qh, each(48))),
-                    builder.or_(builder.lshr(ql1, each(4)), builder.and_(builder.lshr(qh, each(2)), each(48)))]
+                ql0, ql1, qh = lanes_at(rb, 64 * h), lanes_at(rb, 64 * h + 32), lanes_at(rb, 128 + 32 * h)
+                low, top = each(0x0F0F0F0F), each(0x30303030)
+                quarters = [                                 # elements 128h + 32p + l, value j of lane i
+                    builder.or_(builder.and_(ql0, low), builder.and_(builder.shl(qh, each(4)), top)),
+                    builder.or_(builder.and_(ql1, low), builder.and_(builder.shl(qh, each(2)), top)),
+                    builder.or_(builder.and_(builder.lshr(ql0, each(4)), low), builder.and_(qh, top)),
+                    builder.or_(builder.and_(builder.lshr(ql1, each(4)), low),
+                                builder.and_(builder.lshr(qh, each(2)), top))]
                 sc = builder.shuffle_vector(scales, scales, _vec(_I32x8, range(8 * h, 8 * h + 8)))
                 d_sc = _fmul(builder, d, builder.sitofp(builder.sext(sc, _I32x8), _F32x8))
-                for i, q in enumerate(quarters):
-                    q = builder.sub(q, each(32))
-                    p = []
-                    for g in range(4):                       # 8 weights: l = 8g .. 8g + 7
-                        q8 = builder.shuffle_vector(q, q, _vec(_I32x8, range(8 * g, 8 * g + 8)))
-                        qf = builder.sitofp(builder.sext(q8, _I32x8), _F32x8)
-                        p.append(_fmul(builder, _load(builder, xb, 128 * h + 32 * i + 8 * g, _F32x8, 4), qf))
-                    terms.append(_fmul(builder, _fadd(builder, p[0], p[1]), _lane(builder, d_sc, 2 * i)))
-                    terms.append(_fmul(builder, _fadd(builder, p[2], p[3]), _lane(builder, d_sc, 2 * i + 1)))
-            return [_fadd(builder, acc, _sum_tree(builder, terms))]   # a tree: one dependent add a block
-        n_blocks = builder.udiv(row_bytes, llvmlite.ir.Constant(_I64, 210))
-        acc, = _for_blocks(builder, n_blocks, [_vec(_F32x8, [0.0] * 8)], block)
-        return _horizontal_sum(builder, acc)
-    return numba.types.float32(x, row), codegen
+                d_scs.append(d_sc)
+                for p, q in enumerate(quarters):
+                    prods = [_fmul(builder, _load(builder, xb, 128 * h + 32 * p + 8 * j, _F32x8, 4),
+                                   builder.sitofp(builder.and_(q, each(0x3F << 8 * j)), _F32x8)) for j in range(4)]
+                    # lanes 0-3 are elements l < 16 (sub-block 8h + 2p), lanes 4-7 the next sub-block
+                    pair = builder.shuffle_vector(d_sc, d_sc, _vec(_I32x8, [2 * p] * 4 + [2 * p + 1] * 4))
+                    terms.append(_fmul(builder, _sum_tree(builder, prods), pair))
+            x16 = _at(builder, sp, builder.mul(b, llvmlite.ir.Constant(_I64, 16)))
+            o = _fadd(builder, _fmul(builder, d_scs[0], _load(builder, x16, 0, _F32x8, 4)),
+                      _fmul(builder, d_scs[1], _load(builder, x16, 8, _F32x8, 4)))
+            return [_fadd(builder, acc, _sum_tree(builder, terms)), _fadd(builder, offsets, o)]
+        zero = _vec(_F32x8, [0.0] * 8)
+        acc, offsets = _for_blocks(builder, n_blocks, [zero, zero], block)
+        return _horizontal_sum(builder, builder.fsub(acc, _fmul(builder, offsets, _vec(_F32x8, [32.0] * 8)),
+                                                     flags=_FAST))
+    return numba.types.float32(xaux, row), codegen
 
 
 # --- dispatch on the type code -------------------------------------------------------------------
@@ -1220,20 +1259,20 @@ def widen_row(kind, row, out):
 
 
 @jit
-def row_dot(kind, x, xsum, row):
-    """x . the row, fp32. x: [IN] fp32, xsum: x_sums(x) [IN / 32], row: bytes uint8 [ROW_BYTES]."""
+def row_dot(kind, x, xaux, row):
+    """x . the row, fp32. x: [IN] fp32, xaux: x_aux(x) [IN / 32], row: bytes uint8 [ROW_BYTES]."""
     if kind == Q4_K:
-        return dot_q4_k(x, xsum, row)
+        return dot_q4_k(x, xaux, row)
     if kind == Q6_K:
-        return dot_q6_k(x, row)
+        return dot_q6_k(x, xaux, row)
     if kind == Q8_0:
         return dot_q8_0(x, row)
     if kind == Q5_K:
-        return dot_q5_k(x, xsum, row)
+        return dot_q5_k(x, xaux, row)
     if kind == Q4_0:
-        return dot_q4_0(x, xsum, row)
+        return dot_q4_0(x, xaux, row)
     if kind == Q5_0:
-        return dot_q5_0(x, xsum, row)
+        return dot_q5_0(x, xaux, row)
     acc = np.float32(0)
     if kind == BF16:
         bits = row.view(np.uint16)
@@ -1253,21 +1292,21 @@ def row_dot(kind, x, xsum, row):
 
 
 @jit
-def rows_dot4(kind, x, xsum, r0, r1, r2, r3, y, c, scratch=None):
-    """y[c + i] = x . r_i for i = 0..3. x: [IN] fp32, xsum: x_sums(x), r_i: bytes uint8 [ROW_BYTES],
+def rows_dot4(kind, x, xaux, r0, r1, r2, r3, y, c, scratch=None):
+    """y[c + i] = x . r_i for i = 0..3. x: [IN] fp32, xaux: x_aux(x), r_i: bytes uint8 [ROW_BYTES],
     y: fp32 [>= c + 4], scratch: None or uint8 [>= IN] that Q5_K may use instead of allocating"""
     if kind == Q4_K:
-        dot4_q4_k(x, xsum, r0, r1, r2, r3, y, c)
+        dot4_q4_k(x, xaux, r0, r1, r2, r3, y, c)
     elif kind == Q6_K:
-        dot4_q6_k(x, r0, r1, r2, r3, y, c)
+        dot4_q6_k(x, xaux, r0, r1, r2, r3, y, c)
     elif kind == Q8_0:
         dot4_q8_0(x, r0, r1, r2, r3, y, c)
     elif kind == Q5_K:
-        dot4_q5_k(x, xsum, r0, r1, r2, r3, y, c, scratch)
+        dot4_q5_k(x, xaux, r0, r1, r2, r3, y, c, scratch)
     elif kind == Q4_0:
-        dot4_q4_0(x, xsum, r0, r1, r2, r3, y, c)
+        dot4_q4_0(x, xaux, r0, r1, r2, r3, y, c)
     elif kind == Q5_0:
-        dot4_q5_0(x, xsum, r0, r1, r2, r3, y, c)
+        dot4_q5_0(x, xaux, r0, r1, r2, r3, y, c)
     elif kind == BF16:
         b0, b1, b2, b3 = r0.view(np.uint16), r1.view(np.uint16), r2.view(np.uint16), r3.view(np.uint16)
         a0 = a1 = a2 = a3 = np.float32(0)
@@ -1277,5 +1316,5 @@ def rows_dot4(kind, x, xsum, r0, r1, r2, r3, y, c, scratch=None):
             a2 += u * bf16_as_f32(b2[j]); a3 += u * bf16_as_f32(b3[j])   # noqa: E702
         y[c], y[c + 1], y[c + 2], y[c + 3] = a0, a1, a2, a3
     else:
-        y[c], y[c + 1] = row_dot(kind, x, xsum, r0), row_dot(kind, x, xsum, r1)
-        y[c + 2], y[c + 3] = row_dot(kind, x, xsum, r2), row_dot(kind, x, xsum, r3)
+        y[c], y[c + 1] = row_dot(kind, x, xaux, r0), row_dot(kind, x, xaux, r1)
+        y[c + 2], y[c + 3] = row_dot(kind, x, xaux, r2), row_dot(kind, x, xaux, r3)

@@ -13,7 +13,7 @@ from miniqwen3 import quants as Q
 
 BLOCK_KINDS = [Q.Q8_0, Q.Q4_0, Q.Q5_0, Q.Q4_K, Q.Q5_K, Q.Q6_K]
 NAMES = {Q.Q8_0: "q8_0", Q.Q4_0: "q4_0", Q.Q5_0: "q5_0", Q.Q4_K: "q4_k", Q.Q5_K: "q5_k", Q.Q6_K: "q6_k"}
-USES_XSUM = {Q.Q4_0, Q.Q5_0, Q.Q4_K, Q.Q5_K}
+USES_XSUM = {Q.Q4_0, Q.Q5_0, Q.Q4_K, Q.Q5_K, Q.Q6_K}
 ids = [Q.TYPE_NAMES[k] for k in BLOCK_KINDS]
 
 
@@ -132,9 +132,9 @@ def test_every_block_tensor_llama_cpp_wrote():
             rows = w.data.reshape(-1, w.data.shape[-1])
             w32 = w32.reshape(rows.shape[0], -1)
             x = rng.standard_normal(w32.shape[1]).astype(np.float32)
-            xsum = Q.x_sums(x)
+            xaux = Q.x_aux(x)
             for r in rng.choice(rows.shape[0], 4, replace=False):
-                assert relative_dot_error(Q.row_dot(kind, x, xsum, rows[r]), w32[r], x) < 1e-6, (path.name, t.name)
+                assert relative_dot_error(Q.row_dot(kind, x, xaux, rows[r]), w32[r], x) < 1e-6, (path.name, t.name)
     assert seen == set(BLOCK_KINDS)
 
 
@@ -269,11 +269,11 @@ def test_numba_kernels_match_numpy(kind):
     rows = random_rows(kind, OUT, IN, rng)
     w = Q.DEQUANTIZERS[kind](rows.reshape(-1, Q.BLOCK_BYTES[kind])).reshape(OUT, IN)
     x = rng.standard_normal(IN).astype(np.float32)
-    xsum = Q.x_sums(x)
-    np.testing.assert_allclose(xsum[:IN // 32], x.reshape(-1, 32).sum(axis=1), rtol=1e-5, atol=1e-5)
+    xaux = Q.x_aux(x)
+    np.testing.assert_allclose(xaux[:IN // 32], x.reshape(-1, 32).sum(axis=1), rtol=1e-5, atol=1e-5)
     name = NAMES[kind]
     widen, dot, dot4 = (getattr(Q, f"{f}_{name}") for f in ("widen", "dot", "dot4"))
-    xargs = (x, xsum) if kind in USES_XSUM else (x,)
+    xargs = (x, xaux) if kind in USES_XSUM else (x,)
     for r in range(OUT):
         out = np.full(IN, np.nan, np.float32)
         widen(rows[r], out)
@@ -285,14 +285,19 @@ def test_numba_kernels_match_numpy(kind):
     assert relative_dot_error(y[2:6], w[:4], x).max() < 1e-6
 
 
-def test_x_sums_appends_x_in_the_q4_k_lane_order():
-    """x_sums(x): the 32-sums, then (for whole 256-weight blocks) x[256b + 64c + 32 (k % 2) + 4i + k // 2] / 16^k
-    at 256b + 64c + 8k + i (16^6 for k = 7), which Q4_K's compiled dot multiplies nibble k of lane i with."""
+def test_x_aux_has_the_sums_and_x_in_the_lane_orders_of_q4_k_and_q6_k():
+    """x_aux(x): the 32-sums, then (for whole 256-weight blocks) x[256b + 64c + 32 (k % 2) + 4i + k // 2] / 16^k
+    at 256b + 64c + 8k + i (16^6 for k = 7), which Q4_K's compiled dot multiplies nibble k of lane i with; x in
+    Q6_K's order (x[32 quarter + 4i + j] / 256^j at 32 quarter + 8j + i); the sums over 16."""
     rng = np.random.default_rng(11)
     x = rng.standard_normal(2 * 256).astype(np.float32)
-    aux = Q.x_sums(x)
-    assert aux.shape == (2 * 8 + 2 * 256,) and Q.x_sums(x[:96]).shape == (3,)
-    lanes = aux[16:].reshape(2, 4, 8, 8)                                     # [b, c, k, i]
+    aux = Q.x_aux(x)
+    assert aux.shape == (2 * 8 + 2 * 2 * 256 + 2 * 16,) and Q.x_aux(x[:96]).shape == (3,)
+    np.testing.assert_allclose(aux[-32:], x.reshape(-1, 16).sum(axis=1), rtol=1e-5, atol=1e-5)   # sums of 16
+    six = aux[16 + 512:16 + 1024].reshape(16, 4, 8)                          # [quarter, j, i]: Q6_K's order
+    for quarter, j, i in [(0, 0, 0), (5, 3, 7), (15, 2, 4)]:
+        assert six[quarter, j, i] == x[32 * quarter + 4 * i + j] / 256.0 ** j
+    lanes = aux[16:16 + 512].reshape(2, 4, 8, 8)                             # [b, c, k, i]: Q4_K's order
     for b, c, k, i in [(0, 0, 0, 0), (0, 1, 3, 5), (1, 3, 7, 7), (1, 2, 6, 2)]:
         assert lanes[b, c, k, i] == x[256 * b + 64 * c + 32 * (k % 2) + 4 * i + k // 2] / 16.0 ** min(k, 6)
     qs = np.arange(128, dtype=np.uint8).reshape(4, 8, 4)                     # byte 32c + 4i + j, in chunks
@@ -305,11 +310,11 @@ def test_x_sums_appends_x_in_the_q4_k_lane_order():
 
 def test_q4_k_row_dot_checks_its_arguments():
     x = np.ones(256, np.float32)
-    compiled = numba.njit(lambda x, xsum, row: Q.q4_k_row_dot(x, xsum, row))
-    with pytest.raises(ValueError, match="x_sums"):
+    compiled = numba.njit(lambda x, xaux, row: Q.q4_k_row_dot(x, xaux, row))
+    with pytest.raises(ValueError, match="x_aux"):
         compiled(x, x[:8].copy(), np.zeros(144, np.uint8))                  # only the sums, no lane part
-    with pytest.raises(ValueError, match="x_sums"):
-        compiled(x, Q.x_sums(x), np.zeros(288, np.uint8))                   # a row of 2 blocks for 256 values
+    with pytest.raises(ValueError, match="x_aux"):
+        compiled(x, Q.x_aux(x), np.zeros(288, np.uint8))                   # a row of 2 blocks for 256 values
 
 
 def test_q4_k_row_dot_as_plain_numpy_and_compiled():
@@ -319,12 +324,12 @@ def test_q4_k_row_dot_as_plain_numpy_and_compiled():
     row = random_rows(Q.Q4_K, 1, 4 * 256, rng)[0]                          # block 0 has d = dmin = 0
     w = Q.dequantize_q4_k(row.reshape(4, 144)).ravel()                       # [4 * 256]
     x = rng.standard_normal(4 * 256).astype(np.float32)
-    compiled = numba.njit(lambda x, xsum, row: Q.q4_k_row_dot(x, xsum, row))
-    assert Q.q4_k_row_dot(x[:256], Q.x_sums(x[:256]), row[:144]) == compiled(x[:256], Q.x_sums(x[:256]), row[:144]) == 0
+    compiled = numba.njit(lambda x, xaux, row: Q.q4_k_row_dot(x, xaux, row))
+    assert Q.q4_k_row_dot(x[:256], Q.x_aux(x[:256]), row[:144]) == compiled(x[:256], Q.x_aux(x[:256]), row[:144]) == 0
     for b0, b1 in [(1, 2), (0, 2), (0, 3), (0, 4), (1, 4)]:               # rows of blocks b0..b1-1
         xn, rn, wn = x[256 * b0:256 * b1], row[144 * b0:144 * b1], w[256 * b0:256 * b1]
-        assert relative_dot_error(Q.q4_k_row_dot(xn, Q.x_sums(xn), rn), wn, xn) < 1e-6
-        assert relative_dot_error(compiled(xn, Q.x_sums(xn), rn), wn, xn) < 1e-6
+        assert relative_dot_error(Q.q4_k_row_dot(xn, Q.x_aux(xn), rn), wn, xn) < 1e-6
+        assert relative_dot_error(compiled(xn, Q.x_aux(xn), rn), wn, xn) < 1e-6
 
 
 def test_q6_k_row_dot_as_plain_numpy_and_compiled():
@@ -333,12 +338,14 @@ def test_q6_k_row_dot_as_plain_numpy_and_compiled():
     row = random_rows(Q.Q6_K, 1, 4 * 256, rng)[0]                          # block 0 has d = 0
     w = Q.dequantize_q6_k(row.reshape(4, 210)).ravel()                       # [4 * 256]
     x = rng.standard_normal(4 * 256).astype(np.float32)
-    compiled = numba.njit(lambda x, row: Q.q6_k_row_dot(x, row))
-    assert Q.q6_k_row_dot(x[:256], row[:210]) == compiled(x[:256], row[:210]) == 0
+    compiled = numba.njit(lambda x, xaux, row: Q.q6_k_row_dot(x, xaux, row))
+    assert Q.q6_k_row_dot(x[:256], Q.x_aux(x[:256]), row[:210]) == compiled(x[:256], Q.x_aux(x[:256]), row[:210]) == 0
     for b0, b1 in [(1, 2), (0, 2), (0, 3), (0, 4), (1, 4)]:               # rows of blocks b0..b1-1
         xn, rn, wn = x[256 * b0:256 * b1], row[210 * b0:210 * b1], w[256 * b0:256 * b1]
-        assert relative_dot_error(Q.q6_k_row_dot(xn, rn), wn, xn) < 1e-6
-        assert relative_dot_error(compiled(xn, rn), wn, xn) < 1e-6
+        assert relative_dot_error(Q.q6_k_row_dot(xn, Q.x_aux(xn), rn), wn, xn) < 1e-6
+        assert relative_dot_error(compiled(xn, Q.x_aux(xn), rn), wn, xn) < 1e-6
+    with pytest.raises(ValueError, match="x_aux"):
+        compiled(x[:256], Q.x_aux(x[:256])[:8].copy(), row[:210])
 
 
 def plain_weights(rng, OUT, IN):
@@ -353,7 +360,7 @@ def test_dispatchers_on_every_type():
     rng = np.random.default_rng(8)
     OUT, IN = 5, 512
     x = rng.standard_normal(IN).astype(np.float32)
-    xsum = Q.x_sums(x)
+    xaux = Q.x_aux(x)
     cases = [(Q.QuantWeight(random_rows(k, OUT, IN, rng), k), None) for k in BLOCK_KINDS] + plain_weights(rng, OUT, IN)
     seen = set()
     for w, w32 in cases:
@@ -363,9 +370,9 @@ def test_dispatchers_on_every_type():
         out = np.empty(IN, np.float32)
         Q.widen_row(kind, rows[4], out)
         np.testing.assert_allclose(out, w32[4], rtol=2e-7, atol=2e-7 * np.abs(w32[4]).max())
-        assert relative_dot_error(Q.row_dot(kind, x, xsum, rows[1]), w32[1], x) < 1e-6
+        assert relative_dot_error(Q.row_dot(kind, x, xaux, rows[1]), w32[1], x) < 1e-6
         y = np.full(6, np.nan, np.float32)
-        Q.rows_dot4(kind, x, xsum, rows[1], rows[2], rows[3], rows[4], y, 1)
+        Q.rows_dot4(kind, x, xaux, rows[1], rows[2], rows[3], rows[4], y, 1)
         assert np.isnan(y[[0, 5]]).all()
         assert relative_dot_error(y[1:5], w32[1:5], x).max() < 1e-6, Q.type_name(kind)
     assert seen == set(BLOCK_KINDS) | {Q.F32, Q.F16, Q.BF16}
@@ -374,7 +381,7 @@ def test_dispatchers_on_every_type():
 def test_dispatchers_refuse_an_unknown_type():
     x = np.ones(32, np.float32)
     with pytest.raises(ValueError, match="unsupported GGML type"):
-        Q.row_dot(10, x, Q.x_sums(x), np.zeros(84, np.uint8))
+        Q.row_dot(10, x, Q.x_aux(x), np.zeros(84, np.uint8))
     with pytest.raises(ValueError, match="unsupported GGML type"):
         Q.widen_row(10, np.zeros(84, np.uint8), np.empty(32, np.float32))
 
