@@ -9,7 +9,7 @@ Four ideas make them fast on a CPU:
   Prefill (many tokens) is compute-bound: a tile of weight rows is widened once into a scratch buffer that
   stays in cache and multiplied with every token (`project`, `matmul_nt`), or a chunk of rows is widened and
   handed to BLAS. Decode (one token) reads each weight once, row after row (so the hardware prefetcher
-  follows), widened in registers and used at once (`quants.rows_dot4`); on this project's machine it is bound
+  follows), widened in registers and used at once (`quants.rows_dot`); on this project's machine it is bound
   by the arithmetic of widening, not by memory bandwidth. Work is split over the cores by tiles of rows
   (`prange`), or by whole experts when a MoE block has enough of them.
 - Attention streams over blocks of keys with an online softmax, so the T x S score matrix never exists.
@@ -40,7 +40,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import prange  # noqa: E402
 
-from .quants import row_dot, row_view, rows_dot4, widen_row, x_aux, x_aux_size  # noqa: E402
+from .quants import row_view, rows_dot, widen_row, x_aux, x_aux_size  # noqa: E402
 
 # Sums may be reordered (that is what lets LLVM vectorise a dot product); inf and nan keep their meaning,
 # which the masked softmax relies on.
@@ -69,6 +69,7 @@ def linear(x: np.ndarray, w) -> np.ndarray:
     at a time into an fp32 buffer and hand them to BLAS with all the tokens (few, large calls: every parallel
     region costs a synchronisation of the threads)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
+    check_width("linear", w, x.shape[1])
     if x.shape[0] >= BLAS_TOKENS and isinstance(w, np.ndarray) and w.dtype == np.float32:
         return x @ w.T
     kind, rows = weight_rows(w)
@@ -76,7 +77,7 @@ def linear(x: np.ndarray, w) -> np.ndarray:
     out = np.empty((T, OUT), np.float32)
     if T < BLAS_TOKENS:
         with threads_for(T * OUT * IN):
-            linear_tiles(x, x_aux_rows(x), kind, rows, out)
+            linear_tiles(x, x_aux_rows(x), kind, rows, out, numba.get_num_threads())
         return out
     n = max(ROWS, CHUNK_BYTES // (4 * IN))
     chunk = scratch(min(OUT, n) * IN).reshape(-1, IN)
@@ -108,6 +109,9 @@ def swiglu(x: np.ndarray, gate_proj, up_proj, down_proj) -> np.ndarray:
     Prefill: three `linear`s (BLAS). Decode: the one-expert case of the MoE kernels below, which read a
     row of gate_proj and of up_proj together and apply silu at once."""
     x = np.ascontiguousarray(x, dtype=np.float32)
+    check_width("swiglu", gate_proj, x.shape[1])
+    check_width("swiglu", up_proj, x.shape[1])
+    check_width("swiglu", down_proj, gate_proj.shape[-2])
     if x.shape[0] >= BLAS_TOKENS:
         g = linear(x, gate_proj)
         u = linear(x, up_proj)
@@ -125,14 +129,19 @@ def swiglu(x: np.ndarray, gate_proj, up_proj, down_proj) -> np.ndarray:
 
 
 @parallel_jit
-def linear_tiles(x, xaux, kind, w, out):
-    """out = x @ w.T, a tile of ROWS weight rows per step (see `project`), tiles spread over the cores.
-    x: [T, IN] fp32, xaux: x_aux_rows(x), w: [OUT, ROW_BYTES] rows of type `kind`, out: [T, OUT]"""
+def linear_tiles(x, xaux, kind, w, out, cores):
+    """out = x @ w.T, a tile of ROWS weight rows per step (see `project`), the tiles cut into one run of
+    consecutive tiles per core (Numba's static schedule), each run with one scratch tile (a tile allocated per
+    step cost 10% in decode). x: [T, IN] fp32, xaux: x_aux_rows(x), w: [OUT, ROW_BYTES] rows of type `kind`,
+    out: [T, OUT], cores: numba.get_num_threads() (asked inside, it would keep the kernel from the disk cache)"""
     OUT, IN = w.shape[0], x.shape[1]
-    for i in prange((OUT + ROWS - 1) // ROWS):
-        r0 = i * ROWS
-        project(x, xaux, kind, w, r0, min(OUT, r0 + ROWS), out, r0,
-                np.empty((tile_rows(x.shape[0]), IN), np.float32))
+    n_tiles = (OUT + ROWS - 1) // ROWS
+    n_runs = min(cores, n_tiles)
+    for run in prange(n_runs):
+        tile = np.empty((tile_rows(x.shape[0]), IN), np.float32)
+        for i in range(run * n_tiles // n_runs, (run + 1) * n_tiles // n_runs):
+            r0 = i * ROWS
+            project(x, xaux, kind, w, r0, min(OUT, r0 + ROWS), out, r0, tile)
 
 
 @parallel_jit
@@ -277,6 +286,9 @@ def moe_experts(x: np.ndarray, experts: np.ndarray, weights: np.ndarray, gate_pr
     the weighted results back to their tokens. Only the chosen experts' weights are read.
     x: [T, H], experts/weights: [T, K], gate_proj/up_proj: [E, I, H], down_proj: [E, H, I] -> [T, H]"""
     T, K = experts.shape
+    check_width("moe_experts", gate_proj, x.shape[1])
+    check_width("moe_experts", up_proj, x.shape[1])
+    check_width("moe_experts", down_proj, gate_proj.shape[-2])
     (kg, g), (ku, u), (kd, d) = weight_rows(gate_proj), weight_rows(up_proj), weight_rows(down_proj)
     E, I, H = g.shape[0], g.shape[1], x.shape[1]
     order, starts = group_by_expert(np.ascontiguousarray(experts, dtype=np.int64), E)
@@ -410,6 +422,14 @@ def combine_slots(ys, order, weights, out):
 
 # --- building blocks shared by the sections ------------------------------------------------------
 
+def check_width(op: str, w, n: int) -> None:
+    """The kernels read n values of x for every weight row, and trust each row to hold n weights (the row dots
+    do not check, which costs 20% in their loops): a weight [..., OUT, IN] with IN != n is refused here."""
+    if w.shape[-1] != n:
+        raise ValueError(f"{op}: a weight of shape {tuple(w.shape)} takes rows of {w.shape[-1]} values, "
+                         f"the input has {n}")
+
+
 def weight_rows(w) -> tuple[int, np.ndarray]:
     """A weight as the kernels read it: (GGML type code, rows as bytes uint8 [..., OUT, ROW_BYTES]).
     A read-only view, so that memory-mapped and in-memory weights share one compiled kernel."""
@@ -434,21 +454,17 @@ def project(x, xaux, kind, w, r0, r1, y, c0, tile):
     """y[t, c0 + r - r0] = x[t] . w[r] for the weight rows r0..r1-1 and every token t.
     Two tokens or more (prefill; an expert's group of tokens): widen the rows once into `tile` [>= r1 - r0, IN]
     and multiply (`matmul_nt`): widening a row costs about what one dot product with it costs, so it pays from
-    two tokens on. One token (decode): four rows at a time, widening in registers (`quants.rows_dot4`); the
-    bytes of tile[0] are the scratch row that Q5_K's dot needs. r0 is a multiple of 4.
+    two tokens on. One token (decode): row after row, widening in registers (`quants.rows_dot`); the
+    bytes of tile[0] are the scratch row that Q5_K's dot needs.
     x: [N, IN] fp32, xaux: x_aux_rows(x), w: [OUT, ROW_BYTES] of type `kind`, y: [N, >= c0 + r1 - r0]"""
     if x.shape[0] >= TILE_TOKENS:
         for r in range(r0, r1):
             widen_row(kind, w[r], tile[r - r0])
         matmul_nt(x, tile[:r1 - r0], y, c0)
     else:
-        r4 = r0 + (r1 - r0) // 4 * 4
         scratch = tile[0].view(np.uint8)           # 4 * IN bytes, IN needed
         for t in range(x.shape[0]):
-            for r in range(r0, r4, 4):
-                rows_dot4(kind, x[t], xaux[t], w[r], w[r + 1], w[r + 2], w[r + 3], y[t], c0 + r - r0, scratch)
-            for r in range(r4, r1):
-                y[t, c0 + r - r0] = row_dot(kind, x[t], xaux[t], w[r])
+            rows_dot(kind, x[t], xaux[t], w, r0, r1, y[t], c0, scratch)
 
 
 @jit

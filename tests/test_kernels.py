@@ -137,6 +137,22 @@ def test_linear_accepts_fp16_and_non_contiguous_activations():
     np.testing.assert_allclose(kernels.linear(x, w), ops.linear(x, w), rtol=0, atol=2e-6)
 
 
+def test_a_weight_of_another_width_is_refused_before_any_kernel_reads_it():
+    """The row kernels trust each row to hold as many weights as x has values: linear, swiglu and moe_experts
+    refuse a mismatch with a message naming both, rather than read past the row."""
+    rng = np.random.default_rng(5)
+    w = quants.quantize_q8_0(rng.standard_normal((64, 256)).astype(np.float32))
+    x = rng.standard_normal((1, 512)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"linear: a weight of shape \(64, 256\) takes rows of 256 values, the input has 512"):
+        kernels.linear(x, w)
+    g = rng.standard_normal((4, 32, 256)).astype(np.float32)
+    d = rng.standard_normal((4, 256, 16)).astype(np.float32)                  # should be [4, 256, 32]
+    with pytest.raises(ValueError, match="moe_experts: .* takes rows of 16 values, the input has 32"):
+        kernels.moe_experts(x[:, :256], np.array([[0, 1]]), np.full((1, 2), 0.5, np.float32), g, g, d)
+    with pytest.raises(ValueError, match="swiglu: .* takes rows of 16 values, the input has 32"):
+        kernels.swiglu(x[:, :256], g[0], g[0], d[0])
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("T", [1, 5, 20])          # decode kernels below 16 tokens, BLAS from 16 on
 def test_swiglu_matches_reference(fmt, T):
