@@ -8,9 +8,9 @@ Four ideas make them fast on a CPU:
   the same way: a GGML type code and its rows as bytes (`quants.row_view`); `quants` reads one row of any type.
   Prefill (many tokens) is compute-bound: a tile of weight rows is widened once into a scratch buffer that
   stays in cache and multiplied with every token (`project`, `matmul_nt`), or a chunk of rows is widened and
-  handed to BLAS. Decode (one token) reads each weight once, row after row (so the hardware prefetcher
-  follows), widened in registers and used at once (`quants.rows_dot`); on this project's machine it is bound
-  by the arithmetic of widening, not by memory bandwidth. Work is split over the cores by tiles of rows
+  handed to BLAS. Decode (one token) reads each weight once, row after row, widened in registers and used at
+  once (`quants.rows_dot`); the Q4_K and Q6_K dots ask for the bytes 2 KiB ahead (the hardware prefetcher
+  stops at each 4 KiB page of a memory-mapped file). Work is split over the cores by tiles of rows
   (`prange`), or by whole experts when a MoE block has enough of them.
 - Attention streams over blocks of keys with an online softmax, so the T x S score matrix never exists.
 - The MoE block sorts its (token, slot) pairs by expert, so each chosen expert's weights are read once per call.

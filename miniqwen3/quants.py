@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import llvmlite.ir
 import numba
+import numba.core.cgutils
 import numba.extending
 import numpy as np
 
@@ -852,6 +853,19 @@ def _for_blocks(builder, n, state, body):
     return carried
 
 
+PREFETCH_BYTES = 2048   # how far ahead of the block being dotted the row dots ask for the weights' bytes
+
+
+def _prefetch(builder, base, offsets):
+    """Ask for the cache lines at base + PREFETCH_BYTES + each offset (llvm.prefetch: a hint, which never
+    faults): the hardware prefetcher stops at every 4 KiB page, and decode's rows run on across pages."""
+    byte, i32 = llvmlite.ir.IntType(8).as_pointer(), llvmlite.ir.IntType(32)
+    fn = numba.core.cgutils.get_or_insert_function(
+        builder.module, llvmlite.ir.FunctionType(llvmlite.ir.VoidType(), [byte, i32, i32, i32]), "llvm.prefetch.p0")
+    for o in offsets:       # read, keep in all cache levels, data
+        builder.call(fn, [_at(builder, base, PREFETCH_BYTES + o), i32(0), i32(3), i32(1)])
+
+
 def _scales_mins_k(builder, scales):
     """The 8 scales and 8 mins of a Q4_K/Q5_K block as two <8 x float>, from a <16 x i8> holding its 12 scale
     bytes first (`unpack_scales_k`'s picture, with byte shuffles)."""
@@ -883,6 +897,7 @@ def _q4_k_row_dot_ir(typingctx, xaux, row):
         def block(b, acc):           # acc: sum of d * sc[s] * S_s and sum of dmin * m[s] * xaux[s], as vectors
             xb = _at(builder, xp, builder.mul(b, llvmlite.ir.Constant(_I64, 256)))
             rb = _at(builder, rp, builder.mul(b, llvmlite.ir.Constant(_I64, 144)))
+            _prefetch(builder, rb, (0, 48, 96))
             sums = []                # sub-block 2c: the even nibbles of chunk c's lanes, 2c + 1: the odd ones
             for c in range(4):
                 lanes = builder.load(builder.bitcast(_at(builder, rb, 16 + 32 * c), _I32x8.as_pointer()), align=1)
@@ -1178,6 +1193,7 @@ def _q6_k_row_dot_ir(typingctx, xaux, row):
             acc, offsets = state     # sum of d * sc[j] * (x . q) over sub-blocks j, and of d * sc[j] * xsum16[j]
             xb = _at(builder, xp, builder.mul(b, llvmlite.ir.Constant(_I64, 256)))
             rb = _at(builder, rp, builder.mul(b, llvmlite.ir.Constant(_I64, 210)))
+            _prefetch(builder, rb, (0, 56, 112, 168))
             scales = _load(builder, rb, 192, _I8x16, 1)
             d = _splat(builder, _load_fp16(builder, rb, 208))
             terms, d_scs = [], []
