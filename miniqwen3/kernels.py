@@ -10,7 +10,7 @@ Four ideas make them fast on a CPU:
   stays in cache and multiplied with every token (`project`, `matmul_nt`), or a chunk of rows is widened and
   handed to BLAS. Decode (one token) reads each weight once, row after row, widened in registers and used at
   once (`quants.rows_dot`); the Q4_K and Q6_K dots ask for the bytes 2 KiB ahead (the hardware prefetcher
-  stops at each 4 KiB page of a memory-mapped file). Work is split over the cores by tiles of rows
+  stops at each 4 KiB page). Work is split over the cores by tiles of rows
   (`prange`), or by whole experts when a MoE block has enough of them.
 - Attention streams over blocks of keys with an online softmax, so the T x S score matrix never exists.
 - The MoE block sorts its (token, slot) pairs by expert, so each chosen expert's weights are read once per call.
@@ -40,7 +40,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import prange  # noqa: E402
 
-from .quants import row_view, rows_dot, widen_row, x_aux, x_aux_size  # noqa: E402
+from .quants import Q4_K, Q6_K, row_view, rows_dot, widen_row, x_aux_into, x_aux_size  # noqa: E402
 
 # Sums may be reordered (that is what lets LLVM vectorise a dot product); inf and nan keep their meaning,
 # which the masked softmax relies on.
@@ -77,7 +77,7 @@ def linear(x: np.ndarray, w) -> np.ndarray:
     out = np.empty((T, OUT), np.float32)
     if T < BLAS_TOKENS:
         with threads_for(T * OUT * IN):
-            linear_tiles(x, x_aux_rows(x), kind, rows, out, numba.get_num_threads())
+            linear_tiles(x, x_aux_rows(x, one_group(T), kind, kind), kind, rows, out, numba.get_num_threads())
         return out
     n = max(ROWS, CHUNK_BYTES // (4 * IN))
     chunk = scratch(min(OUT, n) * IN).reshape(-1, IN)
@@ -119,12 +119,12 @@ def swiglu(x: np.ndarray, gate_proj, up_proj, down_proj) -> np.ndarray:
             silu_times_rows(g, u)
         return linear(g, down_proj)
     (kg, g), (ku, u), (kd, d) = (weight_rows(w[None]) for w in (gate_proj, up_proj, down_proj))
-    one_group = np.array([0, x.shape[0]], np.int64)        # every token in the group of "expert" 0
+    starts = one_group(x.shape[0])                         # every token in the group of "expert" 0
     h = np.empty((x.shape[0], g.shape[1]), np.float32)
     out = np.empty_like(x)
     with threads_for(3 * x.shape[0] * g.shape[1] * x.shape[1]):
-        experts_gate_up(x, x_aux_rows(x), one_group, kg, g, ku, u, h)
-        experts_down(h, x_aux_rows(h), one_group, kd, d, out)
+        experts_gate_up(x, x_aux_rows(x, starts, kg, ku), starts, kg, g, ku, u, h)
+        experts_down(h, x_aux_rows(h, starts, kd, kd), starts, kd, d, out)
     return out
 
 
@@ -132,7 +132,7 @@ def swiglu(x: np.ndarray, gate_proj, up_proj, down_proj) -> np.ndarray:
 def linear_tiles(x, xaux, kind, w, out, cores):
     """out = x @ w.T, a tile of ROWS weight rows per step (see `project`), the tiles cut into one run of
     consecutive tiles per core (Numba's static schedule), each run with one scratch tile (a tile allocated per
-    step cost 10% in decode). x: [T, IN] fp32, xaux: x_aux_rows(x), w: [OUT, ROW_BYTES] rows of type `kind`,
+    step cost 2-18% in decode, four runs). x: [T, IN] fp32, xaux: x_aux_rows(x, ...), w: [OUT, ROW_BYTES] rows of type `kind`,
     out: [T, OUT], cores: numba.get_num_threads() (asked inside, it would keep the kernel from the disk cache)"""
     OUT, IN = w.shape[0], x.shape[1]
     n_tiles = (OUT + ROWS - 1) // ROWS
@@ -297,11 +297,11 @@ def moe_experts(x: np.ndarray, experts: np.ndarray, weights: np.ndarray, gate_pr
     out = np.empty((T, H), np.float32)
     with threads_for(3 * T * K * I * H):
         if np.count_nonzero(starts[1:] > starts[:-1]) >= EXPERTS_PER_THREAD * numba.get_num_threads():
-            experts_whole(xs, x_aux_rows(xs), starts, kg, g, ku, u, kd, d, ys)
+            experts_whole(xs, x_aux_rows(xs, starts, kg, ku), starts, kg, g, ku, u, kd, d, ys)
         else:
             h = np.empty((T * K, I), np.float32)
-            experts_gate_up(xs, x_aux_rows(xs), starts, kg, g, ku, u, h)
-            experts_down(h, x_aux_rows(h), starts, kd, d, ys)
+            experts_gate_up(xs, x_aux_rows(xs, starts, kg, ku), starts, kg, g, ku, u, h)
+            experts_down(h, x_aux_rows(h, starts, kd, kd), starts, kd, d, ys)
     combine_slots(ys, order, np.ascontiguousarray(weights, dtype=np.float32), out)
     return out
 
@@ -330,7 +330,7 @@ def experts_whole(xs, xaux, starts, gate_kind, gate_proj, up_kind, up_proj, down
     """ys[group of e] = expert e's SwiGLU of xs[group], one work item per expert with tokens: a core runs an
     expert's gate/up and then its down projection on the hidden rows it has just made (still in its cache), so
     the whole MoE block is one parallel region. Used when there are enough experts to share out evenly.
-    xs: [P, H] token rows grouped by expert, xaux: x_aux_rows(xs), gate/up_proj: [E, I, ROW_BYTES],
+    xs: [P, H] token rows grouped by expert, xaux: x_aux_rows(xs, starts, ...), gate/up_proj: [E, I, ROW_BYTES],
     down_proj: [E, H, ROW_BYTES], ys: [P, H]"""
     active = np.nonzero(starts[1:] > starts[:-1])[0]
     for i in prange(active.size):
@@ -343,7 +343,7 @@ def experts_whole(xs, xaux, starts, gate_kind, gate_proj, up_kind, up_proj, down
 @jit
 def expert_swiglu(x, xaux, gate_kind, gate_proj, up_kind, up_proj, down_kind, down_proj, y):
     """y = down_proj(silu(gate_proj(x)) * up_proj(x)) for one expert, ROWS rows of a projection at a time.
-    x: [N, H], xaux: x_aux_rows(x), gate/up_proj: [I, ROW_BYTES], down_proj: [H, ROW_BYTES], y: [N, H]"""
+    x: [N, H], xaux: x_aux_rows(x, ...), gate/up_proj: [I, ROW_BYTES], down_proj: [H, ROW_BYTES], y: [N, H]"""
     (N, H), I = x.shape, gate_proj.shape[0]
     h = np.empty((N, I), np.float32)
     g = np.empty((N, ROWS), np.float32)
@@ -351,7 +351,7 @@ def expert_swiglu(x, xaux, gate_kind, gate_proj, up_kind, up_proj, down_kind, do
     tile = np.empty((tile_rows(N), H), np.float32)
     for r0 in range(0, I, ROWS):
         gate_up_rows(x, xaux, gate_kind, gate_proj, up_kind, up_proj, r0, min(I, r0 + ROWS), g, u, tile, h)
-    haux = x_aux_rows(h)
+    haux = x_aux_rows(h, np.array([0, N], np.int64), down_kind, down_kind)
     tile = np.empty((tile_rows(N), I), np.float32)
     for r0 in range(0, H, ROWS):
         project(h, haux, down_kind, down_proj, r0, min(H, r0 + ROWS), y, r0, tile)
@@ -361,7 +361,7 @@ def expert_swiglu(x, xaux, gate_kind, gate_proj, up_kind, up_proj, down_kind, do
 def experts_gate_up(xs, xaux, starts, gate_kind, gate_proj, up_kind, up_proj, h):
     """h[group of e] = silu(xs[group] @ gate_proj[e].T) * (xs[group] @ up_proj[e].T) for every expert with
     tokens; the work items are (expert, tile of ROWS rows), spread over the cores.
-    xs: [P, H] token rows grouped by expert, xaux: x_aux_rows(xs), gate/up_proj: [E, I, ROW_BYTES], h: [P, I]"""
+    xs: [P, H] token rows grouped by expert, xaux: x_aux_rows(xs, starts, ...), gate/up_proj: [E, I, ROW_BYTES], h: [P, I]"""
     I, H = gate_proj.shape[1], xs.shape[1]
     active = np.nonzero(starts[1:] > starts[:-1])[0]
     n_tiles = (I + ROWS - 1) // ROWS
@@ -378,7 +378,7 @@ def experts_gate_up(xs, xaux, starts, gate_kind, gate_proj, up_kind, up_proj, h)
 @jit
 def gate_up_rows(x, xaux, gate_kind, gate_proj, up_kind, up_proj, r0, r1, g, u, tile, h):
     """h[:, r0:r1] = silu(x @ gate_proj[r0:r1].T) * (x @ up_proj[r0:r1].T), through the scratch g, u [N, >= r1 - r0]
-    and `project`'s tile.  x: [N, H], xaux: x_aux_rows(x), gate/up_proj: [I, ROW_BYTES], h: [N, I]"""
+    and `project`'s tile.  x: [N, H], xaux: x_aux_rows(x, ...), gate/up_proj: [I, ROW_BYTES], h: [N, I]"""
     n = r1 - r0
     project(x, xaux, gate_kind, gate_proj, r0, r1, g, 0, tile)
     project(x, xaux, up_kind, up_proj, r0, r1, u, 0, tile)
@@ -389,7 +389,7 @@ def gate_up_rows(x, xaux, gate_kind, gate_proj, up_kind, up_proj, r0, r1, g, u, 
 @parallel_jit
 def experts_down(h, haux, starts, down_kind, down_proj, ys):
     """ys[group of e] = h[group] @ down_proj[e].T; work items are (expert, tile of ROWS output rows).
-    h: [P, I], haux: [P, I / 32], down_proj: [E, H, ROW_BYTES], ys: [P, H]"""
+    h: [P, I], haux: x_aux_rows(h, starts, ...), down_proj: [E, H, ROW_BYTES], ys: [P, H]"""
     H, I = down_proj.shape[1], h.shape[1]
     active = np.nonzero(starts[1:] > starts[:-1])[0]
     n_tiles = (H + ROWS - 1) // ROWS
@@ -423,8 +423,8 @@ def combine_slots(ys, order, weights, out):
 # --- building blocks shared by the sections ------------------------------------------------------
 
 def check_width(op: str, w, n: int) -> None:
-    """The kernels read n values of x for every weight row, and trust each row to hold n weights (the row dots
-    do not check, which costs 20% in their loops): a weight [..., OUT, IN] with IN != n is refused here."""
+    """The kernels read n values of x for every weight row, and trust each row to hold n weights (a check in
+    the row dots' loop cost them 20%): a weight [..., OUT, IN] with IN != n is refused here, once a call."""
     if w.shape[-1] != n:
         raise ValueError(f"{op}: a weight of shape {tuple(w.shape)} takes rows of {w.shape[-1]} values, "
                          f"the input has {n}")
@@ -440,13 +440,24 @@ def weight_rows(w) -> tuple[int, np.ndarray]:
 
 
 @jit
-def x_aux_rows(x):
-    """quants.x_aux of every row: the sums of each 32 consecutive values, which the block dots of Q4_0, Q5_0,
-    Q4_K and Q5_K use for their offsets, then x in the order Q4_K's dot reads it.  x: [N, IN] -> [N, AUX]"""
+def x_aux_rows(x, starts, kind_a, kind_b):
+    """quants.x_aux of the rows that `project` dots one token at a time: those of the groups
+    starts[g]..starts[g + 1] - 1 with fewer than TILE_TOKENS rows, with the lane orders that weights of type
+    kind_a or kind_b read. Rows of bigger groups are widened as tiles, which read none of it: theirs are left
+    unwritten (filling them cost 66 ms for the 4096 rows of a 512-token MoE prefill, every layer).
+    x: [N, IN], starts: [G + 1] -> [N, x_aux_size(IN)]"""
     out = np.empty((x.shape[0], x_aux_size(x.shape[1])), np.float32)
-    for t in range(x.shape[0]):
-        out[t] = x_aux(x[t])
+    q4_k, q6_k = kind_a == Q4_K or kind_b == Q4_K, kind_a == Q6_K or kind_b == Q6_K
+    for g in range(starts.size - 1):
+        if starts[g + 1] - starts[g] < TILE_TOKENS:
+            for t in range(starts[g], starts[g + 1]):
+                x_aux_into(x[t], out[t], q4_k, q6_k)
     return out
+
+
+def one_group(n: int) -> np.ndarray:
+    """`starts` of n rows that form one group: [0, n]."""
+    return np.array([0, n], np.int64)
 
 
 @jit
@@ -456,7 +467,7 @@ def project(x, xaux, kind, w, r0, r1, y, c0, tile):
     and multiply (`matmul_nt`): widening a row costs about what one dot product with it costs, so it pays from
     two tokens on. One token (decode): row after row, widening in registers (`quants.rows_dot`); the
     bytes of tile[0] are the scratch row that Q5_K's dot needs.
-    x: [N, IN] fp32, xaux: x_aux_rows(x), w: [OUT, ROW_BYTES] of type `kind`, y: [N, >= c0 + r1 - r0]"""
+    x: [N, IN] fp32, xaux: x_aux_rows(x, ...), w: [OUT, ROW_BYTES] of type `kind`, y: [N, >= c0 + r1 - r0]"""
     if x.shape[0] >= TILE_TOKENS:
         for r in range(r0, r1):
             widen_row(kind, w[r], tile[r - r0])

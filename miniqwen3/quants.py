@@ -419,8 +419,16 @@ def x_aux(x):
         [IN/32 + IN, IN/32 + 2 IN) x in the order of Q6_K's dot (`q6_k_lane_order`)
         [.., + IN/16)              sums of x over each 16 values: Q6_K's offset of -32
     x: [IN] fp32 -> [x_aux_size(IN)] fp32"""
-    n = x.size // 32
     out = np.empty(x_aux_size(x.size), np.float32)
+    x_aux_into(x, out, True, True)
+    return out
+
+
+@jit
+def x_aux_into(x, out, q4_k_lanes, q6_k_lanes):
+    """out = x_aux(x), with Q4_K's part only if q4_k_lanes and Q6_K's two only if q6_k_lanes (the parts left
+    out are not written: for rows that no dot of that type reads).  x: [IN], out: [x_aux_size(IN)]"""
+    n = x.size // 32
     for k in range(n):
         s = np.float32(0)
         for l in range(32):
@@ -428,14 +436,15 @@ def x_aux(x):
         out[k] = s
     if out.size > n:
         IN = x.size
-        q4_k_lane_order(x, out[n:n + IN])
-        q6_k_lane_order(x, out[n + IN:n + 2 * IN])
-        for k in range(IN // 16):
-            s = np.float32(0)
-            for l in range(16):
-                s += x[16 * k + l]
-            out[n + 2 * IN + k] = s
-    return out
+        if q4_k_lanes:
+            q4_k_lane_order(x, out[n:n + IN])
+        if q6_k_lanes:
+            q6_k_lane_order(x, out[n + IN:n + 2 * IN])
+            for k in range(IN // 16):
+                s = np.float32(0)
+                for l in range(16):
+                    s += x[16 * k + l]
+                out[n + 2 * IN + k] = s
 
 
 @jit
@@ -592,8 +601,8 @@ def widen_q4_0(row, out):
 
 @jit
 def dot_q4_0(x, xaux, row):
-    """x: [IN] fp32, xaux: x_aux(x) [IN / 32], row: uint8 [IN / 32 * 18] -> fp32
-    per block d * (x_lo . lo + (x_hi . 16 hi) / 16 - 8 xaux), four blocks a step."""
+    """x: [IN] fp32, xaux: x_aux(x) (its sums over 32), row: uint8 [IN / 32 * 18] -> fp32
+    per block b: d * (x_lo . lo + (x_hi . 16 hi) / 16 - 8 xaux[b]), four blocks a step."""
     nb = row.size // 18
     acc = np.float32(0)
     for g4 in range(nb // 4):
@@ -655,7 +664,7 @@ def widen_q5_0(row, out):
 
 @jit
 def dot_q5_0(x, xaux, row):
-    """x: [IN] fp32, xaux: x_aux(x) [IN / 32], row: uint8 [IN / 32 * 22] -> fp32 (as `dot_q4_0`, two blocks
+    """x: [IN] fp32, xaux: x_aux(x) (its sums over 32), row: uint8 [IN / 32 * 22] -> fp32 (as `dot_q4_0`, two blocks
     a step: the 5th bits take a variable shift per weight)"""
     nb = row.size // 22
     acc = np.float32(0)
@@ -714,7 +723,7 @@ def _q4_k_row_widen_compiled(row, out):
 @jit
 def dot_q4_k(x, xaux, row):
     """x: [IN] fp32, xaux: x_aux(x), row: uint8 [IN / 256 * 144] -> fp32 (`q4_k_row_dot`), the sizes checked
-    (the four-row dots that the kernels call row after row are not: their callers build xaux from x)."""
+    (`rows_dot`, which the kernels call, does not check: they build xaux from x and check the widths once)."""
     if xaux.size != x_aux_size(x.size) or row.size // 144 * QK_K != x.size:
         raise ValueError("dot_q4_k: xaux must be x_aux(x), and the row IN / 256 blocks")
     return q4_k_row_dot(x, xaux, row)
@@ -1016,7 +1025,7 @@ def q5_k_bytes(row, q):
 
 @jit
 def dot_q5_k(x, xaux, row):
-    """x: [IN] fp32, xaux: x_aux(x) [IN / 32], row: uint8 [IN / 256 * 176] -> fp32 (as `dot_q4_k`, in two
+    """x: [IN] fp32, xaux: x_aux(x) (its sums over 32), row: uint8 [IN / 256 * 176] -> fp32 (as `dot_q4_k`, in two
     passes: the 5-bit values into a scratch row of bytes by `q5_k_bytes`, then 8 sub-block sums a block read
     from it; measured 1.2x faster than moving each 5th bit in the dot's loop)"""
     q = np.empty(x.size, np.uint8)
@@ -1274,7 +1283,7 @@ def widen_row(kind, row, out):
 
 @jit
 def row_dot(kind, x, xaux, row):
-    """x . the row, fp32. x: [IN] fp32, xaux: x_aux(x) [IN / 32], row: bytes uint8 [ROW_BYTES]."""
+    """x . the row, fp32. x: [IN] fp32, xaux: x_aux(x), row: bytes uint8 [ROW_BYTES]."""
     if kind == Q4_K:
         return dot_q4_k(x, xaux, row)
     if kind == Q6_K:

@@ -218,6 +218,22 @@ def test_moe_experts_match_reference(fmt, T, dispatch, monkeypatch):
                                rtol=0, atol=2e-6 * max(1, np.abs(expected).max()))
 
 
+@pytest.mark.parametrize("dispatch", ["whole experts", "tiles"])
+@pytest.mark.parametrize("T", [1, 5])
+@pytest.mark.parametrize("gate, up, down", [("q4_k", "q6_k", "q6_k"), ("q6_k", "q4_k", "q4_k"), ("q4_k", "q4_k", "q8_0")])
+def test_moe_experts_with_mixed_block_types_match_reference(gate, up, down, T, dispatch, monkeypatch):
+    """As Q4_K_M mixes Q4_K and Q6_K: the one-token dots read what x_aux_rows prepared for the gate's and up's
+    types (and the down's), and with 5 tokens some experts get one token (dotted) and some several (widened)."""
+    monkeypatch.setattr(kernels, "EXPERTS_PER_THREAD", 0 if dispatch == "whole experts" else 10**6)
+    E, K, H, I = 8, 3, 512, 256
+    experts, weights = routing(T, E, K, used=6)
+    x = randn(T, H)
+    g, u, d = weight(gate, E, I, H), weight(up, E, I, H), weight(down, E, H, I)
+    expected = ops.moe_experts(x, experts, weights, g, u, d)
+    np.testing.assert_allclose(kernels.moe_experts(x, experts, weights, g, u, d), expected,
+                               rtol=0, atol=2e-6 * max(1, np.abs(expected).max()))
+
+
 # --- the whole model -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("case", CASES)

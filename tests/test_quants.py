@@ -308,6 +308,17 @@ def test_x_aux_has_the_sums_and_x_in_the_lane_orders_of_q4_k_and_q6_k():
         assert (masked == q.astype(np.int64) << 4 * min(k, 6)).all()
 
 
+def test_x_aux_into_writes_only_the_parts_asked_for():
+    x = np.random.default_rng(12).standard_normal(512).astype(np.float32)
+    full = Q.x_aux(x)
+    for q4, q6 in [(True, False), (False, True), (False, False)]:
+        out = np.full_like(full, np.nan)
+        Q.x_aux_into(x, out, q4, q6)
+        np.testing.assert_array_equal(out[:16], full[:16])                     # the 32-sums, always
+        assert np.array_equal(out[16:528], full[16:528]) if q4 else np.isnan(out[16:528]).all()
+        assert np.array_equal(out[528:], full[528:]) if q6 else np.isnan(out[528:]).all()
+
+
 @pytest.mark.parametrize("kind", [Q.Q4_K, Q.Q6_K], ids=["Q4_K", "Q6_K"])
 def test_the_k_quant_row_dots_check_their_arguments(kind):
     x = np.ones(256, np.float32)
