@@ -291,7 +291,8 @@ def add_model_flags(p) -> None:
     p.add_argument("--quant", help="the GGUF quantization to load (Q4_K_M, Q8_0, ...) from a folder or repo holding "
                                    "several; also written MODEL:QUANT")
     p.add_argument("--backend", choices=["numba", "numpy"], default=None,
-                   help="default: numba for GGUF models, numpy otherwise")
+                   help="default: numba for GGUF models and models of 50M parameters or more (compiled once, "
+                        "then cached on disk), numpy for smaller ones")
 
 
 def build_parser() -> argparse.ArgumentParser:

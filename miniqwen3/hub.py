@@ -79,7 +79,8 @@ def load(name=None, backend: str | None = None, quant: str | None = None):
     `name`: a folder, a Hugging Face repo id, a .gguf file, or "tiny"; None loads the embedded tiny model.
     `quant` picks a GGUF quantization ("Q4_K_M") in a folder or repo holding several; "REPO:Q4_K_M" does too.
     `backend`: "numpy" or "numba"; by default "numba" for GGUF models (the plain-NumPy reference dequantizes
-    whole matrices on every call), "numpy" otherwise."""
+    whole matrices on every call) and for models of 50M parameters or more (`model.default_backend`), "numpy"
+    for smaller ones (the embedded tiny model), which answer at once without waiting on a compile."""
     from .model import Model
     from .gguf_file import find_gguf, load_gguf
     path = find_gguf(name, quant) if name is not None else None
@@ -93,7 +94,7 @@ def load(name=None, backend: str | None = None, quant: str | None = None):
     folder = resolve("tiny" if name is None else name)
     config = Qwen3Config.from_file(folder / "config.json")
     weights = load_weights(config, folder)
-    model = Model(config, weights, backend=backend or "numpy", path=folder)
+    model = Model(config, weights, backend=backend, path=folder)
     if (folder / "tokenizer.json").is_file() or (folder / "vocab.json").is_file():
         from .tokenizer import Tokenizer
         model.tokenizer = Tokenizer.from_file(folder)

@@ -29,6 +29,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
+import time
 
 # Numba's OpenMP threads spin-wait after a parallel region (GNU OpenMP: 300,000 spins by default), and so do
 # OpenBLAS's threads after a BLAS call: on two cores each side's spinning threads take the cores the other side
@@ -40,7 +42,8 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import prange  # noqa: E402
 
-from .quants import Q4_K, Q6_K, row_view, rows_dot, widen_row, x_aux_into, x_aux_size  # noqa: E402
+from .quants import BF16, Q4_K, Q6_K, bf16_as_f32, row_view, rows_dot, widen_row, x_aux_into, x_aux_size  # noqa: E402
+from .weights import float32_to_bf16  # noqa: E402
 
 # Sums may be reordered (that is what lets LLVM vectorise a dot product); inf and nan keep their meaning,
 # which the masked softmax relies on.
@@ -164,9 +167,11 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, q_start: int) -> np.n
     """Causal grouped-query attention, streaming over blocks of KEYS keys with an online softmax:
     per query row keep the running max m, the sum l of exp(score - m) and acc = sum exp(score - m) v; a new
     block with a larger max rescales l and acc by exp(m_old - m_new). Output acc / l.
-    q: [T, NH, D] at positions q_start..q_start+T-1; k, v: [S, NKV, D] (S = q_start + T) -> [T, NH, D]
+    q: [T, NH, D] at positions q_start..q_start+T-1; k, v: [S, NKV, D] (S = q_start + T), fp32 or bf16 bits
+    (uint16: a bf16 KV cache, widened as read) -> [T, NH, D]
     Prefill (T > 1) and decode (T = 1, reading the KV cache) are the same loop."""
-    q, k, v = (np.ascontiguousarray(a, dtype=np.float32) for a in (q, k, v))
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    k, v = (np.ascontiguousarray(a, dtype=a.dtype if a.dtype == np.uint16 else np.float32) for a in (k, v))
     out = np.empty_like(q)
     with threads_for(2 * q.shape[0] * k.shape[0] * q.shape[1] * q.shape[2]):
         attention_blocks(q, k, v, q_start, out)
@@ -242,7 +247,8 @@ def key_block_scores(qs, k, kv, s0, n, keys, p):
     one dot product per key, read straight from the cache."""
     if qs.shape[0] >= MATMUL_ROWS:
         for s in range(n):
-            keys[s] = k[s0 + s, kv]
+            for d in range(keys.shape[1]):
+                keys[s, d] = as_f32(k[s0 + s, kv, d])
         matmul_nt(qs, keys[:n], p, 0)
     else:
         for i in range(qs.shape[0]):
@@ -260,7 +266,7 @@ def add_value_block(p, v, kv, s0, n, values_t, pv, acc):
         for s in range(n):
             value = v[s0 + s, kv]
             for d in range(D):
-                values_t[d, s] = value[d]
+                values_t[d, s] = as_f32(value[d])
         for d in range(D):
             for s in range(n, values_t.shape[1]):
                 values_t[d, s] = 0
@@ -273,7 +279,7 @@ def add_value_block(p, v, kv, s0, n, values_t, pv, acc):
             for s in range(n):
                 value, weight = v[s0 + s, kv], p[i, s]
                 for d in range(D):
-                    acc[i, d] += weight * value[d]
+                    acc[i, d] += weight * as_f32(value[d])
 
 
 # --- mixture of experts --------------------------------------------------------------------------
@@ -420,6 +426,63 @@ def combine_slots(ys, order, weights, out):
                 out[t, j] += wk * ys[row, j]
 
 
+# --- compiling ------------------------------------------------------------------------------------
+
+_warm = False
+
+
+def warm_up(log=sys.stderr) -> None:
+    """Make every kernel a forward pass calls ready, once a process: load it from Numba's disk cache, or compile
+    it when the cache has none for this source and machine (about a minute on 2 cores; `compiled_on_disk`).
+    A compile says so on `log`, with a progress line. Small made-up inputs run every path: one token and
+    BLAS_TOKENS tokens through `linear` and `swiglu`, attention with and without a KV cache (fp32 and bf16),
+    and both dispatches of `moe_experts`. The weights' types need no inputs of their own: a weight reaches
+    the kernels as a type code and bytes, so one compile serves them all."""
+    global _warm
+    if _warm or numba.config.DISABLE_JIT:
+        return
+    cold = not compiled_on_disk()
+    t0 = time.perf_counter()
+    if cold:
+        print(f"miniqwen3: compiling the Numba kernels, once (cached in {linear_tiles._cache._cache_path}):",
+              end="", file=log, flush=True)
+    rng = np.random.default_rng(0)
+    H, I, E, NH, NKV, D = 64, 32, 8, 4, 2, 16
+
+    def normal(*shape):
+        return rng.standard_normal(shape, np.float32)
+    gate, down = float32_to_bf16(normal(E, I, H)), float32_to_bf16(normal(E, H, I))
+    steps = {
+        "linear": lambda T: linear(normal(T, H), gate[0]),
+        "swiglu": lambda T: swiglu(normal(T, H), gate[0], gate[0], down[0]),
+        "attention": lambda T: [attention(normal(T, NH, D), kv, kv, 0)
+                                for kv in (normal(T, NKV, D), float32_to_bf16(normal(T, NKV, D)))],
+        "moe": lambda T: [moe_experts(normal(T, H), rng.integers(0, n, (T, 2)), np.ones((T, 2), np.float32),
+                                      gate, gate, down) for n in (2, E)],
+    }
+    for name, step in steps.items():
+        for T in (1, BLAS_TOKENS):
+            step(T)
+        if cold:
+            print(f" {name}", end="", file=log, flush=True)
+    if cold:
+        print(f", {time.perf_counter() - t0:.0f} s", file=log, flush=True)
+    _warm = True
+
+
+def compiled_on_disk() -> bool:
+    """Whether Numba's disk cache holds compiled code of this source for every kernel called from Python
+    (Numba's index of a function is void when its source file changed)."""
+    for f in (linear_tiles, widen_chunk, silu_times_rows, attention_blocks, group_by_expert, experts_whole,
+              experts_gate_up, experts_down, combine_slots, x_aux_rows):
+        try:
+            if not f._cache._cache_file._load_index():
+                return False
+        except Exception:       # no index file, an unreadable one, or a Numba whose internals moved: compile
+            return False
+    return True
+
+
 # --- building blocks shared by the sections ------------------------------------------------------
 
 def check_width(op: str, w, n: int) -> None:
@@ -448,10 +511,11 @@ def x_aux_rows(x, starts, kind_a, kind_b):
     x: [N, IN], starts: [G + 1] -> [N, x_aux_size(IN)]"""
     out = np.empty((x.shape[0], x_aux_size(x.shape[1])), np.float32)
     q4_k, q6_k = kind_a == Q4_K or kind_b == Q4_K, kind_a == Q6_K or kind_b == Q6_K
+    bf16 = kind_a == BF16 or kind_b == BF16
     for g in range(starts.size - 1):
         if starts[g + 1] - starts[g] < TILE_TOKENS:
             for t in range(starts[g], starts[g + 1]):
-                x_aux_into(x[t], out[t], q4_k, q6_k)
+                x_aux_into(x[t], out[t], q4_k, q6_k, bf16)
     return out
 
 
@@ -517,11 +581,24 @@ def matmul_nt(x, w, y, c0):
 
 @jit
 def dot(a, b):
-    """sum_j a[j] * b[j] in fp32 (vectorised: fastmath lets the sum be split across SIMD lanes)."""
+    """sum_j a[j] * b[j] in fp32 (vectorised: fastmath lets the sum be split across SIMD lanes); b may be bf16
+    bits (a row of a bf16 KV cache)."""
     acc = np.float32(0)
     for j in range(a.size):
-        acc += a[j] * b[j]
+        acc += a[j] * as_f32(b[j])
     return acc
+
+
+def as_f32(value):
+    """One fp32 value, or one bf16 value given as its bits (uint16), as fp32."""
+    return bf16_as_f32(value) if isinstance(value, np.uint16) else np.float32(value)
+
+
+@numba.extending.overload(as_f32)
+def _as_f32_compiled(value):
+    if value == numba.types.uint16:          # chosen when the kernel is compiled: no test at run time
+        return lambda value: bf16_as_f32(value)
+    return lambda value: np.float32(value)
 
 
 @jit

@@ -28,16 +28,38 @@ import numpy as np
 from . import ops
 from .config import Qwen3Config
 from .routing import RouterRecord, RoutingTrace
-from .weights import AttentionWeights, MoEWeights, Weights
+from .sizes import parameter_split, totals
+from .weights import AttentionWeights, MoEWeights, Weights, float32_to_bf16
+
+# From this many parameters on, a model runs the Numba kernels unless told otherwise: Qwen3-0.6B decodes ~10x
+# faster with them, while the embedded tiny model (9M) answers in about a second with NumPy and would wait on
+# the first compile (about a minute on 2 cores, once; then cached on disk).
+NUMBA_FROM_PARAMETERS = 50_000_000
+
+
+def default_backend(config: Qwen3Config) -> str:
+    """"numba" for a model of NUMBA_FROM_PARAMETERS or more, "numpy" below."""
+    return "numba" if totals(parameter_split(config))["total"] >= NUMBA_FROM_PARAMETERS else "numpy"
+
+
+KV_DTYPES = {"fp32": np.float32, "bf16": np.uint16}   # how a KV cache holds its values (bf16 as its bits)
 
 
 @dataclass
 class KVCache:
     """Normed and rotated keys and the values of every layer, for positions 0..length-1.
-    k[i], v[i]: [capacity, NKV, D]; grown by doubling."""
+    k[i], v[i]: [capacity, NKV, D], fp32 or bf16 bits (uint16); grown by doubling.
+    dtype "bf16" halves the bytes a decoded token reads from the cache (at 4096 tokens of context, Qwen3-0.6B's
+    fp32 cache is 0.94 GB, about as much as its bf16 weights); values are rounded to bf16 as they are stored,
+    as a bf16 model in transformers or llama.cpp's default f16 cache round them."""
     k: list[np.ndarray] = field(default_factory=list)
     v: list[np.ndarray] = field(default_factory=list)
     length: int = 0
+    dtype: str = "fp32"
+
+    def __post_init__(self):
+        if self.dtype not in KV_DTYPES:
+            raise ValueError(f"KV cache dtype {self.dtype!r}: expected one of {sorted(KV_DTYPES)}")
 
     def reserve(self, config: Qwen3Config, n: int) -> None:
         """Make room for n positions in total."""
@@ -48,12 +70,19 @@ class KVCache:
         shape = (new, config.num_key_value_heads, config.head_dim)
         for store in (self.k, self.v):
             for i in range(config.num_hidden_layers):
-                grown = np.zeros(shape, dtype=np.float32)
+                grown = np.zeros(shape, dtype=KV_DTYPES[self.dtype])
                 if i < len(store):
                     grown[:capacity] = store[i][:capacity]
                     store[i] = grown
                 else:
                     store.append(grown)
+
+    def store(self, i: int, start: int, k: np.ndarray, v: np.ndarray) -> None:
+        """Keys and values [T, NKV, D] fp32 of positions start..start+T-1 into layer i."""
+        if self.dtype == "bf16":
+            k, v = float32_to_bf16(k), float32_to_bf16(v)
+        self.k[i][start:start + len(k)] = k
+        self.v[i][start:start + len(v)] = v
 
     def truncate(self, n: int) -> None:
         """Forget positions n and later (e.g. to reuse a shared prompt prefix)."""
@@ -102,7 +131,7 @@ class Model:
     """A loaded Qwen3 model: config, weights, RoPE tables, a backend for the hot ops, and the routing overrides
     in force (innermost last)."""
 
-    def __init__(self, config: Qwen3Config, weights: Weights, backend: str = "numpy", path=None):
+    def __init__(self, config: Qwen3Config, weights: Weights, backend: str | None = None, path=None):
         self.config = config
         self.weights = weights
         self.path = path
@@ -110,21 +139,24 @@ class Model:
         self.routing_overrides: list[RoutingOverride] = []
         self.inv_freq, self.attention_factor = ops.rope_frequencies(
             config.head_dim, config.rope_theta, config.rope_scaling)
-        self.set_backend(backend)
+        self.set_backend(backend or default_backend(config))
 
     def set_backend(self, backend: str) -> None:
-        """"numpy" (the plain reference ops) or "numba" (the JIT kernels with the same names)."""
+        """"numpy" (the plain reference ops) or "numba" (the JIT kernels with the same names, made ready here:
+        loaded from Numba's disk cache, or compiled once with a progress line; `kernels.warm_up`)."""
         if backend == "numpy":
             self.ops = ops
         elif backend == "numba":
             from . import kernels
+            kernels.warm_up()
             self.ops = kernels
         else:
             raise ValueError(f"backend {backend!r}: expected 'numpy' or 'numba'")
         self.backend = backend
 
-    def new_cache(self) -> KVCache:
-        return KVCache()
+    def new_cache(self, dtype: str = "fp32") -> KVCache:
+        """An empty KV cache holding fp32 or bf16 values (see `KVCache`)."""
+        return KVCache(dtype=dtype)
 
     def quantize(self, kind: str = "q8_0") -> "Model":
         """Convert the big matrices in place to GGUF's Q8_0 blocks (`quants.quantize_q8_0`: 32 weights of a row
@@ -201,8 +233,7 @@ class Model:
         q, k = ops.apply_rope(q, cos, sin), ops.apply_rope(k, cos, sin)
         record(i, q_rope=q, k_rope=k)
         start = cache.length
-        cache.k[i][start:start + T] = k
-        cache.v[i][start:start + T] = v
+        cache.store(i, start, k, v)
         out = self.ops.attention(q, cache.k[i][:start + T], cache.v[i][:start + T], start)  # [T, NH, D]
         record(i, attention=out)
         out = self.ops.linear(out.reshape(T, c.num_attention_heads * D), a.o_proj)

@@ -162,8 +162,9 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, q_start: int) -> np.n
     """Causal grouped-query attention over the whole score matrix.
 
     q: [T, NH, D] at positions q_start..q_start+T-1; k, v: [S, NKV, D] at positions 0..S-1
-    (S = q_start + T). Query head h reads KV head h // (NH // NKV).
+    (S = q_start + T), fp32 or bf16 bits (a bf16 KV cache). Query head h reads KV head h // (NH // NKV).
     scores = q k^T / sqrt(D) with keys after the query masked, softmax in fp32, times v.  -> [T, NH, D]"""
+    k, v = as_float32(k), as_float32(v)
     T, NH, D = q.shape
     S, NKV, _ = k.shape
     group = NH // NKV

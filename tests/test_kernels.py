@@ -175,6 +175,16 @@ def test_attention_matches_reference(NH, NKV, q_start, T):
                                rtol=2e-6, atol=2e-6)
 
 
+@pytest.mark.parametrize("q_start,T", [(0, 37), (113, 1), (5, 150)])
+def test_attention_reads_a_bf16_kv_cache(q_start, T):
+    # keys and values as bf16 bits (a bf16 KV cache): the same as attention over their fp32 values
+    S, NH, NKV, D = q_start + T, 8, 2, 16
+    q, k, v = randn(T, NH, D, scale=2.0), float32_to_bf16(randn(S, NKV, D, scale=2.0)), float32_to_bf16(randn(S, NKV, D))
+    expected = ops.attention(q, as_float32(k), as_float32(v), q_start)
+    np.testing.assert_allclose(kernels.attention(q, k, v, q_start), expected, rtol=2e-6, atol=2e-6)
+    np.testing.assert_array_equal(ops.attention(q, k, v, q_start), expected)
+
+
 def test_attention_is_causal_and_stable_for_large_scores():
     # scores of +-1000: a naive exp overflows; the online softmax must not. The last key sees all.
     T, NH, NKV, D = 70, 2, 1, 8
@@ -313,3 +323,61 @@ print(json.dumps({{n: [sum(s.cache_hits.values()), sum(s.cache_misses.values())]
     assert {"linear_tiles", "attention_blocks"} <= set(used)
     assert {"experts_whole", "experts_gate_up", "experts_down"} & set(used)     # which depends on the cores
     assert all(misses == 0 for hits, misses in second.values()), second
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_bf16_kv_cache_holds_half_the_bytes_and_moves_the_logits_little(backend):
+    case = FIXTURES / "moe_bf16_keys4x_yarn"
+    model = miniqwen3.load(case, backend=backend)
+    ids = np.load(case / "expected.npz")["ids"]
+    logits, caches = {}, {}
+    for dtype in ("fp32", "bf16"):
+        cache = caches[dtype] = model.new_cache(dtype)
+        logits[dtype] = np.concatenate([model.forward(ids[:9], cache)]
+                                       + [model.forward(ids[t:t + 1], cache) for t in range(9, len(ids))])
+    assert caches["bf16"].k[0].dtype == np.uint16 and caches["bf16"].k[0].nbytes * 2 == caches["fp32"].k[0].nbytes
+    np.testing.assert_array_equal(caches["bf16"].v[0][:len(ids)], float32_to_bf16(caches["fp32"].v[0][:len(ids)]))
+    drift = np.linalg.norm(logits["bf16"] - logits["fp32"]) / np.linalg.norm(logits["fp32"])
+    assert 0 < drift < 1e-2, drift          # keys and values rounded to 8 significant bits
+    if backend == "numba":                  # and the numba kernels read it as the NumPy reference does
+        reference = miniqwen3.load(case, backend="numpy")
+        cache = reference.new_cache("bf16")
+        expected = np.concatenate([reference.forward(ids[:9], cache)]
+                                  + [reference.forward(ids[t:t + 1], cache) for t in range(9, len(ids))])
+        np.testing.assert_allclose(logits["bf16"], expected, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="KV cache dtype"):
+        model.new_cache("int4")
+
+
+def test_the_default_backend_is_numba_from_50m_parameters():
+    from miniqwen3.config import Qwen3Config
+    from miniqwen3.model import NUMBA_FROM_PARAMETERS, default_backend
+    configs = REPO / "miniqwen3" / "configs"
+    assert default_backend(Qwen3Config.from_file(configs / "Qwen3-0.6B.json")) == "numba"
+    assert default_backend(Qwen3Config.from_file(configs / "Qwen3-30B-A3B.json")) == "numba"
+    assert default_backend(Qwen3Config.from_file(REPO / "miniqwen3" / "data" / "tiny" / "config.json")) == "numpy"
+    assert miniqwen3.load(FIXTURES / "dense_gqa4_bf16").backend == "numpy"        # a few thousand parameters
+    assert NUMBA_FROM_PARAMETERS == 50_000_000
+
+
+def test_warm_up_says_when_it_compiles_and_is_quiet_when_the_cache_has_everything(monkeypatch, capsys):
+    import io
+    log = io.StringIO()
+    monkeypatch.setattr(kernels, "_warm", False)
+    monkeypatch.setattr(kernels, "compiled_on_disk", lambda: False)      # as in a fresh install
+    kernels.warm_up(log)
+    said = log.getvalue()
+    assert said.startswith("miniqwen3: compiling the Numba kernels, once (cached in ") and said.count("\n") == 1
+    assert all(name in said for name in ("linear", "swiglu", "attention", "moe"))
+    log = io.StringIO()
+    kernels.warm_up(log)                    # once a process
+    monkeypatch.setattr(kernels, "_warm", False)
+    monkeypatch.undo()
+    assert kernels.compiled_on_disk()       # this process compiled or loaded every kernel: the disk has them
+    assert log.getvalue() == ""
+
+
+def test_an_empty_numba_cache_is_seen_as_cold():
+    out = run_python("from miniqwen3 import kernels; print(kernels.compiled_on_disk())",
+                     NUMBA_CACHE_DIR=str(REPO / "benchmarks" / "out" / "empty-numba-cache"))
+    assert out.strip() == "False"

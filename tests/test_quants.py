@@ -292,8 +292,9 @@ def test_x_aux_has_the_sums_and_x_in_the_lane_orders_of_q4_k_and_q6_k():
     rng = np.random.default_rng(11)
     x = rng.standard_normal(2 * 256).astype(np.float32)
     aux = Q.x_aux(x)
-    assert aux.shape == (2 * 8 + 2 * 2 * 256 + 2 * 16,) and Q.x_aux(x[:96]).shape == (3,)
-    np.testing.assert_allclose(aux[-32:], x.reshape(-1, 16).sum(axis=1), rtol=1e-5, atol=1e-5)   # sums of 16
+    assert aux.shape == (2 * 8 + 2 * 2 * 256 + 2 * 16 + 512,) and Q.x_aux(x[:96]).shape == (3 + 96,)
+    np.testing.assert_allclose(aux[-512 - 32:-512], x.reshape(-1, 16).sum(axis=1), rtol=1e-5, atol=1e-5)  # sums of 16
+    assert np.array_equal(aux[-512:], np.concatenate([x[0::2], x[1::2]]))     # BF16's order, last
     six = aux[16 + 512:16 + 1024].reshape(16, 4, 8)                          # [quarter, j, i]: Q6_K's order
     for quarter, j, i in [(0, 0, 0), (5, 3, 7), (15, 2, 4)]:
         assert six[quarter, j, i] == x[32 * quarter + 4 * i + j] / 256.0 ** j
@@ -311,12 +312,13 @@ def test_x_aux_has_the_sums_and_x_in_the_lane_orders_of_q4_k_and_q6_k():
 def test_x_aux_into_writes_only_the_parts_asked_for():
     x = np.random.default_rng(12).standard_normal(512).astype(np.float32)
     full = Q.x_aux(x)
-    for q4, q6 in [(True, False), (False, True), (False, False)]:
+    for q4, q6, bf16 in [(True, False, False), (False, True, False), (False, False, True), (False, False, False)]:
         out = np.full_like(full, np.nan)
-        Q.x_aux_into(x, out, q4, q6)
+        Q.x_aux_into(x, out, q4, q6, bf16)
         np.testing.assert_array_equal(out[:16], full[:16])                     # the 32-sums, always
         assert np.array_equal(out[16:528], full[16:528]) if q4 else np.isnan(out[16:528]).all()
-        assert np.array_equal(out[528:], full[528:]) if q6 else np.isnan(out[528:]).all()
+        assert np.array_equal(out[528:-512], full[528:-512]) if q6 else np.isnan(out[528:-512]).all()
+        assert np.array_equal(out[-512:], full[-512:]) if bf16 else np.isnan(out[-512:]).all()
 
 
 @pytest.mark.parametrize("kind", [Q.Q4_K, Q.Q6_K], ids=["Q4_K", "Q6_K"])
