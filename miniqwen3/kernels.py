@@ -167,13 +167,14 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, q_start: int) -> np.n
     """Causal grouped-query attention, streaming over blocks of KEYS keys with an online softmax:
     per query row keep the running max m, the sum l of exp(score - m) and acc = sum exp(score - m) v; a new
     block with a larger max rescales l and acc by exp(m_old - m_new). Output acc / l.
-    q: [T, NH, D] at positions q_start..q_start+T-1; k, v: [S, NKV, D] (S = q_start + T), fp32 or bf16 bits
-    (uint16: a bf16 KV cache, widened as read) -> [T, NH, D]
+    q: [T, NH, D] at positions q_start..q_start+T-1; k, v: [NKV, S, D] (KV heads first, as `model.KVCache`
+    holds them; S >= q_start + T, a cache's whole capacity: the positions after q_start + T are not read), fp32
+    or bf16 bits (uint16: a bf16 KV cache, widened as read) -> [T, NH, D]
     Prefill (T > 1) and decode (T = 1, reading the KV cache) are the same loop."""
     q = np.ascontiguousarray(q, dtype=np.float32)
     k, v = (np.ascontiguousarray(a, dtype=a.dtype if a.dtype == np.uint16 else np.float32) for a in (k, v))
     out = np.empty_like(q)
-    with threads_for(2 * q.shape[0] * k.shape[0] * q.shape[1] * q.shape[2]):
+    with threads_for(2 * q.shape[0] * (q_start + q.shape[0]) * q.shape[1] * q.shape[2]):
         attention_blocks(q, k, v, q_start, out)
     return out
 
@@ -181,9 +182,9 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, q_start: int) -> np.n
 @parallel_jit
 def attention_blocks(q, k, v, q_start, out):
     """Causal GQA attention with an online softmax (see `attention`), one task per KV head and run of
-    tokens, tasks spread over the cores.  q: [T, NH, D], k/v: [S, NKV, D] (C-contiguous fp32), out: [T, NH, D]"""
+    tokens, tasks spread over the cores.  q: [T, NH, D], k/v: [NKV, S, D] (C-contiguous), out: [T, NH, D]"""
     T, NH, D = q.shape
-    NKV = k.shape[1]
+    NKV = k.shape[0]
     tokens = max(1, QUERY_ROWS // (NH // NKV))      # tokens per task
     n_runs = (T + tokens - 1) // tokens
     for task in prange(NKV * n_runs):
@@ -196,7 +197,7 @@ def attention_task(q, k, v, q_start, kv, t0, t1, out):
     """Attention of the tokens t0..t1-1 for the query heads that share KV head kv. Its query rows are those
     tokens times those heads, scores against one block of KEYS keys at a time."""
     NH, D = q.shape[1], q.shape[2]
-    group = NH // k.shape[1]
+    group = NH // k.shape[0]
     rows = (t1 - t0) * group                    # row i: token t0 + i // group, head kv * group + i % group
     scale = np.float32(1.0 / math.sqrt(D))
     qs = np.empty((rows, D), np.float32)
@@ -242,29 +243,23 @@ def attention_task(q, k, v, q_start, kv, t0, t1, out):
 
 @jit
 def key_block_scores(qs, k, kv, s0, n, keys, p):
-    """p[i, s] = qs[i] . k[s0 + s, kv] for the n keys of a block.
-    Many query rows: copy the keys into a contiguous block and multiply (`matmul_nt`); a few (decode):
-    one dot product per key, read straight from the cache."""
-    if qs.shape[0] >= MATMUL_ROWS:
-        for s in range(n):
-            for d in range(keys.shape[1]):
-                keys[s, d] = as_f32(k[s0 + s, kv, d])
-        matmul_nt(qs, keys[:n], p, 0)
-    else:
-        for i in range(qs.shape[0]):
-            for s in range(n):
-                p[i, s] = dot(qs[i], k[s0 + s, kv])
+    """p[i, s] = qs[i] . k[kv, s0 + s] for the n keys of a block: widen the keys into a contiguous block (fp32
+    keys: a copy) and multiply (`matmul_nt`, which reads each key once for two query rows)."""
+    for s in range(n):
+        for d in range(keys.shape[1]):
+            keys[s, d] = as_f32(k[kv, s0 + s, d])
+    matmul_nt(qs, keys[:n], p, 0)
 
 
 @jit
 def add_value_block(p, v, kv, s0, n, values_t, pv, acc):
-    """acc[i] += sum_s p[i, s] * v[s0 + s, kv] over the n keys of a block.
+    """acc[i] += sum_s p[i, s] * v[kv, s0 + s] over the n keys of a block.
     Many query rows: transpose the values into `values_t` [D, KEYS] (zero-padded), so that p @ v is a
-    `matmul_nt`; a few (decode): add each value row, scaled, straight from the cache."""
+    `matmul_nt`; a few (decode): widen each value row once into pv[0]... and add it, scaled, to every row."""
     rows, D = acc.shape
     if rows >= MATMUL_ROWS:
         for s in range(n):
-            value = v[s0 + s, kv]
+            value = v[kv, s0 + s]
             for d in range(D):
                 values_t[d, s] = as_f32(value[d])
         for d in range(D):
@@ -275,11 +270,15 @@ def add_value_block(p, v, kv, s0, n, values_t, pv, acc):
             for d in range(D):
                 acc[i, d] += pv[i, d]
     else:
-        for i in range(rows):
-            for s in range(n):
-                value, weight = v[s0 + s, kv], p[i, s]
+        value = values_t[0]
+        for s in range(n):
+            source = v[kv, s0 + s]
+            for d in range(D):
+                value[d] = as_f32(source[d])
+            for i in range(rows):
+                weight = p[i, s]
                 for d in range(D):
-                    acc[i, d] += weight * as_f32(value[d])
+                    acc[i, d] += weight * value[d]
 
 
 # --- mixture of experts --------------------------------------------------------------------------
@@ -456,7 +455,7 @@ def warm_up(log=sys.stderr) -> None:
         "linear": lambda T: linear(normal(T, H), gate[0]),
         "swiglu": lambda T: swiglu(normal(T, H), gate[0], gate[0], down[0]),
         "attention": lambda T: [attention(normal(T, NH, D), kv, kv, 0)
-                                for kv in (normal(T, NKV, D), float32_to_bf16(normal(T, NKV, D)))],
+                                for kv in (normal(NKV, T, D), float32_to_bf16(normal(NKV, T, D)))],
         "moe": lambda T: [moe_experts(normal(T, H), rng.integers(0, n, (T, 2)), np.ones((T, 2), np.float32),
                                       gate, gate, down) for n in (2, E)],
     }

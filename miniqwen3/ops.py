@@ -161,19 +161,19 @@ def rope_decay(head_dim: int, theta: float, distances) -> np.ndarray:
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, q_start: int) -> np.ndarray:
     """Causal grouped-query attention over the whole score matrix.
 
-    q: [T, NH, D] at positions q_start..q_start+T-1; k, v: [S, NKV, D] at positions 0..S-1
-    (S = q_start + T), fp32 or bf16 bits (a bf16 KV cache). Query head h reads KV head h // (NH // NKV).
+    q: [T, NH, D] at positions q_start..q_start+T-1; k, v: [NKV, S, D], KV heads first as a KV cache holds
+    them, fp32 or bf16 bits (a bf16 KV cache), for positions 0..S-1; S >= q_start + T (a cache's whole capacity
+    may be passed: positions from q_start + T on are not read). Query head h reads KV head h // (NH // NKV).
     scores = q k^T / sqrt(D) with keys after the query masked, softmax in fp32, times v.  -> [T, NH, D]"""
-    k, v = as_float32(k), as_float32(v)
     T, NH, D = q.shape
-    S, NKV, _ = k.shape
-    group = NH // NKV
-    kv_head = np.arange(NH) // group
-    scores = np.einsum("thd,hsd->hts", q, k[:, kv_head, :].transpose(1, 0, 2)) * np.float32(D ** -0.5)
+    S = q_start + T
+    k, v = as_float32(k[:, :S]), as_float32(v[:, :S])
+    kv_head = np.arange(NH) // (NH // k.shape[0])
+    scores = np.einsum("thd,hsd->hts", q, k[kv_head]) * np.float32(D ** -0.5)
     future = np.arange(S)[None, :] > (q_start + np.arange(T))[:, None]    # [T, S]
     scores = np.where(future[None], np.float32(-np.inf), scores)
     probs = softmax(scores, axis=-1)                                      # [NH, T, S]
-    return np.einsum("hts,hsd->thd", probs, v[:, kv_head, :].transpose(1, 0, 2)).astype(np.float32)
+    return np.einsum("hts,hsd->thd", probs, v[kv_head]).astype(np.float32)
 
 
 # --- mixture of experts --------------------------------------------------------------------------

@@ -194,8 +194,8 @@ def attention_timing(n_heads: int = 8, n_kv_heads: int = 2, head_dim: int = 64) 
 
     def show(S):
         q = rng.normal(size=(S, n_heads, head_dim)).astype(np.float32)
-        k = rng.normal(size=(S, n_kv_heads, head_dim)).astype(np.float32)
-        v = rng.normal(size=(S, n_kv_heads, head_dim)).astype(np.float32)
+        k = rng.normal(size=(n_kv_heads, S, head_dim)).astype(np.float32)      # KV heads first, as a cache holds them
+        v = rng.normal(size=(n_kv_heads, S, head_dim)).astype(np.float32)
         t_ops = evaluate.best_time(ops.attention, q, k, v, 0)
         t_ker = evaluate.best_time(kernels.attention, q, k, v, 0)
         diff = np.abs(ops.attention(q, k, v, 0) - kernels.attention(q, k, v, 0)).max()

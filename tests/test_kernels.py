@@ -88,7 +88,7 @@ def test_small_work_runs_on_the_calling_thread(monkeypatch):
     # own generator: the other tests' inputs stay as they were
     r = np.random.default_rng(7)
     x, w = r.standard_normal((3, 70), np.float32), float32_to_bf16(r.standard_normal((37, 70), np.float32))
-    q, k, v = (r.standard_normal(shape, np.float32) for shape in [(5, 4, 16), (105, 2, 16), (105, 2, 16)])
+    q, k, v = (r.standard_normal(shape, np.float32) for shape in [(5, 4, 16), (2, 105, 16), (2, 105, 16)])
     experts, gates = np.stack([r.permutation(6)[:2] for _ in range(4)]), r.random((4, 2), dtype=np.float32)
     gate_up = [float32_to_bf16(r.standard_normal((6, 24, 70), np.float32) * np.float32(0.1)) for _ in range(2)]
     down = float32_to_bf16(r.standard_normal((6, 70, 24), np.float32) * np.float32(0.1))
@@ -170,16 +170,27 @@ def test_swiglu_matches_reference(fmt, T):
 def test_attention_matches_reference(NH, NKV, q_start, T):
     # S up to 155 keys: several KEYS=64 blocks and a short last one; decode (T=1) reads a long cache
     S, D = q_start + T, 16
-    q, k, v = randn(T, NH, D, scale=2.0), randn(S, NKV, D, scale=2.0), randn(S, NKV, D)
+    q, k, v = randn(T, NH, D, scale=2.0), randn(NKV, S, D, scale=2.0), randn(NKV, S, D)
     np.testing.assert_allclose(kernels.attention(q, k, v, q_start), ops.attention(q, k, v, q_start),
                                rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("q_start,T", [(0, 37), (113, 1)])
+def test_attention_reads_no_position_after_the_last_query(q_start, T):
+    # a KV cache passes its whole capacity: the rows after position q_start + T - 1 (nan here) are never read
+    S, NH, NKV, D = q_start + T, 4, 2, 16
+    q, k, v = randn(T, NH, D), randn(NKV, S + 70, D), randn(NKV, S + 70, D)
+    expected = ops.attention(q, k[:, :S].copy(), v[:, :S].copy(), q_start)
+    k[:, S:], v[:, S:] = np.nan, np.nan
+    for attention in (ops.attention, kernels.attention):
+        np.testing.assert_allclose(attention(q, k, v, q_start), expected, rtol=2e-6, atol=2e-6)
 
 
 @pytest.mark.parametrize("q_start,T", [(0, 37), (113, 1), (5, 150)])
 def test_attention_reads_a_bf16_kv_cache(q_start, T):
     # keys and values as bf16 bits (a bf16 KV cache): the same as attention over their fp32 values
     S, NH, NKV, D = q_start + T, 8, 2, 16
-    q, k, v = randn(T, NH, D, scale=2.0), float32_to_bf16(randn(S, NKV, D, scale=2.0)), float32_to_bf16(randn(S, NKV, D))
+    q, k, v = randn(T, NH, D, scale=2.0), float32_to_bf16(randn(NKV, S, D, scale=2.0)), float32_to_bf16(randn(NKV, S, D))
     expected = ops.attention(q, as_float32(k), as_float32(v), q_start)
     np.testing.assert_allclose(kernels.attention(q, k, v, q_start), expected, rtol=2e-6, atol=2e-6)
     np.testing.assert_array_equal(ops.attention(q, k, v, q_start), expected)
@@ -188,12 +199,12 @@ def test_attention_reads_a_bf16_kv_cache(q_start, T):
 def test_attention_is_causal_and_stable_for_large_scores():
     # scores of +-1000: a naive exp overflows; the online softmax must not. The last key sees all.
     T, NH, NKV, D = 70, 2, 1, 8
-    q, k, v = randn(T, NH, D, scale=30.0), randn(T, NKV, D, scale=30.0), randn(T, NKV, D)
+    q, k, v = randn(T, NH, D, scale=30.0), randn(NKV, T, D, scale=30.0), randn(NKV, T, D)
     out = kernels.attention(q, k, v, 0)
     assert np.isfinite(out).all()
     # scores near 1000 carry fp32 rounding of ~1e-4 (summation order differs), which exp passes on
     np.testing.assert_allclose(out, ops.attention(q, k, v, 0), rtol=0, atol=1e-3)
-    np.testing.assert_allclose(out[0], np.repeat(v[0], NH, axis=0), atol=1e-6)   # token 0 sees only key 0
+    np.testing.assert_allclose(out[0], np.repeat(v[:, 0], NH, axis=0), atol=1e-6)   # token 0 sees only key 0
 
 
 # --- mixture of experts --------------------------------------------------------------------------
@@ -336,7 +347,7 @@ def test_a_bf16_kv_cache_holds_half_the_bytes_and_moves_the_logits_little(backen
         logits[dtype] = np.concatenate([model.forward(ids[:9], cache)]
                                        + [model.forward(ids[t:t + 1], cache) for t in range(9, len(ids))])
     assert caches["bf16"].k[0].dtype == np.uint16 and caches["bf16"].k[0].nbytes * 2 == caches["fp32"].k[0].nbytes
-    np.testing.assert_array_equal(caches["bf16"].v[0][:len(ids)], float32_to_bf16(caches["fp32"].v[0][:len(ids)]))
+    np.testing.assert_array_equal(caches["bf16"].values(0), float32_to_bf16(caches["fp32"].values(0)))
     drift = np.linalg.norm(logits["bf16"] - logits["fp32"]) / np.linalg.norm(logits["fp32"])
     assert 0 < drift < 1e-2, drift          # keys and values rounded to 8 significant bits
     if backend == "numba":                  # and the numba kernels read it as the NumPy reference does
