@@ -60,10 +60,11 @@ def cpu_info() -> dict:
 
 # --- llama-bench ---------------------------------------------------------------------------------
 
-def run_llama_bench(tool: Path, path: Path, args) -> dict:
-    """llama-bench's prefill and decode tok/s on one file."""
+def run_llama_bench(tool: Path, path: Path, args, depth: int = 0) -> dict:
+    """llama-bench's prefill and decode tok/s on one file; with `depth`, after that many tokens of context
+    (`-d`: llama-bench fills its KV cache with them before it times)."""
     cmd = [str(tool), "-m", str(path), "-p", str(args.prompt), "-n", str(args.decode), "-t", str(args.threads),
-           "-r", str(args.reps), "-o", "json"]
+           "-r", str(args.reps), "-o", "json"] + (["-d", str(depth)] if depth else [])
     load = os.getloadavg()
     t = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
