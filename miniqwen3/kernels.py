@@ -42,6 +42,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import prange  # noqa: E402
 
+from .ops import blas_threads_for  # noqa: E402
 from .quants import BF16, Q4_K, Q6_K, bf16_as_f32, row_view, rows_dot, widen_row, x_aux_into, x_aux_size  # noqa: E402
 from .weights import float32_to_bf16  # noqa: E402
 
@@ -74,7 +75,8 @@ def linear(x: np.ndarray, w) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=np.float32)
     check_width("linear", w, x.shape[1])
     if x.shape[0] >= BLAS_TOKENS and isinstance(w, np.ndarray) and w.dtype == np.float32:
-        return x @ w.T
+        with blas_threads_for(x.shape[0] * w.shape[0] * w.shape[1]):
+            return x @ w.T
     kind, rows = weight_rows(w)
     (T, IN), OUT = x.shape, rows.shape[0]
     out = np.empty((T, OUT), np.float32)
@@ -88,10 +90,11 @@ def linear(x: np.ndarray, w) -> np.ndarray:
         r1 = min(OUT, r0 + n)
         with threads_for((r1 - r0) * IN):
             widen_chunk(kind, rows, r0, r1, chunk)
-        if r1 - r0 == OUT:
-            np.matmul(x, chunk.T, out=out)
-        else:
-            out[:, r0:r1] = x @ chunk[:r1 - r0].T
+        with blas_threads_for(T * (r1 - r0) * IN):
+            if r1 - r0 == OUT:
+                np.matmul(x, chunk.T, out=out)
+            else:
+                out[:, r0:r1] = x @ chunk[:r1 - r0].T
     return out
 
 

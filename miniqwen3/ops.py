@@ -5,6 +5,7 @@ where they are used. Shape letters: see `miniqwen3.config`.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -17,7 +18,40 @@ from .weights import as_float32
 
 def linear(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """x @ w.T, no bias.  x: [T, IN], w: [OUT, IN] (an array, or a `quant.Q8Weight`) -> [T, OUT]"""
-    return x @ as_float32(w).T
+    with blas_threads_for(x.shape[0] * w.shape[0] * w.shape[1]):
+        return x @ as_float32(w).T
+
+
+# A BLAS call shares its work among its threads and waits for the last one. When another process keeps a core
+# busy, that thread waits for a scheduler time slice, on every call: the tiny model's 200-token forward pass
+# took 324 ms with 2 OpenBLAS threads against 100 ms with 1 while another job ran (best of 5, 2 cores). So a
+# call below BLAS_SERIAL_WORK multiply-adds (a few ms on one core) runs on one BLAS thread; larger ones use
+# them all, where waiting for a slice costs little next to the work. OPENBLAS_NUM_THREADS still caps both.
+BLAS_SERIAL_WORK = 2**26
+_blas_libraries = None
+
+
+@contextlib.contextmanager
+def blas_threads_for(work: int):
+    """One BLAS thread for the calls inside when their work (multiply-adds) is below BLAS_SERIAL_WORK."""
+    global _blas_libraries
+    if work >= BLAS_SERIAL_WORK:
+        yield
+        return
+    if _blas_libraries is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _blas_libraries = ThreadpoolController().select(user_api="blas").lib_controllers
+        except ImportError:             # threadpoolctl is a dependency; without it, BLAS keeps its threads
+            _blas_libraries = []
+    threads = [lib.num_threads for lib in _blas_libraries]
+    for lib in _blas_libraries:
+        lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, n in zip(_blas_libraries, threads):
+            lib.set_num_threads(n)
 
 
 def embed(ids: np.ndarray, embed_tokens: np.ndarray) -> np.ndarray:

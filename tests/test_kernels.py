@@ -101,6 +101,18 @@ def test_small_work_runs_on_the_calling_thread(monkeypatch):
         np.testing.assert_allclose(got, getattr(ops, name)(*a), rtol=0, atol=2e-5, err_msg=name)
 
 
+def test_small_blas_calls_run_on_one_blas_thread():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
+    assert blas.lib_controllers, "NumPy's BLAS is not seen by threadpoolctl"
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):   # as on a 2-core machine, whatever this one has
+        with ops.blas_threads_for(ops.BLAS_SERIAL_WORK - 1):
+            assert all(lib.num_threads == 1 for lib in blas.lib_controllers)
+        assert all(lib.num_threads == 2 for lib in blas.lib_controllers)
+        with ops.blas_threads_for(ops.BLAS_SERIAL_WORK):
+            assert all(lib.num_threads == 2 for lib in blas.lib_controllers)
+
+
 # --- linear and SwiGLU ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fmt", FORMATS)
