@@ -404,3 +404,28 @@ def test_an_empty_numba_cache_is_seen_as_cold():
     out = run_python("from miniqwen3 import kernels; print(kernels.compiled_on_disk())",
                      NUMBA_CACHE_DIR=str(REPO / "benchmarks" / "out" / "empty-numba-cache"))
     assert out.strip() == "False"
+
+
+def test_a_read_only_install_caches_the_kernels_in_the_user_cache(tmp_path):
+    # the package on a read-only file system (a read-only bind mount: needs root): Numba cannot write beside the
+    # source, so the compiled kernels go to the user's cache folder ($XDG_CACHE_HOME/numba, ~/.cache/numba)
+    mount = tmp_path / "ro" / "miniqwen3"
+    mount.mkdir(parents=True)
+    made = subprocess.run(["mount", "--bind", str(REPO / "miniqwen3"), str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot bind-mount here ({made.stderr.decode().strip()[:100]})")
+    try:
+        if subprocess.run(["mount", "-o", "remount,ro,bind", str(mount)], capture_output=True).returncode != 0:
+            pytest.skip("cannot remount read-only here")
+        assert not os.access(mount, os.W_OK) or subprocess.run(["touch", str(mount / "x")]).returncode != 0
+        code = ("import miniqwen3, json; from miniqwen3 import kernels; "
+                "print(json.dumps([miniqwen3.__file__, kernels.compiled_on_disk(), kernels.linear_tiles._cache._cache_path]))")
+        result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                                env={**os.environ, "PYTHONPATH": str(tmp_path / "ro"), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+                                     "NUMBA_CACHE_DIR": ""})
+        assert result.returncode == 0, result.stderr[-2000:]
+        where, cached, cache_path = json.loads(result.stdout.strip().splitlines()[-1])
+        assert where.startswith(str(mount)) and not cached
+        assert cache_path.startswith(str(tmp_path / "cache" / "numba")) and Path(cache_path).is_dir()
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
