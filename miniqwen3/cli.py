@@ -199,7 +199,7 @@ def sampling_options(args) -> dict:
 def run_turn(model, messages, args, budget, printer, enable_thinking=None):
     from .generate import stream
     g = stream(model, messages, budget=budget, enable_thinking=enable_thinking, max_new_tokens=args.max_new_tokens,
-               seed=args.seed, **sampling_options(args))
+               seed=args.seed, kv_cache=args.kv_cache, **sampling_options(args))
     for piece in g:
         printer.piece(piece.text, piece.channel)
     printer.end()
@@ -284,6 +284,8 @@ def add_generation_flags(p) -> None:
     p.add_argument("--min-p", type=float)
     p.add_argument("--presence-penalty", type=float)
     p.add_argument("--seed", type=int)
+    p.add_argument("--kv-cache", choices=["fp32", "bf16"], default="fp32",
+                   help="how the KV cache holds keys and values: bf16 halves what a token reads at long context")
     add_model_flags(p)
 
 

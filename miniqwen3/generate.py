@@ -164,7 +164,7 @@ class Generation:
 
     def __init__(self, model, messages, budget=None, enable_thinking=None, max_new_tokens=512, seed=None,
                  sampling: Sampling | None = None, stop_text: str | None = None, tools=None, prefill: str = "",
-                 **overrides):
+                 kv_cache: str = "fp32", **overrides):
         tok = model_tokenizer(model)
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -188,6 +188,7 @@ class Generation:
         self.counter.start(prompt_ends_inside_think=where == "inside", prompt_closed_think=where == "closed")
         self.stop_ids = {i for i in (tok.im_end_id, tok.endoftext_id) if i is not None}
         self.max_new_tokens = max_new_tokens
+        self.kv_cache = kv_cache
         self.rng = np.random.default_rng(seed)
         self.ids: list[int] = []
         self.channels: list[str] = []
@@ -201,7 +202,7 @@ class Generation:
         # the model's vocabulary is padded past the tokenizer's (Qwen3: 151936 vs 151669): never sample the padding
         n_tokens = min(model.config.vocab_size, self.tok.vocab_size)
         seen = np.zeros(n_tokens, dtype=bool)
-        cache = model.new_cache()
+        cache = model.new_cache(self.kv_cache)
         t0 = time.perf_counter()
         logits = model.forward(self.prompt_ids, cache, last_only=True)[0]
         t1 = time.perf_counter()
@@ -267,6 +268,8 @@ def generate(model, messages, budget=None, enable_thinking=None, max_new_tokens=
     it at once with "\n\n</think>\n\n", the template's empty block token for token, so the reply continues as
     under the hard switch (budget_tripped is True when it did). Ignored with enable_thinking=False.
     prefill: text the reply starts with, fed to the model before it generates (not part of the result).
+    kv_cache: "fp32" (default) or "bf16", how the KV cache holds keys and values (`model.KVCache`): bf16 halves
+    the bytes a decoded token reads from it, which matters at long context.
     stop_text: the sentence forced when the budget trips (default `stop_text_for(model)`).
     enable_thinking: None or True (the soft switch, as transformers renders Qwen3's template): the prompt is the
     template as written and the model decides, from the /think or /no_think in the messages, whether to think;

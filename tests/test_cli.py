@@ -112,3 +112,13 @@ def test_generate_with_a_budget_on_the_tiny_model(capsys):
     # with, right after the cut (a real checkpoint gets Qwen's, after "\n\n": tests/test_generate.py)
     assert "ones:6-4" + TINY_STOP_TEXT + "</think>" in out and "9876 - 1234 = " in out
     assert "[think (soft switch):" in err and "16 thinking, budget 16 (tripped)" in err
+
+
+@pytest.mark.skipif(not (Path(miniqwen3.__file__).parent / "data" / "tiny" / "config.json").is_file(),
+                    reason="the embedded tiny model is not in this checkout")
+def test_generate_with_a_bf16_kv_cache_on_the_tiny_model(capsys):
+    assert main(["generate", "What is 457 + 385? /think", "--temperature", "0", "--kv-cache", "bf16"]) == 0
+    out, err = capsys.readouterr()
+    assert "457 + 385 = 842" in out and "[think (soft switch):" in err
+    with pytest.raises(SystemExit):
+        main(["generate", "hi", "--kv-cache", "int4"])

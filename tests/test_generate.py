@@ -101,7 +101,7 @@ class ScriptedModel:
         self.config = SimpleNamespace(vocab_size=vocab_size)
         self.at = 0
 
-    def new_cache(self):
+    def new_cache(self, dtype="fp32"):
         return SimpleNamespace(length=0)
 
     def forward(self, ids, cache, last_only=True):

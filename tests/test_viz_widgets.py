@@ -301,7 +301,7 @@ class ScriptedModel:
         self.config = type("C", (), {"vocab_size": tokenizer.vocab_size})()
         self.path = None
 
-    def new_cache(self):
+    def new_cache(self, dtype="fp32"):
         return None
 
     def forward(self, ids, cache=None, last_only=False):
