@@ -58,7 +58,7 @@ TILE_TOKENS = 2   # from this many tokens on, `project` widens a tile of rows on
 CHUNK_BYTES = 32 * 2**20  # fp32 rows widened per BLAS call: whole matrices, except an output head
 KEYS = 64         # keys per attention block
 QUERY_ROWS = 32   # query rows (tokens x heads sharing a KV head) per attention task
-MATMUL_ROWS = 16  # from this many query rows on, a key block is copied and multiplied (`matmul_nt`)
+MATMUL_ROWS = 16  # from this many query rows on, a value block is transposed and multiplied (`matmul_nt`)
 EXPERTS_PER_THREAD = 2  # from this many chosen experts per core on, each core runs whole experts (`experts_whole`)
 SERIAL_WORK = 2**20  # multiply-adds below which a kernel runs on the calling thread alone (`threads_for`)
 
@@ -258,7 +258,8 @@ def key_block_scores(qs, k, kv, s0, n, keys, p):
 def add_value_block(p, v, kv, s0, n, values_t, pv, acc):
     """acc[i] += sum_s p[i, s] * v[kv, s0 + s] over the n keys of a block.
     Many query rows: transpose the values into `values_t` [D, KEYS] (zero-padded), so that p @ v is a
-    `matmul_nt`; a few (decode): widen each value row once into pv[0]... and add it, scaled, to every row."""
+    `matmul_nt`; a few (decode): widen each value row once (into a row of `values_t`) and add it, scaled, to
+    every query row."""
     rows, D = acc.shape
     if rows >= MATMUL_ROWS:
         for s in range(n):
@@ -435,7 +436,8 @@ _warm = False
 
 def warm_up(log=sys.stderr) -> None:
     """Make every kernel a forward pass calls ready, once a process: load it from Numba's disk cache, or compile
-    it when the cache has none for this source and machine (about a minute on 2 cores; `compiled_on_disk`).
+    it when the cache has none for this source and machine (82-136 s on this project's 2-core machine;
+    `compiled_on_disk`).
     A compile says so on `log`, with a progress line. Small made-up inputs run every path: one token and
     BLAS_TOKENS tokens through `linear` and `swiglu`, attention with and without a KV cache (fp32 and bf16),
     and both dispatches of `moe_experts`. The weights' types need no inputs of their own: a weight reaches
@@ -583,11 +585,10 @@ def matmul_nt(x, w, y, c0):
 
 @jit
 def dot(a, b):
-    """sum_j a[j] * b[j] in fp32 (vectorised: fastmath lets the sum be split across SIMD lanes); b may be bf16
-    bits (a row of a bf16 KV cache)."""
+    """sum_j a[j] * b[j] in fp32 (vectorised: fastmath lets the sum be split across SIMD lanes)."""
     acc = np.float32(0)
     for j in range(a.size):
-        acc += a[j] * as_f32(b[j])
+        acc += a[j] * b[j]
     return acc
 
 
