@@ -16,7 +16,8 @@ weights for both engines (miniqwen3 loads the Q8_0 file itself for its 8-bit fig
 Contenders, each in its own process (so compile caches and peak memory don't leak between them):
   miniqwen3 bf16 (the default path: Numba kernels from 50M parameters on), miniqwen3 q8_0 (the Q8_0 GGUF),
   miniqwen3 numpy bf16 (the reference ops), transformers bf16 / fp32 (torch, same thread count), llama.cpp
-  bf16 / q8_0 (`llama-bench -p PROMPT -n NEW -t THREADS -r 2`). Figures: prefill tok/s (a 512-token prompt,
+  bf16 / q8_0 (`llama-bench -p PROMPT -n 0 -t THREADS -r 2`, then `-p 0 -n NEW -d PROMPT`: decode after the
+  prompt, as miniqwen3's). Figures: prefill tok/s (a 512-token prompt,
   logits of the last position only, as a generation loop needs), decode tok/s (128 fixed tokens after it,
   KV cache), peak resident memory, load and first-call (compile) time. Decode is memory-bound, so it is also
   reported against its limit: the bytes of weights one token reads, divided by the memory bandwidth measured
@@ -285,16 +286,27 @@ def _spawn(spec, cache_dir, timeout):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_llama_cpp(name, dtype, model_name, gguf, args, depth=0):
-    """llama-bench on the GGUF of the same weights; with depth, decode only, after that many tokens."""
+def run_llama_cpp(name, dtype, model_name, gguf, args, context=0):
+    """llama-bench on the GGUF of the same weights, as miniqwen3 is measured: prefill of the prompt, then decode
+    after it (`-d PROMPT`: llama-bench's decode test starts from an empty KV cache unless given a depth). With
+    `context`: decode only, after that many tokens."""
     from bench_gguf import run_llama_bench
     load = os.getloadavg()
     print(f"  {name:30s} (load {load[0]:.2f}) ...", end=" ", flush=True)
-    settings = argparse.Namespace(prompt=0 if depth else args.prompt, decode=args.context_new if depth else args.new,
-                                  threads=THREADS, reps=args.llama_reps, timeout=args.timeout)
-    r = run_llama_bench(args.llama_bench, gguf, settings, depth=depth)
+
+    def bench(prompt, decode, depth):
+        settings = argparse.Namespace(prompt=prompt, decode=decode, threads=THREADS, reps=args.llama_reps,
+                                      timeout=args.timeout)
+        return run_llama_bench(args.llama_bench, gguf, settings, depth=depth)
+    if context:
+        r = bench(0, args.context_new, context)
+    else:
+        r = bench(args.prompt, 0, 0)
+        after = bench(0, args.new, args.prompt)
+        r = {**r, **{k: v for k, v in after.items() if k.startswith("decode") or k == "error"},
+             "decode_command": after.get("command")}
     r.update(contender=name, engine="llama.cpp", dtype=dtype, model=model_name, loadavg_before=load,
-             gguf=str(gguf), context=depth)
+             gguf=str(gguf), context=context)
     if "error" in r:
         print("FAILED")
         return r
@@ -432,7 +444,7 @@ def main():
             for name, engine, kv in LONG_CONTEXT:
                 if engine == "llama.cpp":
                     if ggufs:
-                        results.append(run_llama_cpp(name, "bf16", m, ggufs[(m, "bf16")], args, depth=args.context))
+                        results.append(run_llama_cpp(name, "bf16", m, ggufs[(m, "bf16")], args, context=args.context))
                 else:
                     results.append(run_contender(name, engine, None, "bf16", m, folders[m], args, cache_dir,
                                                  context=args.context, kv=kv))
@@ -559,14 +571,15 @@ def markdown(report) -> str:
                          f"{cell(r, 'decode_tok_s', '{:.2f}')} | | | | | | | {r['loadavg_before'][0]:.1f} |")
             continue
         lines.append(
-            f"| {r['model']} | {r['contender']} ({r.get('backend_used', '?')}) | {r['prefill_tok_s']:.1f} | "
+            f"| {r['model']} | {r['contender']}{' (' + r['backend_used'] + ')' if 'backend_used' in r else ''} | "
+            f"{r['prefill_tok_s']:.1f} | "
             f"{r['decode_tok_s']:.2f} | "
             f"{r['weight_bytes_per_token'] / 1e9:.2f} GB | {r['decode_fraction_of_bound']:.0%} of "
             f"{r['decode_bandwidth_bound_tok_s']:.1f} | {r['peak_rss_GB']:.2f} ({r['peak_rss_GB'] / r['disk_GB']:.2f}) | "
             f"{r['load_s']:.1f} | {r['compile_s']:.1f} | {r['first_call_s']:.2f} | {r['loadavg_before'][0]:.1f} |")
     lines += ["", "miniqwen3's contenders name the backend `miniqwen3.load` picked (no backend argument but the numpy "
               "reference's). q8_0: the Q8_0 GGUF that llama.cpp's converter wrote from the same checkpoint, for both "
-              "engines. llama.cpp: llama-bench, mean of its runs. "
+              "engines. llama.cpp: llama-bench, mean of its runs; its decode after the prompt (`-d PROMPT`), as ours. "
               "Weights read / token: the weight bytes one decoded token reads; the bound is bandwidth / those bytes. "
               "Compile: load and first call in a process with an empty Numba cache, minus the same in the next "
               "process (which loads the kernels from that cache); q8_0: on top of bf16's cache. First call: a 24-token prompt and one token, in the process that measured everything "
