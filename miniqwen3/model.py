@@ -31,9 +31,9 @@ from .routing import RouterRecord, RoutingTrace
 from .sizes import parameter_split, totals
 from .weights import AttentionWeights, MoEWeights, Weights, float32_to_bf16
 
-# From this many parameters on, a model runs the Numba kernels unless told otherwise: Qwen3-0.6B decodes ~10x
-# faster with them, while the embedded tiny model (9M) answers in about a second with NumPy and would wait on
-# the first compile (about a minute on 2 cores, once; then cached on disk).
+# From this many parameters on, a model runs the Numba kernels unless told otherwise: Qwen3-0.6B decodes 7-11x
+# faster with them (benchmarks/results/engine*.md), while the embedded tiny model (9M) answers in about a second
+# with NumPy and would wait on the first compile (about 100 s on 2 cores, once; then cached on disk).
 NUMBA_FROM_PARAMETERS = 50_000_000
 
 
