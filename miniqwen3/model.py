@@ -53,8 +53,8 @@ class KVCache:
     NKV * D values apart, a 4 KiB page for each 512-byte key of Qwen3, and the hardware prefetcher stops at every
     page). `keys(i)` and `values(i)` show them position-first, [length, NKV, D].
     dtype "bf16" halves the bytes a decoded token reads from the cache (at 4096 tokens of context, Qwen3-0.6B's
-    fp32 cache is 0.94 GB, about as much as its bf16 weights); values are rounded to bf16 as they are stored,
-    as a bf16 model in transformers or llama.cpp's default f16 cache round them."""
+    fp32 cache is 0.94 GB, next to 1.19 GB of bf16 weights); values are rounded to bf16 as they are stored (a bf16
+    model in transformers holds them in bf16; llama.cpp's default cache rounds them to f16)."""
     k: list[np.ndarray] = field(default_factory=list)
     v: list[np.ndarray] = field(default_factory=list)
     length: int = 0

@@ -400,9 +400,9 @@ def test_warm_up_says_when_it_compiles_and_is_quiet_when_the_cache_has_everythin
     assert log.getvalue() == ""
 
 
-def test_an_empty_numba_cache_is_seen_as_cold():
+def test_an_empty_numba_cache_is_seen_as_cold(tmp_path):
     out = run_python("from miniqwen3 import kernels; print(kernels.compiled_on_disk())",
-                     NUMBA_CACHE_DIR=str(REPO / "benchmarks" / "out" / "empty-numba-cache"))
+                     NUMBA_CACHE_DIR=str(tmp_path / "empty-numba-cache"))
     assert out.strip() == "False"
 
 
