@@ -19,9 +19,39 @@ from . import ops
 
 # --- the trace -----------------------------------------------------------------------------------
 
+class RouterDataAbsent(LookupError):
+    """A view asked a routing trace for something its source did not record (e.g. router probabilities of a
+    trace read from a serving engine, which returns expert ids only)."""
+
+
+class Absent:
+    """Stands in a `RouterRecord` for a field its source did not record. Any use of it as an array (its shape, an
+    element, arithmetic, `np.asarray`) raises `RouterDataAbsent` with `why`, at the line that asked, instead of
+    a TypeError from deep inside NumPy."""
+
+    def __init__(self, field: str, why: str):
+        self.field, self.why = field, why
+
+    def _raise(self, *args, **kwargs):
+        raise RouterDataAbsent(f"router {self.field} are absent from this trace: {self.why}")
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name in ("field", "why"):
+            raise AttributeError(name)
+        self._raise()
+
+    __array__ = __getitem__ = __len__ = __iter__ = _raise
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _raise
+    __matmul__ = __rmatmul__ = __neg__ = __lt__ = __le__ = __gt__ = __ge__ = _raise
+
+    def __repr__(self):
+        return f"Absent({self.field!r}: {self.why})"
+
+
 @dataclass
 class RouterRecord:
-    """One MoE layer in one forward call."""
+    """One MoE layer in one forward call (or, for a trace read from a serving engine, one request).
+    A field the source did not record is an `Absent`, which raises `RouterDataAbsent` when used."""
     layer: int
     positions: np.ndarray   # [T]
     token_ids: np.ndarray   # [T]
@@ -31,10 +61,25 @@ class RouterRecord:
     weights: np.ndarray     # [T, K] their weights (renormalised when norm_topk_prob)
 
 
+def _concatenate(values):
+    """np.concatenate, or the first Absent when any of the values is one."""
+    absent = [v for v in values if isinstance(v, Absent)]
+    return absent[0] if absent else np.concatenate(values)
+
+
 @dataclass
 class RoutingTrace:
-    """Router records of all MoE layers across forward calls (prefill, then each decoded token)."""
+    """Router records of all MoE layers across forward calls (prefill, then each decoded token).
+    n_experts: the number of experts per layer when the records cannot tell it (a trace of expert ids only);
+    source: where the trace came from (a model's forward passes, or a serving engine's file)."""
     records: list[RouterRecord] = field(default_factory=list)
+    n_experts: int | None = None
+    source: str = "forward passes"
+
+    @property
+    def has_probabilities(self) -> bool:
+        """False for a trace of expert ids only: router logits, probabilities and weights are `Absent`."""
+        return not any(isinstance(r.probs, Absent) for r in self.records)
 
     def record(self, rec: RouterRecord) -> None:
         self.records.append(rec)
@@ -48,7 +93,7 @@ class RoutingTrace:
         recs = [r for r in self.records if r.layer == i]
         if not recs:
             raise KeyError(f"no routing recorded for layer {i} (MoE layers traced: {self.layers})")
-        return RouterRecord(i, *(np.concatenate([getattr(r, f) for r in recs])
+        return RouterRecord(i, *(_concatenate([getattr(r, f) for r in recs])
                                  for f in ("positions", "token_ids", "logits", "probs", "experts", "weights")))
 
     def expert_counts(self, n_experts: int, keep: np.ndarray | None = None) -> np.ndarray:
@@ -63,7 +108,7 @@ class RoutingTrace:
     def expert_load(self, i: int) -> np.ndarray:
         """Fraction of (token, slot) assignments that went to each expert in layer i.  -> [E], sums to 1"""
         r = self.layer(i)
-        return expert_load(r.experts, r.probs.shape[1])
+        return expert_load(r.experts, self.n_experts if self.n_experts is not None else r.probs.shape[1])
 
     def clear(self) -> None:
         self.records.clear()
