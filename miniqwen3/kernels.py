@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 from numba import prange  # noqa: E402
 
 from .ops import blas_threads_for  # noqa: E402
-from .quants import BF16, Q4_K, Q6_K, bf16_as_f32, row_view, rows_dot, widen_row, x_aux_into, x_aux_size  # noqa: E402
+from .quants import BF16, Q4_K, Q6_K, Q8_0, bf16_as_f32, row_view, rows_dot, widen_row, x_aux_into, x_aux_size  # noqa: E402
 from .weights import float32_to_bf16  # noqa: E402
 
 # Sums may be reordered (that is what lets LLVM vectorise a dot product); inf and nan keep their meaning,
@@ -515,11 +515,11 @@ def x_aux_rows(x, starts, kind_a, kind_b):
     x: [N, IN], starts: [G + 1] -> [N, x_aux_size(IN)]"""
     out = np.empty((x.shape[0], x_aux_size(x.shape[1])), np.float32)
     q4_k, q6_k = kind_a == Q4_K or kind_b == Q4_K, kind_a == Q6_K or kind_b == Q6_K
-    bf16 = kind_a == BF16 or kind_b == BF16
+    bf16, q8_0 = kind_a == BF16 or kind_b == BF16, kind_a == Q8_0 or kind_b == Q8_0
     for g in range(starts.size - 1):
         if starts[g + 1] - starts[g] < TILE_TOKENS:
             for t in range(starts[g], starts[g + 1]):
-                x_aux_into(x[t], out[t], q4_k, q6_k, bf16)
+                x_aux_into(x[t], out[t], q4_k, q6_k, bf16, q8_0)
     return out
 
 

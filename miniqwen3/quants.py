@@ -418,19 +418,23 @@ def x_aux(x):
         [IN/32, IN/32 + IN)        x in the order of Q4_K's dot (`q4_k_lane_order`)
         [IN/32 + IN, IN/32 + 2 IN) x in the order of Q6_K's dot (`q6_k_lane_order`)
         [.., + IN/16)              sums of x over each 16 values: Q6_K's offset of -32
-    and when IN is a multiple of 16, last
+    and when IN is a multiple of 16
         [.., + IN)                 x[0::2], then x[1::2]: the order of BF16's dot (`bf16_row_dot`)
+    and when IN is a multiple of 32, last
+        [.., + IN)                 x in the order and scale of Q8_0's dot (`q8_0_lane_order`)
     x: [IN] fp32 -> [x_aux_size(IN)] fp32"""
     out = np.empty(x_aux_size(x.size), np.float32)
-    x_aux_into(x, out, True, True, True)
+    x_aux_into(x, out, True, True, True, True)
     return out
 
 
 @jit
-def x_aux_into(x, out, q4_k_lanes, q6_k_lanes, bf16_lanes=False):
-    """out = x_aux(x), with Q4_K's part only if q4_k_lanes, Q6_K's two only if q6_k_lanes and BF16's only if
-    bf16_lanes (the parts left out are not written: for rows that no dot of that type reads).
-    x: [IN], out: [x_aux_size(IN)]"""
+def x_aux_into(x, out, q4_k_lanes, q6_k_lanes, bf16_lanes=False, q8_0_lanes=False):
+    """out = x_aux(x), with Q4_K's part only if q4_k_lanes, Q6_K's two only if q6_k_lanes, BF16's only if
+    bf16_lanes and Q8_0's only if q8_0_lanes (the parts left out are not written: for rows that no dot of that
+    type reads).  x: [IN], out: [x_aux_size(IN)]"""
+    if q8_0_lanes and x.size % 32 == 0:
+        q8_0_lane_order(x, out[q8_0_lanes_at(x.size):q8_0_lanes_at(x.size) + x.size])
     if bf16_lanes and x.size % 16 == 0:
         half, o = x.size // 2, bf16_lanes_at(x.size)
         for j in range(half):
@@ -458,6 +462,12 @@ def x_aux_into(x, out, q4_k_lanes, q6_k_lanes, bf16_lanes=False):
 @jit
 def x_aux_size(n_in):
     """The length of x_aux(x) for an x of n_in values."""
+    return q8_0_lanes_at(n_in) + (n_in if n_in % 32 == 0 else 0)
+
+
+@jit
+def q8_0_lanes_at(n_in):
+    """Where x in Q8_0's order starts in x_aux(x) (last)."""
     return bf16_lanes_at(n_in) + (n_in if n_in % 16 == 0 else 0)
 
 
@@ -546,39 +556,64 @@ def widen_q8_0(row, out):
 
 
 @jit
-def dot_q8_0(x, row):
-    """x: [IN] fp32, row: uint8 [IN / 32 * 34] -> fp32 (`q8_0_row_dot`)."""
-    return q8_0_row_dot(x, row)
+def q8_0_lane_order(x, out):
+    """x as Q8_0's dot reads it (`_q8_0_row_dot_ir`), which takes a block's 32 int8 weights as 8 lanes of 4
+    bytes and moves byte j of every lane to the top of its lane (shifted up 24 - 8j bits, the bits below
+    masked off), where it converts to q * 2^24, exactly, with its sign; the 2^-24 here cancels that, exactly:
+        out[32 b + 8 j + i] = x[32 b + 4 i + j] * 2^-24
+    x: [IN] fp32, IN a multiple of 32 -> out: [IN]"""
+    scale = np.float32(2.0 ** -24)
+    for b in range(x.size // 32):
+        for j in range(4):
+            for i in range(8):
+                out[32 * b + 8 * j + i] = x[32 * b + 4 * i + j] * scale
 
 
 @jit
-def dot4_q8_0(x, r0, r1, r2, r3, y, c):
+def dot_q8_0(x, xaux, row):
+    """x: [IN] fp32, xaux: x_aux(x), row: uint8 [IN / 32 * 34] -> fp32 (`q8_0_row_dot`), the sizes checked."""
+    if xaux.size != x_aux_size(x.size) or row.size // 34 * 32 != x.size:
+        raise ValueError("dot_q8_0: xaux must be x_aux(x), and the row IN / 32 blocks")
+    return q8_0_row_dot(x, xaux, row)
+
+
+@jit
+def dot4_q8_0(x, xaux, r0, r1, r2, r3, y, c):
     """y[c + i] = x . r_i for i = 0..3: four `dot_q8_0`, one after the other (rows read in order, which the
     hardware prefetcher follows; x stays in L1)."""
-    y[c], y[c + 1] = q8_0_row_dot(x, r0), q8_0_row_dot(x, r1)
-    y[c + 2], y[c + 3] = q8_0_row_dot(x, r2), q8_0_row_dot(x, r3)
+    y[c], y[c + 1] = q8_0_row_dot(x, xaux, r0), q8_0_row_dot(x, xaux, r1)
+    y[c + 2], y[c + 3] = q8_0_row_dot(x, xaux, r2), q8_0_row_dot(x, xaux, r3)
 
 
-def q8_0_row_dot(x, row):
+def q8_0_row_dot(x, xaux, row):
     """x . a row of Q8_0 blocks: sum over blocks of d * (x . q). Plain NumPy here; compiled, LLVM vector IR
-    (`_q8_0_row_dot_ir`: 4 blocks a step, their sums scaled and added as a tree, then the last blocks)."""
+    (`_q8_0_row_dot_ir`: 4 blocks a step, their sums scaled and added as a tree, then the last blocks), which
+    reads x in the lane order that `x_aux` appends."""
     blocks = np.asarray(row).reshape(-1, 34)
     sums = (x.reshape(-1, 32) * blocks[:, 2:].view(np.int8)).sum(axis=1, keepdims=True)   # [B, 1]
     return np.float32((_fp16(blocks[:, 0:2]) * sums).sum())
 
 
 @numba.extending.overload(q8_0_row_dot, jit_options={"fastmath": FASTMATH}, inline="always")
-def _q8_0_row_dot_compiled(x, row):
-    return lambda x, row: _q8_0_row_dot_ir(x, row)
+def _q8_0_row_dot_compiled(x, xaux, row):
+    return lambda x, xaux, row: _q8_0_row_dot_ir(xaux, q8_0_lanes_at(x.size), row)   # unchecked (`dot_q8_0`)
 
+
+# Why lanes: a byte-to-int32 shuffle per 8 weights (vpmovsxbd, on the two of this CPU's four vector pipes that
+# also convert or multiply) held this dot at 9-11 G weights/s on one core, compute-bound even on rows in L1.
+# A shift and a mask per byte position leave each weight where it is, as Q4_K's nibbles: 16-18 G weights/s,
+# 1.55-1.74x (rows of 1024 and 3072, one core, A/B in one process), so that two cores keep up with memory.
 
 @numba.extending.intrinsic
-def _q8_0_row_dot_ir(typingctx, x, row):
-    """`q8_0_row_dot` in LLVM vector IR; x: C-contiguous fp32, row: C-contiguous uint8."""
-    _require_c_arrays("q8_0_row_dot", (x, numba.types.float32), (row, numba.types.uint8))
+def _q8_0_row_dot_ir(typingctx, xaux, lanes_at, row):
+    """`q8_0_row_dot` in LLVM vector IR; xaux: x_aux(x), C-contiguous fp32, with x in Q8_0's lane order from
+    lanes_at on; row: C-contiguous uint8."""
+    _require_c_arrays("q8_0_row_dot", (xaux, numba.types.float32), (row, numba.types.uint8))
 
     def codegen(context, builder, signature, args):
-        (xp, _), (rp, row_bytes) = (_data(context, builder, t, a) for t, a in zip(signature.args, args))
+        (sp, _), (rp, row_bytes) = (_data(context, builder, t, a) for t, a in zip(signature.args[::2], args[::2]))
+        xp = _at(builder, sp, context.cast(builder, args[1], signature.args[1], numba.types.int64))
+        top = _vec(_I32x8, [-(1 << 24)] * 8)                    # 0xFF000000: the top byte of each lane
 
         def blocks(first, count, acc):
             """acc + the scaled sums of `count` blocks from block `first` (an i64 value), added as a tree."""
@@ -587,9 +622,12 @@ def _q8_0_row_dot_ir(typingctx, x, row):
                 b = builder.add(first, llvmlite.ir.Constant(_I64, k))
                 xb = _at(builder, xp, builder.mul(b, llvmlite.ir.Constant(_I64, 32)))
                 rb = _at(builder, rp, builder.mul(b, llvmlite.ir.Constant(_I64, 34)))
-                p = [_fmul(builder, _load(builder, xb, 8 * g, _F32x8, 4),
-                           builder.sitofp(builder.sext(_load(builder, rb, 2 + 8 * g, _I8x8, 1), _I32x8), _F32x8))
-                     for g in range(4)]
+                lanes = _load(builder, rb, 2, _I32x8, 1)
+                p = []
+                for j in range(4):   # byte j of each lane at the top of the lane: q * 2^24
+                    v = lanes if j == 3 else builder.shl(lanes, _vec(_I32x8, [24 - 8 * j] * 8))
+                    v = v if j == 0 else builder.and_(v, top)
+                    p.append(_fmul(builder, _load(builder, xb, 8 * j, _F32x8, 4), builder.sitofp(v, _F32x8)))
                 terms.append(_fmul(builder, _sum_tree(builder, p), _splat(builder, _load_fp16(builder, rb, 0))))
             return _fadd(builder, acc, _sum_tree(builder, terms))
         n_blocks = builder.udiv(row_bytes, llvmlite.ir.Constant(_I64, 34))
@@ -600,7 +638,7 @@ def _q8_0_row_dot_ir(typingctx, x, row):
         acc, = _for_blocks(builder, builder.sub(n_blocks, done), [acc],
                            lambda b, state: [blocks(builder.add(done, b), 1, state[0])])
         return _horizontal_sum(builder, acc)
-    return numba.types.float32(x, row), codegen
+    return numba.types.float32(xaux, lanes_at, row), codegen
 
 
 # Q4_0: 18 bytes | d | qs[16] |  element l: qs[l] & 15, element l + 16: qs[l] >> 4     w = d * (q - 8)
@@ -1317,7 +1355,7 @@ def row_dot(kind, x, xaux, row):
     if kind == Q6_K:
         return dot_q6_k(x, xaux, row)
     if kind == Q8_0:
-        return dot_q8_0(x, row)
+        return dot_q8_0(x, xaux, row)
     if kind == Q5_K:
         return dot_q5_k(x, xaux, row)
     if kind == Q4_0:
@@ -1344,8 +1382,8 @@ def row_dot(kind, x, xaux, row):
 
 @jit
 def rows_dot(kind, x, xaux, w, r0, r1, y, c, scratch=None):
-    """y[c + r - r0] = x . w[r] for the rows r0..r1-1 of w: one type dispatch for all of them. Q4_K, Q6_K and
-    BF16 loop over the rows around their row dot (1.2-1.3x calling `rows_dot4` four rows at a time, whose
+    """y[c + r - r0] = x . w[r] for the rows r0..r1-1 of w: one type dispatch for all of them. Q4_K, Q6_K, Q8_0
+    and BF16 loop over the rows around their row dot (1.2-1.3x calling `rows_dot4` four rows at a time, whose
     arguments cost as much as the branch); the other types go four rows at a time, then one by one.
     x: [IN] fp32, xaux: x_aux(x), w: uint8 [OUT, ROW_BYTES] of type `kind`, y: fp32 [>= c + r1 - r0],
     scratch: as for rows_dot4"""
@@ -1355,6 +1393,9 @@ def rows_dot(kind, x, xaux, w, r0, r1, y, c, scratch=None):
     elif kind == Q6_K:
         for r in range(r0, r1):
             y[c + r - r0] = q6_k_row_dot(x, xaux, w[r])
+    elif kind == Q8_0:
+        for r in range(r0, r1):
+            y[c + r - r0] = q8_0_row_dot(x, xaux, w[r])
     elif kind == BF16 and x.size % 16 == 0:
         half, o = x.size // 2, bf16_lanes_at(x.size)
         x_even, x_odd = xaux[o:o + half], xaux[o + half:o + 2 * half]
@@ -1377,7 +1418,7 @@ def rows_dot4(kind, x, xaux, r0, r1, r2, r3, y, c, scratch=None):
     elif kind == Q6_K:
         dot4_q6_k(x, xaux, r0, r1, r2, r3, y, c)
     elif kind == Q8_0:
-        dot4_q8_0(x, r0, r1, r2, r3, y, c)
+        dot4_q8_0(x, xaux, r0, r1, r2, r3, y, c)
     elif kind == Q5_K:
         dot4_q5_k(x, xaux, r0, r1, r2, r3, y, c, scratch)
     elif kind == Q4_0:

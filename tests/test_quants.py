@@ -13,7 +13,6 @@ from miniqwen3 import quants as Q
 
 BLOCK_KINDS = [Q.Q8_0, Q.Q4_0, Q.Q5_0, Q.Q4_K, Q.Q5_K, Q.Q6_K]
 NAMES = {Q.Q8_0: "q8_0", Q.Q4_0: "q4_0", Q.Q5_0: "q5_0", Q.Q4_K: "q4_k", Q.Q5_K: "q5_k", Q.Q6_K: "q6_k"}
-USES_XSUM = {Q.Q4_0, Q.Q5_0, Q.Q4_K, Q.Q5_K, Q.Q6_K}
 ids = [Q.TYPE_NAMES[k] for k in BLOCK_KINDS]
 
 
@@ -273,14 +272,13 @@ def test_numba_kernels_match_numpy(kind):
     np.testing.assert_allclose(xaux[:IN // 32], x.reshape(-1, 32).sum(axis=1), rtol=1e-5, atol=1e-5)
     name = NAMES[kind]
     widen, dot, dot4 = (getattr(Q, f"{f}_{name}") for f in ("widen", "dot", "dot4"))
-    xargs = (x, xaux) if kind in USES_XSUM else (x,)
     for r in range(OUT):
         out = np.full(IN, np.nan, np.float32)
         widen(rows[r], out)
         np.testing.assert_allclose(out, w[r], rtol=2e-7, atol=2e-7 * np.abs(w[r]).max())
-        assert relative_dot_error(dot(*xargs, rows[r]), w[r], x) < 1e-6
+        assert relative_dot_error(dot(x, xaux, rows[r]), w[r], x) < 1e-6
     y = np.full(OUT + 3, np.nan, np.float32)
-    dot4(*xargs, rows[0], rows[1], rows[2], rows[3], y, 2)
+    dot4(x, xaux, rows[0], rows[1], rows[2], rows[3], y, 2)
     assert np.isnan(y[[0, 1, 6, 7, 8]]).all()                              # only y[2:6] written
     assert relative_dot_error(y[2:6], w[:4], x).max() < 1e-6
 
@@ -292,9 +290,13 @@ def test_x_aux_has_the_sums_and_x_in_the_lane_orders_of_q4_k_and_q6_k():
     rng = np.random.default_rng(11)
     x = rng.standard_normal(2 * 256).astype(np.float32)
     aux = Q.x_aux(x)
-    assert aux.shape == (2 * 8 + 2 * 2 * 256 + 2 * 16 + 512,) and Q.x_aux(x[:96]).shape == (3 + 96,)
-    np.testing.assert_allclose(aux[-512 - 32:-512], x.reshape(-1, 16).sum(axis=1), rtol=1e-5, atol=1e-5)  # sums of 16
-    assert np.array_equal(aux[-512:], np.concatenate([x[0::2], x[1::2]]))     # BF16's order, last
+    assert aux.shape == (2 * 8 + 2 * 2 * 256 + 2 * 16 + 512 + 512,) and Q.x_aux(x[:96]).shape == (3 + 96 + 96,)
+    assert Q.x_aux(x[:48]).shape == (1 + 48,)                                 # 16 | IN, not 32: no Q8_0 part
+    np.testing.assert_allclose(aux[-1024 - 32:-1024], x.reshape(-1, 16).sum(axis=1), rtol=1e-5, atol=1e-5)  # of 16
+    assert np.array_equal(aux[-1024:-512], np.concatenate([x[0::2], x[1::2]]))  # BF16's order
+    eight = aux[-512:].reshape(16, 4, 8)                                      # [b, j, i]: Q8_0's order, last
+    for b, j, i in [(0, 0, 0), (3, 1, 7), (15, 3, 4)]:
+        assert eight[b, j, i] == x[32 * b + 4 * i + j] * 2.0 ** -24
     six = aux[16 + 512:16 + 1024].reshape(16, 4, 8)                          # [quarter, j, i]: Q6_K's order
     for quarter, j, i in [(0, 0, 0), (5, 3, 7), (15, 2, 4)]:
         assert six[quarter, j, i] == x[32 * quarter + 4 * i + j] / 256.0 ** j
@@ -312,13 +314,25 @@ def test_x_aux_has_the_sums_and_x_in_the_lane_orders_of_q4_k_and_q6_k():
 def test_x_aux_into_writes_only_the_parts_asked_for():
     x = np.random.default_rng(12).standard_normal(512).astype(np.float32)
     full = Q.x_aux(x)
-    for q4, q6, bf16 in [(True, False, False), (False, True, False), (False, False, True), (False, False, False)]:
+    for q4, q6, bf16, q8 in [(True, False, False, False), (False, True, False, False), (False, False, True, False),
+                             (False, False, False, True), (False, False, False, False)]:
         out = np.full_like(full, np.nan)
-        Q.x_aux_into(x, out, q4, q6, bf16)
+        Q.x_aux_into(x, out, q4, q6, bf16, q8)
         np.testing.assert_array_equal(out[:16], full[:16])                     # the 32-sums, always
         assert np.array_equal(out[16:528], full[16:528]) if q4 else np.isnan(out[16:528]).all()
-        assert np.array_equal(out[528:-512], full[528:-512]) if q6 else np.isnan(out[528:-512]).all()
-        assert np.array_equal(out[-512:], full[-512:]) if bf16 else np.isnan(out[-512:]).all()
+        assert np.array_equal(out[528:-1024], full[528:-1024]) if q6 else np.isnan(out[528:-1024]).all()
+        assert np.array_equal(out[-1024:-512], full[-1024:-512]) if bf16 else np.isnan(out[-1024:-512]).all()
+        assert np.array_equal(out[-512:], full[-512:]) if q8 else np.isnan(out[-512:]).all()
+
+
+def test_q8_0_lanes_masked_in_place_are_q_times_2_to_the_24():
+    """What Q8_0's compiled dot computes of a lane: byte j shifted to the top (24 - 8j bits up) and masked,
+    read as int32, is q_j * 2^24 with q_j's sign, for every byte value."""
+    q = np.arange(-128, 128, dtype=np.int8).reshape(-1, 4)                   # every value, in each position
+    lanes = q.view("<u4").reshape(-1).astype(np.int64)
+    for j in range(4):
+        top = ((lanes << (24 - 8 * j)) & 0xFF000000).astype(np.uint32).view(np.int32)
+        assert (top == q[:, j].astype(np.int64) << 24).all()
 
 
 @pytest.mark.parametrize("kind", [Q.Q4_K, Q.Q6_K], ids=["Q4_K", "Q6_K"])
