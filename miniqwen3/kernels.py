@@ -27,6 +27,7 @@ quoted here.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import sys
@@ -42,6 +43,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import prange  # noqa: E402
 
+from . import quants  # noqa: E402
 from .ops import blas_threads_for  # noqa: E402
 from .quants import BF16, Q4_K, Q6_K, Q8_0, bf16_as_f32, row_view, rows_dot, widen_row, x_aux_into, x_aux_size  # noqa: E402
 from .weights import float32_to_bf16  # noqa: E402
@@ -629,3 +631,31 @@ def threads_for(work: int):
     finally:
         numba.set_num_threads(threads)
 
+
+
+# --- the disk cache's key ------------------------------------------------------------------------
+
+def source_stamp(paths) -> str:
+    """sha256 of the files' bytes, one after the other."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
+def stamp_caches(modules) -> str:
+    """Key the disk cache of every compiled function of `modules` on all their sources together.
+    Numba keys a function's cache on its own file alone, but the kernels here inline code of quants.py (the row
+    dots, the lane orders of x_aux): after a change to quants.py only (a `git pull` into an editable install),
+    they would load the old compiled code, with the old layouts. Returns the stamp."""
+    stamp = source_stamp([m.__file__ for m in modules])
+    for m in modules:
+        for f in vars(m).values():
+            cache_file = getattr(getattr(f, "_cache", None), "_cache_file", None)
+            if isinstance(f, numba.core.dispatcher.Dispatcher) and cache_file is not None:
+                cache_file._source_stamp = stamp
+    return stamp
+
+
+SOURCE_STAMP = stamp_caches([sys.modules[__name__], quants])

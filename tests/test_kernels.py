@@ -6,6 +6,7 @@ Shapes are small and odd on purpose (rows not a multiple of the tile, keys spann
 nobody chose); every kernel is compiled once per weight format and shared by the tests."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -398,6 +399,27 @@ def test_warm_up_says_when_it_compiles_and_is_quiet_when_the_cache_has_everythin
     monkeypatch.undo()
     assert kernels.compiled_on_disk()       # this process compiled or loaded every kernel: the disk has them
     assert log.getvalue() == ""
+
+
+def test_a_change_to_quants_py_alone_voids_the_kernels_compiled_code(tmp_path):
+    # kernels.py's functions inline quants.py's row dots: Numba alone keys their disk cache on kernels.py only
+    shutil.copytree(REPO / "miniqwen3", tmp_path / "miniqwen3", ignore=shutil.ignore_patterns("__pycache__", "data"))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
+
+    def cached(compile_first):
+        code = ("import numpy as np; from miniqwen3 import kernels; a = np.ones(8, np.float32); "
+                + ("kernels.dot(a, a); " if compile_first else "")
+                + "print(kernels.__file__, bool(kernels.dot._cache._cache_file._load_index()))")
+        done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        where, found = done.stdout.split()[-2:]
+        assert where.startswith(str(tmp_path))
+        return found == "True"
+    assert cached(True) and cached(False)       # compiled, then found by the next process
+    with open(tmp_path / "miniqwen3" / "quants.py", "a") as f:
+        f.write("\n# a change\n")
+    assert not cached(False)
 
 
 def test_an_empty_numba_cache_is_seen_as_cold(tmp_path):
