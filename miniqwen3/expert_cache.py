@@ -132,19 +132,33 @@ def hit_rates(needed, capacities, policies=POLICIES) -> dict:
     return {p: {c: simulate(needed, c, p).hit_rate for c in capacities} for p in policies}
 
 
+def _per_sequence(result: CacheResult, lengths) -> tuple[np.ndarray, np.ndarray]:
+    """Hits and accesses of each sequence (lengths: their steps, in order)."""
+    bounds = np.cumsum([0, *lengths])
+    if bounds[-1] != len(result.hits) or not len(lengths):
+        raise ValueError(f"lengths sum to {bounds[-1]}, the result has {len(result.hits)} steps")
+    return (np.add.reduceat(result.hits, bounds[:-1]),
+            np.add.reduceat(result.hits + result.misses, bounds[:-1]))
+
+
 def hit_rate_interval(result: CacheResult, lengths, rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
     """95% bootstrap interval of the hit rate, resampling whole sequences (lengths: their steps, in order), since
     tokens of one sequence are not independent. The cache state carried from one sequence into the next is kept
     as simulated, so this is the spread over which texts were served, not over cache histories."""
-    bounds = np.cumsum([0, *lengths])
-    if bounds[-1] != len(result.hits):
-        raise ValueError(f"lengths sum to {bounds[-1]}, the result has {len(result.hits)} steps")
-    h = np.add.reduceat(result.hits, bounds[:-1]) if len(lengths) else np.zeros(0)
-    a = np.add.reduceat(result.hits + result.misses, bounds[:-1]) if len(lengths) else np.zeros(0)
-    rng = np.random.default_rng(seed)
-    pick = rng.integers(0, len(h), (rounds, len(h)))
+    h, a = _per_sequence(result, lengths)
+    pick = np.random.default_rng(seed).integers(0, len(h), (rounds, len(h)))
     rates = h[pick].sum(axis=1) / np.maximum(a[pick].sum(axis=1), 1)
     return float(np.quantile(rates, 0.025)), float(np.quantile(rates, 0.975))
+
+
+def hit_rate_difference_interval(first: CacheResult, second: CacheResult, lengths, rounds: int = 2000,
+                                 seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of first.hit_rate - second.hit_rate over the same steps, the same sequences resampled
+    for both (paired)."""
+    (h1, a1), (h2, a2) = _per_sequence(first, lengths), _per_sequence(second, lengths)
+    pick = np.random.default_rng(seed).integers(0, len(h1), (rounds, len(h1)))
+    d = h1[pick].sum(axis=1) / np.maximum(a1[pick].sum(axis=1), 1) - h2[pick].sum(axis=1) / np.maximum(a2[pick].sum(axis=1), 1)
+    return float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))
 
 
 def next_layer_guesses(model, ids, lag: int = 1) -> dict:

@@ -300,6 +300,70 @@ def curves_figure(curves: dict, xlabel: str, ylabel: str = "mean loss (nats)", t
     return fig
 
 
+# --- expert caches and pruning -------------------------------------------------------------------
+
+CACHE_STYLES = {"lru": ("LRU", "C0", "o-"), "lfu": ("LFU", "C1", "s-"), "belady": ("Belady (optimum)", "C2", "^-"),
+                "prefetch": ("LRU + next-layer prefetch", "C3", "D-")}
+
+
+def cache_curves_figure(curves: dict, n_experts: int, mark: int | None = None, intervals: dict | None = None,
+                        title: str = "") -> Figure:
+    """Hit rate against cache size, one panel per MoE layer.  curves: layer -> {policy: {C: rate}};
+    intervals: layer -> {policy: (lo, hi)} at C = mark, drawn as error bars; the dotted line is C / E, what uniform
+    random routing would give any cache that does not see the future."""
+    layers = list(curves)
+    fig = figure(min(3.0 * len(layers), 13), 3.0)
+    axes = fig.subplots(1, len(layers), sharey=True, squeeze=False)[0]
+    for ax, layer in zip(axes, layers):
+        for policy, xy in curves[layer].items():
+            label, color, style = CACHE_STYLES.get(policy, (policy, None, "o-"))
+            ax.plot(list(xy), list(xy.values()), style, color=color, label=label, ms=3, lw=1.1)
+            if mark is not None and intervals and policy in intervals.get(layer, {}):
+                lo, hi = intervals[layer][policy]
+                y = xy.get(mark, (lo + hi) / 2)
+                ax.errorbar([mark], [y], yerr=[[y - lo], [hi - y]], color=color, capsize=3, lw=1)
+        xs = sorted({c for xy in curves[layer].values() for c in xy})
+        ax.plot(xs, [c / n_experts for c in xs], ":", color="gray", lw=1, label="C / E (uniform routing)")
+        if mark is not None:
+            ax.axvline(mark, color="k", lw=0.6, alpha=0.5)
+        ax.set_title(f"layer {layer}", fontsize=9), ax.set_xlabel("cache size C (experts)", fontsize=8)
+        ax.set_ylim(0, 1.02)
+    axes[0].set_ylabel("hit rate")
+    axes[-1].legend(fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def pruning_figure(rows: list[dict], title: str = "") -> Figure:
+    """Quality against memory saved.  rows: {"label", "saved" (share of parameters), "series" (name of the line),
+    "delta" (change in loss), "lo", "hi"} for the left panel, and optionally "exact", "exact_lo", "exact_hi" (reply
+    exactness) for the right one."""
+    fig = figure(10, 3.2)
+    left, right = fig.subplots(1, 2)
+    for name in dict.fromkeys(r["series"] for r in rows):
+        pts = [r for r in rows if r["series"] == name]
+        x = np.array([100 * r["saved"] for r in pts])
+        y = np.array([r["delta"] for r in pts])
+        left.errorbar(x, y, yerr=[y - np.array([r["lo"] for r in pts]), np.array([r["hi"] for r in pts]) - y],
+                      fmt="o-", ms=3, capsize=2, lw=1, label=name)
+        if all("exact" in r for r in pts):
+            e = np.array([100 * r["exact"] for r in pts])
+            right.errorbar(x, e, yerr=[e - 100 * np.array([r["exact_lo"] for r in pts]),
+                                       100 * np.array([r["exact_hi"] for r in pts]) - e],
+                           fmt="o-", ms=3, capsize=2, lw=1, label=name)
+    left.axhline(0, color="k", lw=0.6)
+    left.set_xlabel("parameters removed (% of the model)"), left.set_ylabel("change in loss (nats)")
+    left.legend(fontsize=7)
+    right.set_xlabel("parameters removed (% of the model)"), right.set_ylabel("greedy reply exact (%)")
+    right.set_ylim(-2, 102)
+    if right.lines:
+        right.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
 # --- load balancing ------------------------------------------------------------------------------
 
 def load_bars_figure(load: np.ndarray, title: str = "") -> Figure:

@@ -115,6 +115,41 @@ def drop_experts(model, sequences, loads: dict, max_drop: int | None = None) -> 
                  order=W.Dropdown(options=["most", "least", "random"], value="most", description="which"))
 
 
+def expert_cache(needed: dict, n_experts: int, prefetch: dict | None = None, curves: dict | None = None,
+                 lengths=None) -> W.interactive:
+    """Cache size slider: every layer's hit rate against C (LRU, LFU, Belady, LRU with prefetch), the chosen C
+    marked, with 95% intervals there when the sequence lengths are given (resampling sequences).
+    needed: layer -> [T, K]; prefetch: layer -> [T, K] guesses; curves: precomputed points to start from."""
+    from . import expert_cache as ec
+    K = max(np.asarray(v).shape[1] for v in needed.values())
+    seen = {layer: {p: dict(xy) for p, xy in c.items()} for layer, c in (curves or {}).items()}
+
+    def run(layer, policy, capacity):
+        guess = (prefetch or {}).get(layer) if policy == "prefetch" else None
+        return ec.simulate(needed[layer], capacity, "lru" if policy == "prefetch" else policy, prefetch=guess)
+
+    def show(capacity):
+        intervals, rows = {}, []
+        columns = list(ec.POLICIES) + (["prefetch"] if prefetch else [])
+        for layer in needed:
+            row = {"layer": layer, **{viz.CACHE_STYLES[p][0]: None for p in columns}}   # None: not for this layer
+            for policy in columns:
+                if policy == "prefetch" and prefetch.get(layer) is None:
+                    continue
+                result = run(layer, policy, capacity)
+                seen.setdefault(layer, {}).setdefault(policy, {})[capacity] = result.hit_rate
+                seen[layer][policy] = dict(sorted(seen[layer][policy].items()))
+                if lengths is not None:
+                    intervals.setdefault(layer, {})[policy] = ec.hit_rate_interval(result, lengths)
+                row[viz.CACHE_STYLES[policy][0]] = result.hit_rate
+            rows.append(row)
+        display(viz.table(rows, {k: (lambda v: "" if v is None else f"{v:.3f}") for k in rows[0] if k != "layer"}))
+        return viz.cache_curves_figure(seen, n_experts, capacity, intervals,
+                                       title=f"hit rate with {capacity} of {n_experts} experts cached per layer")
+    return panel(show, check=True, capacity=_slider(W.IntSlider, min(2 * K, n_experts), K, n_experts,
+                                                     description="experts cached per layer C"))
+
+
 # --- load balancing ------------------------------------------------------------------------------
 
 def load_history(steps, loads: dict) -> W.interactive:

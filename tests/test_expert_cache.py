@@ -113,6 +113,13 @@ def test_hit_rate_interval():
     assert ec.hit_rate_interval(ec.simulate(np.array([[0]] * 8), 1, "lru"), [4, 4]) == (0.75, 1.0)
     with pytest.raises(ValueError, match="lengths sum to 5"):
         ec.hit_rate_interval(r, [5])
+    # paired difference: the same resampled sequences for both. With room for 1, alternating 0 and 1 never hit, so
+    # the difference is the first result's own rate on every resample: the same interval as hit_rate_interval's
+    one = ec.simulate(needed, 1, "lru")
+    assert one.hits.sum() == 0
+    assert ec.hit_rate_difference_interval(r, one, [4] * 10) == pytest.approx(ec.hit_rate_interval(r, [4] * 10))
+    lo, hi = ec.hit_rate_difference_interval(r, r, [4] * 10)
+    assert lo == hi == 0.0
 
 
 @pytest.mark.skipif(not TINY.is_file(), reason="the embedded tiny model is not installed")

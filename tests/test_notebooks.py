@@ -63,9 +63,9 @@ def model_cell(nb) -> int | None:
     return None
 
 
-def test_the_six_notebooks_are_there():
+def test_the_notebooks_are_there():
     assert ALL == ["00_quickstart", "01_rope", "02_routing", "03_load_balancing", "04_thinking_budget", "05_kernels",
-                   "06_layer_walkthrough"]
+                   "06_layer_walkthrough", "07_greener_moe"]
 
 
 @pytest.mark.parametrize("name", ALL)

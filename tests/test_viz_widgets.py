@@ -465,3 +465,28 @@ def test_repeat_vs_chance_pools_sequences_without_crossing_them():
     same, chance = routing.repeat_vs_chance([a, b], 2)
     np.testing.assert_allclose(same, [1.0])                 # the 0 -> 1 step between sequences is not a pair
     np.testing.assert_allclose(chance, [(3 / 5) ** 2 + (2 / 5) ** 2])
+
+
+def test_expert_cache_panel_and_figures():
+    """The cache panel (notebook 07's browser-check panel): moving C draws the simulated hit rate at C for every
+    layer and policy; the dotted line is C / E; the pruning figure draws one line per series and panel."""
+    from miniqwen3 import expert_cache
+    rng = np.random.default_rng(0)
+    needed = {i: np.array([rng.choice(8, 2, replace=False) for _ in range(40)]) for i in (0, 1)}
+    prefetch = {1: needed[1]}                                   # perfect guesses for layer 1
+    w = widgets.expert_cache(needed, 8, prefetch, lengths=[20, 20])
+    assert widgets.CHECK in w._dom_classes
+    fig = move(w, 0, 5)
+    lru0 = fig.axes[0].lines[0]                                 # layer 0, LRU: the point at C = 5
+    assert dict(zip(lru0.get_xdata(), lru0.get_ydata()))[5] == expert_cache.simulate(needed[0], 5, "lru").hit_rate
+    labels = [line.get_label() for line in fig.axes[1].lines]
+    assert "LRU + next-layer prefetch" in labels and "LRU + next-layer prefetch" not in \
+        [line.get_label() for line in fig.axes[0].lines]
+    prefetched = fig.axes[1].lines[labels.index("LRU + next-layer prefetch")]
+    assert set(prefetched.get_ydata()) == {1.0}                # perfect guesses never miss
+    uniform = fig.axes[0].lines[[line.get_label() for line in fig.axes[0].lines].index("C / E (uniform routing)")]
+    np.testing.assert_allclose(uniform.get_ydata(), np.asarray(uniform.get_xdata()) / 8)
+    rows = [{"series": s, "saved": x, "delta": d, "lo": d - 0.1, "hi": d + 0.1, "exact": 0.5, "exact_lo": 0.4,
+             "exact_hi": 0.6} for s in ("least", "random") for x, d in ((0.0, 0.0), (0.1, 0.3))]
+    fig = viz.pruning_figure(rows)
+    assert [len(ax.lines) >= 2 for ax in fig.axes] == [True, True]
