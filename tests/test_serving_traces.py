@@ -202,3 +202,27 @@ def test_sglang_dump_errors(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)       # as if torch were not installed
     with pytest.raises(ServingTraceError, match="needs torch: pip install torch"):
         read_sglang_distribution(tmp_path / "d.pt", CONFIG)
+
+
+def test_the_vllm_path_needs_no_torch(tmp_path):
+    """Imported and run with torch made unimportable: vLLM's files read; only SGLang's torch.save dump needs it."""
+    import subprocess
+    path = tmp_path / "resp.json"
+    path.write_text(json.dumps(to_vllm_response(experts(3, 16), experts(2, 17))))
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from miniqwen3.config import shipped_configs\n"
+            "from miniqwen3.serving_traces import read_vllm_response\n"
+            f"t = read_vllm_response({str(path)!r}, shipped_configs()['Qwen3-30B-A3B'])\n"
+            "print(len(t.layer(0).experts), 'torch' in sys.modules and sys.modules['torch'] is not None)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["5", "False"]
+
+
+def test_a_model_trace_keeps_its_probabilities():
+    from miniqwen3 import RoutingTrace
+    from miniqwen3.routing import RouterRecord
+    tr = RoutingTrace()
+    tr.record(RouterRecord(0, np.arange(2), np.arange(2), np.zeros((2, 4)), np.full((2, 4), 0.25),
+                           np.array([[0, 1], [2, 3]]), np.full((2, 2), 0.5)))
+    assert tr.has_probabilities and tr.expert_load(0).tolist() == [0.25] * 4
