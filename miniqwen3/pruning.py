@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import routing
 from .sizes import parameter_split, totals
 
 
@@ -74,14 +75,13 @@ def scores(model, sequences, masks=None) -> Scores:
     loss, exact = [], []
     for n, ids in enumerate(sequences):
         ids = np.asarray(ids)
-        logits = model.logits(ids)[:-1].astype(np.float64)                  # [T-1, V] predicts ids[1:]
-        z = logits - logits.max(axis=1, keepdims=True)
-        nll = np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(ids) - 1), ids[1:]]
+        logits = model.logits(ids)                                           # [T, V]; row t predicts ids[t + 1]
+        nll = routing.next_token_nll(logits, ids)
         keep = np.ones(len(ids) - 1, bool) if masks is None or masks[n] is None else np.asarray(masks[n], bool)[1:]
         if not keep.any():
             raise ValueError(f"sequence {n}: its mask selects no predicted token")
         loss.append(nll[keep].mean())
-        exact.append(bool((logits.argmax(axis=1) == ids[1:])[keep].all()))
+        exact.append(bool((logits[:-1].argmax(axis=1) == ids[1:])[keep].all()))
     return Scores(np.array(loss), np.array(exact))
 
 

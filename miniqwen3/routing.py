@@ -353,14 +353,20 @@ def sequence_losses(model, sequences, masks=None) -> np.ndarray:
     out = []
     for n, ids in enumerate(sequences):
         ids = np.asarray(ids)
-        logits = model.logits(ids)[:-1].astype(np.float64)                           # [T-1, V] predicts ids[1:]
-        z = logits - logits.max(axis=1, keepdims=True)
-        nll = np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(ids) - 1), ids[1:]]
+        nll = next_token_nll(model.logits(ids), ids)
         keep = np.ones(len(ids) - 1, bool) if masks is None else np.asarray(masks[n], bool)[1:]
         if not keep.any():
             raise ValueError(f"sequence {n}: its mask selects no predicted token")
         out.append(nll[keep].mean())
     return np.array(out)
+
+
+def next_token_nll(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Cross-entropy (nats) of each next token: -log softmax(logits[t])[ids[t + 1]], in float64.
+    logits: [T, V] of the sequence ids [T]  -> [T-1]"""
+    z = logits[:-1].astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    return np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(ids) - 1), np.asarray(ids)[1:]]
 
 
 def bootstrap_interval(values, rounds: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
