@@ -60,6 +60,13 @@ def steps(trace: routing.RoutingTrace, layer: int) -> np.ndarray:
     return np.asarray(trace.layer(layer).experts)
 
 
+def batch_steps(trace: routing.RoutingTrace, layer: int) -> list[list[int]]:
+    """One step per record of the layer (a forward call, or a request or forward pass of a serving trace): the
+    union of the experts its tokens need, which must all be in memory for that batch. A cache then needs room for
+    the largest union.  -> a list of expert-id lists (of different lengths)"""
+    return [sorted(set(np.asarray(r.experts).ravel().tolist())) for r in trace.records if r.layer == layer]
+
+
 def uniform_hit_rate(capacity: int, n_experts: int) -> float:
     """The hit rate of any non-clairvoyant cache of C experts when every token's K experts are a uniform random
     choice, independent of the past: C / E."""
@@ -67,14 +74,14 @@ def uniform_hit_rate(capacity: int, n_experts: int) -> float:
 
 
 def simulate(needed, capacity: int, policy: str = "lru", prefetch=None) -> CacheResult:
-    """Run a cache of `capacity` experts over the steps.  needed: [T, K] expert ids (distinct within a row);
-    prefetch: [T, K'] experts loaded before step t (LRU only; None: no prefetching)."""
-    needed = [list(dict.fromkeys(int(e) for e in row)) for row in np.asarray(needed)]
+    """Run a cache of `capacity` experts over the steps.  needed: [T, K] expert ids, or a list of T id lists of any
+    lengths (`batch_steps`); prefetch: [T, K'] experts loaded before step t (LRU only; None: no prefetching)."""
+    needed = [list(dict.fromkeys(int(e) for e in row)) for row in needed]
     if policy not in POLICIES:
         raise ValueError(f"policy {policy!r}: expected one of {POLICIES}")
     K = max((len(s) for s in needed), default=0)
     if capacity < K:
-        raise ValueError(f"capacity {capacity}: a token needs {K} experts in memory at once")
+        raise ValueError(f"capacity {capacity}: a step needs {K} experts in memory at once")
     if prefetch is not None and policy != "lru":
         raise ValueError("prefetching is simulated with LRU evictions only")
     T = len(needed)

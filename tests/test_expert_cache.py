@@ -97,7 +97,7 @@ def test_prefetch_with_perfect_guesses_never_misses():
     assert perfect.prefetched.sum() == plain.misses.sum()          # the same loads, made ahead of time
     wrong = ec.simulate(needed, 4, "lru", prefetch=(needed + 5) % 10)   # guesses that are never right
     assert wrong.hit_rate < plain.hit_rate
-    with pytest.raises(ValueError, match="capacity 1: a token needs 2"):
+    with pytest.raises(ValueError, match="capacity 1: a step needs 2"):
         ec.simulate(needed, 1, "lru")
     with pytest.raises(ValueError, match="LRU evictions only"):
         ec.simulate(needed, 4, "belady", prefetch=needed)
@@ -135,3 +135,19 @@ def test_next_layer_guesses_use_the_right_router_and_input():
     assert sorted(early) == model.config.moe_layers[1:]
     overlap = ec.guess_overlap(early[1], trace.layer(1).experts)
     assert 0.0 <= overlap <= 1.0 and overlap != ec.guess_overlap(own[1], trace.layer(1).experts)
+
+
+def test_batch_steps_need_the_union_of_a_batch():
+    from miniqwen3.routing import RouterRecord, RoutingTrace
+    trace = RoutingTrace(n_experts=6)
+    for experts in ([[0, 1], [1, 2]], [[3, 4]], [[0, 2], [5, 0]]):      # three forward passes of one layer
+        e = np.array(experts)
+        trace.record(RouterRecord(0, np.arange(len(e)), np.arange(len(e)), None, None, e, None))
+    steps = ec.batch_steps(trace, 0)
+    assert steps == [[0, 1, 2], [3, 4], [0, 2, 5]]
+    # room for 4: pass 2 loads 3, then 4 over 0 (0, 1, 2 were used in the same pass; the lower id goes); pass 3 hits
+    # 2, loads 0 over 1 (least recent) and 5 over 3 (3 and 4 tie): 1 hit of 8
+    r = ec.simulate(steps, 4, "lru")
+    assert (r.hits.tolist(), r.misses.tolist()) == ([0, 0, 1], [3, 2, 2])
+    with pytest.raises(ValueError, match="capacity 2: a step needs 3"):
+        ec.simulate(steps, 2, "belady")
