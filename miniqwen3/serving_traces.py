@@ -26,7 +26,8 @@ vLLM, `--enable-return-routed-experts` (`LLM(..., enable_return_routed_experts=T
 SGLang, `--enable-return-routed-experts` (python/sglang/srt/layers/moe/routed_experts_capturer.py at commit
   d4d0fc583717, python/sglang/srt/managers/detokenizer_manager.py `_extract_routed_experts`): the /generate response's
   `meta_info["routed_experts"]` is `base64(tensor.numpy().tobytes())` of the int32 host buffer rows
-  [seq_len - 1, num_hidden_layers, top_k], flat; `read_sglang_response` reshapes it with the model's config.
+  [seq_len - 1, num_hidden_layers, top_k], flat (the capturer file's own `extract_routed_experts_from_meta_info`
+  decodes it with `np.frombuffer(..., dtype=np.int32)`); `read_sglang_response` reshapes it with the model's config.
 SGLang, expert distribution recorder in `per_token` mode (`--expert-distribution-recorder-mode per_token`, dumped by
   /dump_expert_distribution_record; python/sglang/srt/eplb/expert_distribution.py at commit 02295fe5ac5c):
   `torch.save(dict(records=[...], last_physical_to_logical_map=Tensor[num_layers, num_physical_experts]))` into
