@@ -268,11 +268,15 @@ CONTENDERS = [  # (name, engine, backend, dtype); backend None: what miniqwen3.l
     ("transformers bf16", "transformers", None, "bf16"),
     ("transformers fp32", "transformers", None, "fp32"),
 ]
-LONG_CONTEXT = [  # decode after --context tokens, qwen3-0.6b: (name, engine, KV cache)
-    ("miniqwen3 bf16, fp32 KV cache", "miniqwen3", "fp32"),
-    ("miniqwen3 bf16, bf16 KV cache", "miniqwen3", "bf16"),
-    ("llama.cpp bf16, f16 KV cache", "llama.cpp", "f16"),
+LONG_CONTEXT = [  # decode after --context tokens, qwen3-0.6b: (name, engine, KV cache, weights)
+    ("miniqwen3 bf16, fp32 KV cache", "miniqwen3", "fp32", "bf16"),
+    ("miniqwen3 bf16, bf16 KV cache", "miniqwen3", "bf16", "bf16"),
+    ("llama.cpp bf16, f16 KV cache", "llama.cpp", "f16", "bf16"),
 ]
+# the contenders the targets compare run in every round, in turn (the others in the first round only): this
+# machine's speed drifts by 1.3-1.5x within minutes, so each ratio is taken within a round and its median
+# over the rounds reported
+ROUNDS_OF = {"miniqwen3 bf16", "miniqwen3 q8_0", "llama.cpp bf16", "llama.cpp q8_0"}
 
 
 def _spawn(spec, cache_dir, timeout):
@@ -315,10 +319,10 @@ def run_llama_cpp(name, dtype, model_name, gguf, args, context=0):
 
 
 def run_contender(name, engine, backend, dtype, model_name, folder, args, cache_dir, gguf=None, context=0,
-                  kv="fp32"):
-    """One contender in a fresh process. The Numba ones first run once against the (initially empty) cache
-    of this model's run, to measure the compile time; the figures come from a second process, which
-    loads the compiled kernels from that cache, as every later use of the package does."""
+                  kv="fp32", measure_compile=True):
+    """One contender in a fresh process. With measure_compile, the Numba ones first run once against the
+    (initially empty) cache of this model's run, to measure the compile time; the figures come from a second
+    process, which loads the compiled kernels from that cache, as every later use of the package does."""
     slow = backend == "numpy"
     spec = {"engine": engine, "backend": backend, "dtype": dtype, "folder": str(folder), "gguf": gguf and str(gguf),
             "prompt": args.prompt, "new": args.context_new if context else args.new, "context": context, "kv": kv,
@@ -332,7 +336,7 @@ def run_contender(name, engine, backend, dtype, model_name, folder, args, cache_
     t = time.perf_counter()
     try:
         compiled = None
-        if engine == "miniqwen3" and backend != "numpy" and not context:
+        if engine == "miniqwen3" and backend != "numpy" and not context and measure_compile:
             compiled = _spawn({**spec, "compile_only": True}, cache_dir, args.timeout)
         result = _spawn(spec, cache_dir, args.timeout)
     except (RuntimeError, subprocess.TimeoutExpired) as e:
@@ -341,13 +345,35 @@ def run_contender(name, engine, backend, dtype, model_name, folder, args, cache_
     wall = time.perf_counter() - t
     # the kernels compile when the model is made (`kernels.warm_up`), or else at the first call
     result["compile_s"] = (max(0.0, compiled["load_s"] - result["load_s"]) + compiled["first_call_extra_s"]
-                           if compiled else 0.0)
+                           if compiled else 0.0 if measure_compile else None)
     print(f"prefill {result['prefill_tok_s']:7.1f} tok/s, decode {result['decode_tok_s']:6.2f} tok/s, "
-          f"rss {result['peak_rss_GB']:.2f} GB, compile {result['compile_s']:.1f}s, "
+          f"rss {result['peak_rss_GB']:.2f} GB, compile {result['compile_s'] or 0:.1f}s, "
           f"first call {result['first_call_s']:.1f}s ({wall:.0f}s)", flush=True)
     return {"contender": name, "engine": engine, "backend": backend, "dtype": dtype, "model": model_name,
             "context": context, "loadavg_before": load, "loadavg_after": os.getloadavg(), "wall_s": wall, **result,
             "logits_path": spec["logits_path"]}
+
+
+def run_one(name, engine, backend, dtype, m, folder, ggufs, args, cache_dir, raw, bandwidth, long,
+            measure_compile):
+    """One contender on model m (a LONG_CONTEXT one when `long`), or None when it cannot run here."""
+    if long:
+        if engine == "llama.cpp":
+            return run_llama_cpp(name, "bf16", m, ggufs[(m, "bf16")], args, context=args.context) if ggufs else None
+        return run_contender(name, engine, None, "bf16", m, folder, args, cache_dir, context=args.context, kv=backend)
+    if (dtype == "q8_0" or engine == "llama.cpp") and not ggufs:
+        return None
+    if engine == "llama.cpp":
+        return run_llama_cpp(name, dtype, m, ggufs[(m, dtype)], args)
+    gguf = ggufs.get((m, dtype)) if dtype == "q8_0" else None
+    r = run_contender(name, engine, backend, dtype, m, folder, args, cache_dir, gguf=gguf,
+                      measure_compile=measure_compile)
+    r["disk_GB"] = (gguf.stat().st_size if gguf else sum(f.stat().st_size for f in folder.glob("*.safetensors"))) / 1e9
+    r["weight_bytes_per_token"] = weight_bytes_per_token(raw, dtype)
+    if "decode_tok_s" in r:
+        r["decode_bandwidth_bound_tok_s"] = bandwidth["GBps"] * 1e9 / r["weight_bytes_per_token"]
+        r["decode_fraction_of_bound"] = r["decode_tok_s"] / r["decode_bandwidth_bound_tok_s"]
+    return r
 
 
 def wait_for_quiet(limit: float, tries: int, pause: float) -> list:
@@ -390,6 +416,10 @@ def main():
     ap.add_argument("--llama-cpp", type=Path, default=os.environ.get("LLAMA_CPP"),
                     help="llama.cpp source tree with convert_hf_to_gguf.py and build/bin/llama-bench ($LLAMA_CPP)")
     ap.add_argument("--llama-reps", type=int, default=2, help="llama-bench -r")
+    ap.add_argument("--warm", action="store_true",
+                    help="keep the compiled kernels in benchmarks/out/numba-cache between runs (no compile figures)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds of the compared contenders (and the long-context ones), in turn; medians reported")
     ap.add_argument("--context", type=int, default=4096, help="long-context decode after this many tokens (0: none)")
     ap.add_argument("--context-new", type=int, default=32, help="tokens decoded after the long context")
     args = ap.parse_args()
@@ -397,7 +427,7 @@ def main():
         print(json.dumps(worker(json.loads(args.worker))))
         return
     if args.quick:
-        args.prompt, args.new, args.prefill_runs, args.context, args.context_new = 64, 16, 1, 256, 8
+        args.prompt, args.new, args.prefill_runs, args.context, args.context_new, args.rounds = 64, 16, 1, 256, 8, 2
     args.llama_bench = args.llama_cpp and args.llama_cpp / "build" / "bin" / "llama-bench"
     if args.llama_cpp and not (args.llama_bench.is_file() and (args.llama_cpp / "convert_hf_to_gguf.py").is_file()):
         ap.error(f"--llama-cpp {args.llama_cpp}: no build/bin/llama-bench or convert_hf_to_gguf.py there")
@@ -424,31 +454,21 @@ def main():
     wanted = set(args.contenders.split(","))
     for m in models:
         print(f"{m}:", flush=True)
-        cache_dir = Path(tempfile.mkdtemp(prefix="numba-cache-"))   # a cold cache: compile time is measured
-        for name, engine, backend, dtype in CONTENDERS:
-            if name not in wanted or (dtype == "q8_0" or engine == "llama.cpp") and not ggufs:
-                continue
-            if engine == "llama.cpp":
-                results.append(run_llama_cpp(name, dtype, m, ggufs[(m, dtype)], args))
-                continue
-            gguf = ggufs.get((m, dtype)) if dtype == "q8_0" else None
-            r = run_contender(name, engine, backend, dtype, m, folders[m], args, cache_dir, gguf=gguf)
-            r["disk_GB"] = (gguf.stat().st_size if gguf else
-                            sum(f.stat().st_size for f in folders[m].glob("*.safetensors"))) / 1e9
-            r["weight_bytes_per_token"] = weight_bytes_per_token(configs[m], dtype)
-            if "decode_tok_s" in r:
-                r["decode_bandwidth_bound_tok_s"] = bandwidth["GBps"] * 1e9 / r["weight_bytes_per_token"]
-                r["decode_fraction_of_bound"] = r["decode_tok_s"] / r["decode_bandwidth_bound_tok_s"]
-            results.append(r)
-        if m == "qwen3-0.6b" and args.context:
-            for name, engine, kv in LONG_CONTEXT:
-                if engine == "llama.cpp":
-                    if ggufs:
-                        results.append(run_llama_cpp(name, "bf16", m, ggufs[(m, "bf16")], args, context=args.context))
-                else:
-                    results.append(run_contender(name, engine, None, "bf16", m, folders[m], args, cache_dir,
-                                                 context=args.context, kv=kv))
-        shutil.rmtree(cache_dir, ignore_errors=True)
+        # a cold cache, where the compile time is measured; --warm: one kept under benchmarks/out, no compile figure
+        cache_dir = OUT / "numba-cache" if args.warm else Path(tempfile.mkdtemp(prefix="numba-cache-"))
+        for rnd in range(args.rounds):
+            runs = [(c, False) for c in CONTENDERS if c[0] in wanted and (rnd == 0 or c[0] in ROUNDS_OF)]
+            if m == "qwen3-0.6b" and args.context:
+                runs += [(c, True) for c in LONG_CONTEXT]
+            shift = rnd % len(runs)
+            print(f" round {rnd + 1} of {args.rounds}", flush=True)
+            for (name, engine, backend, dtype), long in runs[shift:] + runs[:shift]:   # each round starts elsewhere
+                r = run_one(name, engine, backend, dtype, m, folders[m], ggufs, args, cache_dir, configs[m],
+                            bandwidth, long, measure_compile=rnd == 0 and not args.warm)
+                if r is not None:
+                    results.append({**r, "round": rnd})
+        if not args.warm:
+            shutil.rmtree(cache_dir, ignore_errors=True)
     bandwidth_after = measure_bandwidth(repeats=3)
 
     drifts = {}
@@ -472,6 +492,7 @@ def main():
         "settings": {"prompt": args.prompt, "new": args.new, "prefill_runs": args.prefill_runs,
                      "reference_decode_tokens": args.reference_decode, "threads": THREADS,
                      "context": args.context, "context_new": args.context_new, "llama_reps": args.llama_reps,
+                     "rounds": args.rounds,
                      "OMP_WAIT_POLICY": args.omp_wait_policy or "(unset)"},
         "llama_cpp": str(args.llama_cpp) if args.llama_cpp else None,
         "results": results, "logit_drift": drifts,
@@ -506,39 +527,70 @@ def machine_info() -> dict:
 
 # --- ratios and targets --------------------------------------------------------------------------
 
+def _runs(report, model, contender, key) -> dict:
+    """{round: value} of one contender's figure."""
+    return {r.get("round", 0): r[key] for r in report["results"]
+            if r["model"] == model and r["contender"] == contender and r.get(key) is not None}
+
+
 def _get(report, model, contender, key):
-    for r in report["results"]:
-        if r["model"] == model and r["contender"] == contender and key in r:
-            return r[key]
-    return None
+    """The median over the rounds of one contender's figure (None if it has none)."""
+    values = list(_runs(report, model, contender, key).values())
+    return float(np.median(values)) if values else None
+
+
+def ratios(report, model, a, b, key) -> list:
+    """a's figure over b's, in each round that measured both (the two ran minutes apart, not an hour)."""
+    ra, rb = _runs(report, model, a, key), _runs(report, model, b, key)
+    return [ra[k] / rb[k] for k in sorted(ra) if k in rb]
 
 
 def targets(report) -> list:
-    """The issue's targets, each with the measured value and whether it is met."""
+    """The issue's targets, each with the median of its per-round ratios, their range, and whether it is met."""
     rows = []
 
-    def check(what, value, goal):
-        if value is not None:
-            rows.append({"target": what, "measured": value, "goal": goal, "met": bool(value >= goal)})
-
-    def ratio(a, b):
-        return None if a is None or b is None else a / b
+    def check(what, per_round, goal):
+        if per_round:
+            rows.append({"target": what, "measured": float(np.median(per_round)), "rounds": per_round,
+                         "goal": goal, "met": bool(np.median(per_round) >= goal)})
 
     for m, label in (("qwen3-0.6b", "0.6B"), ("qwen3-30b-a3b-2l", "30B-A3B layers")):
         for d, phase, goal in (("bf16", "decode", 0.85), ("q8_0", "decode", 0.7), ("bf16", "prefill", 0.7)):
-            check(f"{label} {phase} {d}, x llama.cpp {d}", ratio(_get(report, m, f"miniqwen3 {d}", f"{phase}_tok_s"),
-                                                               _get(report, m, f"llama.cpp {d}", f"{phase}_tok_s")), goal)
-    m = "qwen3-0.6b"
+            check(f"{label} {phase} {d}, x llama.cpp {d}",
+                  ratios(report, m, f"miniqwen3 {d}", f"llama.cpp {d}", f"{phase}_tok_s"), goal)
     context = report["settings"].get("context")
     check(f"0.6B decode after {context} tokens, bf16 KV cache x fp32 KV cache",
-          ratio(_get(report, m, "miniqwen3 bf16, bf16 KV cache", "decode_tok_s"),
-                _get(report, m, "miniqwen3 bf16, fp32 KV cache", "decode_tok_s")), 1.3)
+          ratios(report, "qwen3-0.6b", "miniqwen3 bf16, bf16 KV cache", "miniqwen3 bf16, fp32 KV cache",
+                 "decode_tok_s"), 1.3)
     return rows
 
 
+def summary(report) -> list:
+    """One record per (model, contender), in the order first run: the first round's record with prefill and
+    decode replaced by their medians over the rounds, and the number of rounds and the decode range added."""
+    out = {}
+    for r in report["results"]:
+        key = (r["model"], r["contender"])
+        if key in out or "error" in r and any(not ("error" in x) for x in report["results"]
+                                               if (x["model"], x["contender"]) == key):
+            continue
+        rec = dict(r)
+        for k in ("prefill_tok_s", "decode_tok_s"):
+            runs = _runs(report, *key, k)
+            if runs:
+                rec[k], rec[k[:-6] + "_range"] = float(np.median(list(runs.values()))), (min(runs.values()),
+                                                                                           max(runs.values()))
+        rec["rounds"] = len(_runs(report, *key, "decode_tok_s"))
+        if rec.get("decode_bandwidth_bound_tok_s"):
+            rec["decode_fraction_of_bound"] = rec["decode_tok_s"] / rec["decode_bandwidth_bound_tok_s"]
+        out[key] = rec
+    return list(out.values())
+
+
 def markdown(report) -> str:
-    mc = report["machine"]
+    mc, st = report["machine"], report["settings"]
     bw = report["memory_bandwidth"]
+    rounds = st.get("rounds", 1)
     lines = [
         "# Engine benchmark", "",
         f"`{report['command']}` on {report['date']}, {report['duration_s'] / 60:.1f} min.  ",
@@ -549,66 +601,81 @@ def markdown(report) -> str:
         f"({bw['GBps_1_threads']:.1f} on one; {report['memory_bandwidth_after']['GBps']:.1f} at the end).  ",
         f"Load average while waiting to start: {', '.join(f'{x:.2f}' for x in report['loadavg_waited'])}; "
         f"at the end {report['loadavg_end'][0]:.2f} (a 1-minute average: it includes the contenders run just before); "
-        f"OMP_WAIT_POLICY {report['settings']['OMP_WAIT_POLICY']} for every contender.  ",
-        f"Prompt {report['settings']['prompt']} tokens (prefill: best of {report['settings']['prefill_runs']}), "
-        f"then {report['settings']['new']} decoded tokens (the numpy reference: "
-        f"{report['settings']['reference_decode_tokens']}). Random bf16 weights; every contender in its own process.",
+        f"OMP_WAIT_POLICY {st['OMP_WAIT_POLICY']} for every contender.  ",
+        f"Prompt {st['prompt']} tokens (prefill: best of {st['prefill_runs']}), then {st['new']} decoded tokens (the "
+        f"numpy reference: {st['reference_decode_tokens']}). Random bf16 weights; every contender in its own process.  ",
+        f"{rounds} rounds: {', '.join(sorted(ROUNDS_OF))} and the long-context contenders ran once a round, in turn "
+        f"(each round starting with another contender); the others once. Speeds are the median over the rounds, "
+        f"(min-max) beside them; ratios are taken within a round, and their median reported.",
         "",
         "| model | contender | prefill tok/s | decode tok/s | weights read / token | decode / bandwidth bound "
         "| peak RSS GB (x disk) | load s | compile s | first call s | load avg |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
     def cell(r, key, fmt):
         return fmt.format(r[key]) if r.get(key) is not None else "-"
-    for r in report["results"]:
+
+    def speed(r, key, fmt):
+        text = cell(r, key, fmt)
+        spread = r.get(key[:-6] + "_range")
+        if r.get("rounds", 1) > 1 and spread:
+            text += f" ({fmt.format(spread[0])}-{fmt.format(spread[1])})"
+        return text
+    rows = summary(report)
+    for r in rows:
         if r.get("context"):
             continue
         if "error" in r:
             lines.append(f"| {r['model']} | {r['contender']} | failed | | | | | | | | |")
             continue
         if r["engine"] == "llama.cpp":
-            lines.append(f"| {r['model']} | {r['contender']} | {cell(r, 'prefill_tok_s', '{:.1f}')} | "
-                         f"{cell(r, 'decode_tok_s', '{:.2f}')} | | | | | | | {r['loadavg_before'][0]:.1f} |")
+            lines.append(f"| {r['model']} | {r['contender']} | {speed(r, 'prefill_tok_s', '{:.1f}')} | "
+                         f"{speed(r, 'decode_tok_s', '{:.2f}')} | | | | | | | {r['loadavg_before'][0]:.1f} |")
             continue
         lines.append(
             f"| {r['model']} | {r['contender']}{' (' + r['backend_used'] + ')' if 'backend_used' in r else ''} | "
-            f"{r['prefill_tok_s']:.1f} | "
-            f"{r['decode_tok_s']:.2f} | "
+            f"{speed(r, 'prefill_tok_s', '{:.1f}')} | {speed(r, 'decode_tok_s', '{:.2f}')} | "
             f"{r['weight_bytes_per_token'] / 1e9:.2f} GB | {r['decode_fraction_of_bound']:.0%} of "
             f"{r['decode_bandwidth_bound_tok_s']:.1f} | {r['peak_rss_GB']:.2f} ({r['peak_rss_GB'] / r['disk_GB']:.2f}) | "
-            f"{r['load_s']:.1f} | {r['compile_s']:.1f} | {r['first_call_s']:.2f} | {r['loadavg_before'][0]:.1f} |")
+            f"{r['load_s']:.1f} | {cell(r, 'compile_s', '{:.1f}')} | {r['first_call_s']:.2f} | "
+            f"{r['loadavg_before'][0]:.1f} |")
     lines += ["", "miniqwen3's contenders name the backend `miniqwen3.load` picked (no backend argument but the numpy "
               "reference's). q8_0: the Q8_0 GGUF that llama.cpp's converter wrote from the same checkpoint, for both "
               "engines. llama.cpp: llama-bench, mean of its runs; its decode after the prompt (`-d PROMPT`), as ours. "
               "Weights read / token: the weight bytes one decoded token reads; the bound is bandwidth / those bytes. "
-              "Compile: load and first call in a process with an empty Numba cache, minus the same in the next "
-              "process (which loads the kernels from that cache); q8_0: on top of bf16's cache. First call: a 24-token prompt and one token, in the process that measured everything "
-              "else (kernels loaded from the cache)."]
-    lines += ["", "## Ratios (same run)", "", "| model | miniqwen3 vs | prefill | decode |", "|---|---|---:|---:|"]
+              "Compile (first round): load and first call in a process with an empty Numba cache, minus the same in "
+              "the next process (which loads the kernels from that cache); q8_0: on top of bf16's cache. First call: "
+              "a 24-token prompt and one token, in the process that measured everything else (kernels loaded from "
+              "the cache). Peak RSS, load and first call: the first round's."]
+    lines += ["", "## Ratios (within a round; median, and min-max over the rounds)", "",
+              "| model | miniqwen3 vs | prefill | decode |", "|---|---|---:|---:|"]
     for model in dict.fromkeys(r["model"] for r in report["results"]):
         for mine, other in (("miniqwen3 bf16", "llama.cpp bf16"), ("miniqwen3 q8_0", "llama.cpp q8_0"),
                             ("miniqwen3 bf16", "transformers bf16"), ("miniqwen3 bf16", "transformers fp32"),
                             ("miniqwen3 bf16", "miniqwen3 numpy bf16")):
             cells = []
             for phase in ("prefill_tok_s", "decode_tok_s"):
-                a, b = _get(report, model, mine, phase), _get(report, model, other, phase)
-                cells.append(f"{a / b:.2f}x" if a and b else "-")
+                per_round = ratios(report, model, mine, other, phase)
+                cells.append("-" if not per_round else f"{np.median(per_round):.2f}x" + (
+                    f" ({min(per_round):.2f}-{max(per_round):.2f})" if len(per_round) > 1 else ""))
             lines.append(f"| {model} | {mine} vs {other} | {cells[0]} | {cells[1]} |")
-    long = [r for r in report["results"] if r.get("context")]
+    long = [r for r in rows if r.get("context")]
     if long:
-        lines += ["", f"## Decode after {report['settings']['context']} tokens of context (qwen3-0.6b, bf16 weights)",
+        lines += ["", f"## Decode after {st['context']} tokens of context (qwen3-0.6b, bf16 weights)",
                   "", "| contender | prefill of the context, tok/s | decode tok/s | peak RSS GB |", "|---|---:|---:|---:|"]
         for r in long:
             if "error" in r:
                 lines.append(f"| {r['contender']} | failed | | |")
             else:
-                lines.append(f"| {r['contender']} | {cell(r, 'prefill_tok_s', '{:.1f}')} | "
-                             f"{cell(r, 'decode_tok_s', '{:.2f}')} | {cell(r, 'peak_rss_GB', '{:.2f}')} |")
-        lines += ["", f"{report['settings']['context_new']} tokens decoded after the context (llama-bench: `-d "
-                  f"{report['settings']['context']}`, which fills its f16 KV cache before timing).", ""]
-    lines += ["## Targets", "", "| target | measured | goal | met |", "|---|---:|---:|---|"]
+                lines.append(f"| {r['contender']} | {speed(r, 'prefill_tok_s', '{:.1f}')} | "
+                             f"{speed(r, 'decode_tok_s', '{:.2f}')} | {cell(r, 'peak_rss_GB', '{:.2f}')} |")
+        lines += ["", f"{st['context_new']} tokens decoded after the context (llama-bench: `-d "
+                  f"{st['context']}`, which fills its f16 KV cache before timing).", ""]
+    lines += ["## Targets", "", "| target | median ratio | per round | goal | met |", "|---|---:|---|---:|---|"]
     for t in report["targets"]:
-        lines.append(f"| {t['target']} | {t['measured']:.2f} | {t['goal']} | {'yes' if t['met'] else '**no**'} |")
+        lines.append(f"| {t['target']} | {t['measured']:.2f} | {', '.join(f'{x:.2f}' for x in t['rounds'])} | "
+                     f"{t['goal']} | {'yes' if t['met'] else '**no**'} |")
     lines += ["", "## Logit drift (decoded positions, same fixed tokens)", "",
               "| pair | max abs diff | max abs logit | relative rms | top-1 agreement |", "|---|---:|---:|---:|---:|"]
     for k, d in report["logit_drift"].items():

@@ -1399,8 +1399,9 @@ def rows_dot(kind, x, xaux, w, r0, r1, y, c, scratch=None):
     elif kind == BF16 and x.size % 16 == 0:
         half, o = x.size // 2, bf16_lanes_at(x.size)
         x_even, x_odd = xaux[o:o + half], xaux[o + half:o + 2 * half]
+        lanes = w.view(np.uint32)          # once: a view per row cost 10% of an output head's time
         for r in range(r0, r1):
-            y[c + r - r0] = bf16_row_dot(x_even, x_odd, w[r].view(np.uint32))
+            y[c + r - r0] = bf16_row_dot(x_even, x_odd, lanes[r])
     else:
         r4 = r0 + (r1 - r0) // 4 * 4
         for r in range(r0, r4, 4):
