@@ -22,7 +22,7 @@ Contenders, each in its own process (so compile caches and peak memory don't lea
   KV cache), peak resident memory, load and first-call (compile) time. Decode is memory-bound, so it is also
   reported against its limit: the bytes of weights one token reads, divided by the memory bandwidth measured
   in the same run.
-Long context (qwen3-0.6b): decode after --context tokens (4096) with the fp32 and the bf16 KV cache, and
+Long context (qwen3-0.6b): decode after --context tokens (4096) with the fp32, bf16 and q8_0 KV caches, and
 llama-bench's decode at that depth (`-d`, its default f16 KV cache).
 """
 from __future__ import annotations
@@ -271,6 +271,7 @@ CONTENDERS = [  # (name, engine, backend, dtype); backend None: what miniqwen3.l
 LONG_CONTEXT = [  # decode after --context tokens, qwen3-0.6b: (name, engine, KV cache, weights)
     ("miniqwen3 bf16, fp32 KV cache", "miniqwen3", "fp32", "bf16"),
     ("miniqwen3 bf16, bf16 KV cache", "miniqwen3", "bf16", "bf16"),
+    ("miniqwen3 bf16, q8_0 KV cache", "miniqwen3", "q8_0", "bf16"),
     ("llama.cpp bf16, f16 KV cache", "llama.cpp", "f16", "bf16"),
 ]
 # the contenders the targets compare run in every round, in turn (the others in the first round only): this
@@ -421,7 +422,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3,
                     help="rounds of the compared contenders (and the long-context ones), in turn; medians reported")
     ap.add_argument("--context", type=int, default=4096, help="long-context decode after this many tokens (0: none)")
-    ap.add_argument("--context-new", type=int, default=32, help="tokens decoded after the long context")
+    ap.add_argument("--context-new", type=int, default=64, help="tokens decoded after the long context")
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
@@ -475,7 +476,9 @@ def main():
     for m in models:
         by = {r["contender"]: r for r in results if r["model"] == m and "error" not in r}
         pairs = [("miniqwen3 q8_0", "miniqwen3 bf16"), ("miniqwen3 bf16", "transformers fp32"),
-                 ("miniqwen3 bf16", "miniqwen3 numpy bf16"), ("transformers bf16", "transformers fp32")]
+                 ("miniqwen3 bf16", "miniqwen3 numpy bf16"), ("transformers bf16", "transformers fp32"),
+                 ("miniqwen3 bf16, bf16 KV cache", "miniqwen3 bf16, fp32 KV cache"),
+                 ("miniqwen3 bf16, q8_0 KV cache", "miniqwen3 bf16, fp32 KV cache")]
         for a, b in pairs:
             if a in by and b in by:
                 drifts[f"{m}: {a} vs {b}"] = drift(by[a]["logits_path"], by[b]["logits_path"])
@@ -552,16 +555,19 @@ def targets(report) -> list:
     def check(what, per_round, goal):
         if per_round:
             rows.append({"target": what, "measured": float(np.median(per_round)), "rounds": per_round,
-                         "goal": goal, "met": bool(np.median(per_round) >= goal)})
+                         "goal": goal, "met": None if goal is None else bool(np.median(per_round) >= goal)})
 
     for m, label in (("qwen3-0.6b", "0.6B"), ("qwen3-30b-a3b-2l", "30B-A3B layers")):
         for d, phase, goal in (("bf16", "decode", 0.85), ("q8_0", "decode", 0.7), ("bf16", "prefill", 0.7)):
             check(f"{label} {phase} {d}, x llama.cpp {d}",
                   ratios(report, m, f"miniqwen3 {d}", f"llama.cpp {d}", f"{phase}_tok_s"), goal)
+    # the smaller KV caches against the fp32 one. By bytes alone (1.19 GB of weights, 0.94 GB of fp32 cache at
+    # 4096 tokens) bf16 could give at most 1.28x and q8_0 1.48x: the goal is q8_0's; bf16's row has none
     context = report["settings"].get("context")
-    check(f"0.6B decode after {context} tokens, bf16 KV cache x fp32 KV cache",
-          ratios(report, "qwen3-0.6b", "miniqwen3 bf16, bf16 KV cache", "miniqwen3 bf16, fp32 KV cache",
-                 "decode_tok_s"), 1.3)
+    for kv, goal in (("q8_0", 1.3), ("bf16", None)):
+        check(f"0.6B decode after {context} tokens, {kv} KV cache x fp32 KV cache",
+              ratios(report, "qwen3-0.6b", f"miniqwen3 bf16, {kv} KV cache", "miniqwen3 bf16, fp32 KV cache",
+                     "decode_tok_s"), goal)
     return rows
 
 
@@ -675,7 +681,7 @@ def markdown(report) -> str:
     lines += ["## Targets", "", "| target | median ratio | per round | goal | met |", "|---|---:|---|---:|---|"]
     for t in report["targets"]:
         lines.append(f"| {t['target']} | {t['measured']:.2f} | {', '.join(f'{x:.2f}' for x in t['rounds'])} | "
-                     f"{t['goal']} | {'yes' if t['met'] else '**no**'} |")
+                     f"{t['goal'] or '-'} | {'-' if t['met'] is None else 'yes' if t['met'] else '**no**'} |")
     lines += ["", "## Logit drift (decoded positions, same fixed tokens)", "",
               "| pair | max abs diff | max abs logit | relative rms | top-1 agreement |", "|---|---:|---:|---:|---:|"]
     for k, d in report["logit_drift"].items():

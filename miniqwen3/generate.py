@@ -268,8 +268,8 @@ def generate(model, messages, budget=None, enable_thinking=None, max_new_tokens=
     it at once with "\n\n</think>\n\n", the template's empty block token for token, so the reply continues as
     under the hard switch (budget_tripped is True when it did). Ignored with enable_thinking=False.
     prefill: text the reply starts with, fed to the model before it generates (not part of the result).
-    kv_cache: "fp32" (default) or "bf16", how the KV cache holds keys and values (`model.KVCache`): bf16 halves
-    the bytes a decoded token reads from it, which matters at long context.
+    kv_cache: "fp32" (default), "bf16" or "q8_0", how the KV cache holds keys and values (`model.KVCache`): bf16
+    halves the bytes a decoded token reads from it, q8_0 (Q8_0 blocks) takes 0.27x, which matters at long context.
     stop_text: the sentence forced when the budget trips (default `stop_text_for(model)`).
     enable_thinking: None or True (the soft switch, as transformers renders Qwen3's template): the prompt is the
     template as written and the model decides, from the /think or /no_think in the messages, whether to think;

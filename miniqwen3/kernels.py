@@ -44,8 +44,9 @@ import numpy as np  # noqa: E402
 from numba import prange  # noqa: E402
 
 from . import quants  # noqa: E402
-from .ops import blas_threads_for  # noqa: E402
-from .quants import BF16, Q4_K, Q6_K, Q8_0, bf16_as_f32, row_view, rows_dot, widen_row, x_aux_into, x_aux_size  # noqa: E402
+from .ops import blas_threads_for, kv_as_float32  # noqa: E402
+from .quants import (BF16, Q4_K, Q6_K, Q8_0, bf16_as_f32, row_view, rows_dot, widen_q8_0, widen_row,  # noqa: E402
+                     x_aux_into, x_aux_size)
 from .weights import float32_to_bf16  # noqa: E402
 
 # Sums may be reordered (that is what lets LLVM vectorise a dot product); inf and nan keep their meaning,
@@ -178,10 +179,11 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, q_start: int) -> np.n
     block with a larger max rescales l and acc by exp(m_old - m_new). Output acc / l.
     q: [T, NH, D] at positions q_start..q_start+T-1; k, v: [NKV, S, D] (KV heads first, as `model.KVCache`
     holds them; S >= q_start + T, a cache's whole capacity: the positions after q_start + T are not read), fp32
-    or bf16 bits (uint16: a bf16 KV cache, widened as read) -> [T, NH, D]
+    or bf16 bits (uint16: a bf16 KV cache), or rows of Q8_0 blocks (uint8 [NKV, S, D / 32 * 34]: a q8_0 KV
+    cache), widened a block of keys at a time as read -> [T, NH, D]
     Prefill (T > 1) and decode (T = 1, reading the KV cache) are the same loop."""
     q = np.ascontiguousarray(q, dtype=np.float32)
-    k, v = (np.ascontiguousarray(a, dtype=a.dtype if a.dtype == np.uint16 else np.float32) for a in (k, v))
+    k, v = (np.ascontiguousarray(a, dtype=a.dtype if a.dtype in (np.uint16, np.uint8) else np.float32) for a in (k, v))
     out = np.empty_like(q)
     with threads_for(2 * q.shape[0] * (q_start + q.shape[0]) * q.shape[1] * q.shape[2]):
         attention_blocks(q, k, v, q_start, out)
@@ -252,12 +254,27 @@ def attention_task(q, k, v, q_start, kv, t0, t1, out):
 
 @jit
 def key_block_scores(qs, k, kv, s0, n, keys, p):
-    """p[i, s] = qs[i] . k[kv, s0 + s] for the n keys of a block: widen the keys into a contiguous block (fp32
-    keys: a copy) and multiply (`matmul_nt`, which reads each key once for two query rows)."""
-    for s in range(n):
-        for d in range(keys.shape[1]):
-            keys[s, d] = as_f32(k[kv, s0 + s, d])
-    matmul_nt(qs, keys[:n], p, 0)
+    """p[i, s] = qs[i] . k[kv, s0 + s] for the n keys of a block: the keys as a contiguous fp32 block (fp32 keys
+    are one already; bf16 and q8_0 ones are widened into `keys`), multiplied by `matmul_nt`, which reads each key
+    once for two query rows."""
+    matmul_nt(qs, key_block(k, kv, s0, n, keys), p, 0)
+
+
+def key_block(k, kv, s0, n, keys):
+    """Keys s0..s0+n-1 of KV head kv as fp32 [n, D]: a view of k when it is fp32, else widened into keys."""
+    return kv_as_float32(k[kv, s0:s0 + n])
+
+
+@numba.extending.overload(key_block)
+def _key_block_compiled(k, kv, s0, n, keys):
+    if k.dtype == numba.types.float32:      # chosen when the kernel is compiled: no copy, no test at run time
+        return lambda k, kv, s0, n, keys: k[kv, s0:s0 + n]
+
+    def widen(k, kv, s0, n, keys):
+        for s in range(n):
+            widen_kv_row(k[kv, s0 + s], keys[s])
+        return keys[:n]
+    return widen
 
 
 @jit
@@ -268,10 +285,11 @@ def add_value_block(p, v, kv, s0, n, values_t, pv, acc):
     every query row."""
     rows, D = acc.shape
     if rows >= MATMUL_ROWS:
+        value = pv[0]                   # scratch until the product below
         for s in range(n):
-            value = v[kv, s0 + s]
+            widen_kv_row(v[kv, s0 + s], value)
             for d in range(D):
-                values_t[d, s] = as_f32(value[d])
+                values_t[d, s] = value[d]
         for d in range(D):
             for s in range(n, values_t.shape[1]):
                 values_t[d, s] = 0
@@ -282,9 +300,7 @@ def add_value_block(p, v, kv, s0, n, values_t, pv, acc):
     else:
         value = values_t[0]
         for s in range(n):
-            source = v[kv, s0 + s]
-            for d in range(D):
-                value[d] = as_f32(source[d])
+            widen_kv_row(v[kv, s0 + s], value)
             for i in range(rows):
                 weight = p[i, s]
                 for d in range(D):
@@ -445,7 +461,7 @@ def warm_up(log=sys.stderr) -> None:
     it when the cache has none for this source and machine (82-136 s on this project's 2-core machine;
     `compiled_on_disk`).
     A compile says so on `log`, with a progress line. Small made-up inputs run every path: one token and
-    BLAS_TOKENS tokens through `linear` and `swiglu`, attention with and without a KV cache (fp32 and bf16),
+    BLAS_TOKENS tokens through `linear` and `swiglu`, attention with and without a KV cache (fp32, bf16 and q8_0),
     and both dispatches of `moe_experts`. The weights' types need no inputs of their own: a weight reaches
     the kernels as a type code and bytes, so one compile serves them all."""
     global _warm
@@ -457,7 +473,7 @@ def warm_up(log=sys.stderr) -> None:
         print(f"miniqwen3: compiling the Numba kernels, once (cached in {linear_tiles._cache._cache_path}):",
               end="", file=log, flush=True)
     rng = np.random.default_rng(0)
-    H, I, E, NH, NKV, D = 64, 32, 8, 4, 2, 16
+    H, I, E, NH, NKV, D = 64, 32, 8, 4, 2, 32
 
     def normal(*shape):
         return rng.standard_normal(shape, np.float32)
@@ -466,7 +482,8 @@ def warm_up(log=sys.stderr) -> None:
         "linear": lambda T: linear(normal(T, H), gate[0]),
         "swiglu": lambda T: swiglu(normal(T, H), gate[0], gate[0], down[0]),
         "attention": lambda T: [attention(normal(T, NH, D), kv, kv, 0)
-                                for kv in (normal(NKV, T, D), float32_to_bf16(normal(NKV, T, D)))],
+                                for kv in (normal(NKV, T, D), float32_to_bf16(normal(NKV, T, D)),
+                                           quants.quantize_q8_0(normal(NKV, T, D)).data)],
         "moe": lambda T: [moe_experts(normal(T, H), rng.integers(0, n, (T, 2)), np.ones((T, 2), np.float32),
                                       gate, gate, down) for n in (2, E)],
     }
@@ -598,16 +615,26 @@ def dot(a, b):
     return acc
 
 
-def as_f32(value):
-    """One fp32 value, or one bf16 value given as its bits (uint16), as fp32."""
-    return bf16_as_f32(value) if isinstance(value, np.uint16) else np.float32(value)
+def widen_kv_row(row, out):
+    """out [D] fp32 = one key or value row as a KV cache holds it: fp32 [D], bf16 bits uint16 [D], or Q8_0
+    blocks uint8 [D / 32 * 34]."""
+    out[:] = kv_as_float32(row)
 
 
-@numba.extending.overload(as_f32)
-def _as_f32_compiled(value):
-    if value == numba.types.uint16:          # chosen when the kernel is compiled: no test at run time
-        return lambda value: bf16_as_f32(value)
-    return lambda value: np.float32(value)
+@numba.extending.overload(widen_kv_row)
+def _widen_kv_row_compiled(row, out):
+    if row.dtype == numba.types.uint8:      # chosen when the kernel is compiled: no test at run time
+        return lambda row, out: widen_q8_0(row, out)
+    if row.dtype == numba.types.uint16:
+        def widen_bf16(row, out):
+            for d in range(out.size):
+                out[d] = bf16_as_f32(row[d])
+        return widen_bf16
+
+    def copy(row, out):
+        for d in range(out.size):
+            out[d] = row[d]
+    return copy
 
 
 @jit

@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from .config import RopeScaling
+from .quants import dequantize_q8_0
 from .weights import as_float32
 
 
@@ -192,16 +193,25 @@ def rope_decay(head_dim: int, theta: float, distances) -> np.ndarray:
 
 # --- attention -----------------------------------------------------------------------------------
 
+def kv_as_float32(a: np.ndarray) -> np.ndarray:
+    """Keys or values as a KV cache holds them, as fp32: fp32, bf16 bits (uint16), or uint8 [..., D / 32 * 34]
+    rows of Q8_0 blocks -> [..., D]."""
+    if a.dtype == np.uint8:
+        return dequantize_q8_0(np.ascontiguousarray(a).reshape(-1, 34)).reshape(*a.shape[:-1], a.shape[-1] // 34 * 32)
+    return as_float32(a)
+
+
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, q_start: int) -> np.ndarray:
     """Causal grouped-query attention over the whole score matrix.
 
     q: [T, NH, D] at positions q_start..q_start+T-1; k, v: [NKV, S, D], KV heads first as a KV cache holds
-    them, fp32 or bf16 bits (a bf16 KV cache), for positions 0..S-1; S >= q_start + T (a cache's whole capacity
-    may be passed: positions from q_start + T on are not read). Query head h reads KV head h // (NH // NKV).
+    them, fp32 or bf16 bits (a bf16 KV cache), or uint8 [NKV, S, D / 32 * 34] rows of Q8_0 blocks (a q8_0 KV
+    cache), for positions 0..S-1; S >= q_start + T (a cache's whole capacity may be passed: positions from
+    q_start + T on are not read). Query head h reads KV head h // (NH // NKV).
     scores = q k^T / sqrt(D) with keys after the query masked, softmax in fp32, times v.  -> [T, NH, D]"""
     T, NH, D = q.shape
     S = q_start + T
-    k, v = as_float32(k[:, :S]), as_float32(v[:, :S])
+    k, v = kv_as_float32(k[:, :S]), kv_as_float32(v[:, :S])
     kv_head = np.arange(NH) // (NH // k.shape[0])
     scores = np.einsum("thd,hsd->hts", q, k[kv_head]) * np.float32(D ** -0.5)
     future = np.arange(S)[None, :] > (q_start + np.arange(T))[:, None]    # [T, S]
