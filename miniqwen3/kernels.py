@@ -281,11 +281,11 @@ def _key_block_compiled(k, kv, s0, n, keys):
 def add_value_block(p, v, kv, s0, n, values_t, pv, acc):
     """acc[i] += sum_s p[i, s] * v[kv, s0 + s] over the n keys of a block.
     Many query rows: transpose the values into `values_t` [D, KEYS] (zero-padded), so that p @ v is a
-    `matmul_nt`; a few (decode): widen each value row once (into a row of `values_t`) and add it, scaled, to
+    `matmul_nt`; a few (decode): widen each value row once (into `pv`'s first row, [D]) and add it, scaled, to
     every query row."""
     rows, D = acc.shape
+    value = pv[0]                       # [D] scratch (in the product branch: until the product below)
     if rows >= MATMUL_ROWS:
-        value = pv[0]                   # scratch until the product below
         for s in range(n):
             widen_kv_row(v[kv, s0 + s], value)
             for d in range(D):
@@ -298,7 +298,6 @@ def add_value_block(p, v, kv, s0, n, values_t, pv, acc):
             for d in range(D):
                 acc[i, d] += pv[i, d]
     else:
-        value = values_t[0]
         for s in range(n):
             widen_kv_row(v[kv, s0 + s], value)
             for i in range(rows):

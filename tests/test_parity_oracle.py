@@ -11,7 +11,7 @@ pytest.importorskip("transformers")
 
 import miniqwen3  # noqa: E402
 from parity_cases import CASES, build_checkpoint, prompt_ids, reference_outputs  # noqa: E402
-from test_parity import check_against  # noqa: E402
+from test_parity import TOL, check_against  # noqa: E402
 
 pytestmark = pytest.mark.oracle
 CONFIGS = Path(miniqwen3.__file__).parent / "configs"
@@ -64,6 +64,12 @@ def test_real_config_full_width(preset, layers, tmp_path):
     model = miniqwen3.load(tmp_path)
     assert model.config.num_hidden_layers == (layers or 28)
     check_against(model, expected)
+    # decode: a prompt of 8 tokens, then one token at a time through the KV cache (head_dim 128, as every real
+    # Qwen3's), each step's logits those of the full forward at its position
+    cache = model.new_cache()
+    model.forward(ids[:8], cache)
+    decoded = np.concatenate([model.forward(ids[t:t + 1], cache) for t in range(8, len(ids))])
+    np.testing.assert_allclose(decoded, expected["logits"][8:], rtol=0, atol=TOL)
 
 
 @pytest.mark.parametrize("preset", ["Qwen3-0.6B", "Qwen3-8B", "Qwen3-30B-A3B", "Qwen3-235B-A22B"])
