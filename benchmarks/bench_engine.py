@@ -501,6 +501,7 @@ def main():
         "results": results, "logit_drift": drifts,
     }
     report["targets"] = targets(report)
+    report["wrong"] = wrong_logits(report)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "engine.json").write_text(json.dumps(report, indent=2, default=str))
     (args.out / "engine.md").write_text(markdown(report))
@@ -546,6 +547,19 @@ def ratios(report, model, a, b, key) -> list:
     """a's figure over b's, in each round that measured both (the two ran minutes apart, not an hour)."""
     ra, rb = _runs(report, model, a, key), _runs(report, model, b, key)
     return [ra[k] / rb[k] for k in sorted(ra) if k in rb]
+
+
+# A speed is worth nothing if the logits are wrong: miniqwen3's decoded logits must be transformers fp32's (and the
+# NumPy reference's) to fp32 rounding. 48e4dc4 decoded every real Qwen3 shape wrongly (half of each value row) and
+# its run's speeds were reported all the same; now such a run says so at the top of its tables.
+CORRECT_REL_RMS = 1e-4
+
+
+def wrong_logits(report) -> list:
+    """The sanity pairs whose decoded logits are further apart than CORRECT_REL_RMS."""
+    sanity = ("miniqwen3 bf16 vs transformers fp32", "miniqwen3 bf16 vs miniqwen3 numpy bf16")
+    return [k for k, d in report["logit_drift"].items()
+            if k.split(": ", 1)[1] in sanity and not d["rel_rms"] < CORRECT_REL_RMS]
 
 
 def targets(report) -> list:
@@ -599,6 +613,8 @@ def markdown(report) -> str:
     rounds = st.get("rounds", 1)
     lines = [
         "# Engine benchmark", "",
+        *([f"**WRONG LOGITS: {'; '.join(report['wrong'])} differ by more than {CORRECT_REL_RMS:g} (relative rms, "
+           f"table at the end): these speeds are not those of a correct engine.**", ""] if report.get("wrong") else []),
         f"`{report['command']}` on {report['date']}, {report['duration_s'] / 60:.1f} min.  ",
         f"Machine: {mc.get('cpu', '?')}, {mc['cores']} cores, {mc.get('mem_GB', 0):.0f} GB, "
         f"SIMD {', '.join(mc.get('simd', []))}; Python {mc['python']}, NumPy {mc['numpy']}, "
