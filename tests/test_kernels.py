@@ -224,6 +224,16 @@ def test_attention_reads_a_q8_0_kv_cache(q_start, T):
     np.testing.assert_array_equal(ops.attention(q, k, v, q_start), expected)
 
 
+def test_exp_nonpositive_is_np_exp_to_fp32_rounding():
+    # every fp32 spacing that matters: dense near 0, out to where e^x leaves the normal range, and -inf
+    x = np.concatenate([-np.logspace(-8, np.log10(87), 20000), np.linspace(-87, 0, 20001), [0.0, -np.inf]])
+    x = x.astype(np.float32)
+    got = np.array([kernels.exp_nonpositive(v) for v in x], np.float32)
+    want = np.exp(x.astype(np.float64))
+    np.testing.assert_allclose(got, want, rtol=4e-7, atol=0)      # NumPy's own fp32 exp: 1.9e-7 off
+    assert kernels.exp_nonpositive(np.float32(-87.5)) == 0 and kernels.exp_nonpositive(np.float32(-1000)) == 0
+
+
 def test_attention_is_causal_and_stable_for_large_scores():
     # scores of +-1000: a naive exp overflows; the online softmax must not. The last key sees all.
     T, NH, NKV, D = 70, 2, 1, 8
