@@ -272,7 +272,17 @@ def exp_nonpositive(x):
     r = (x - n * LN2_HIGH) - n * LN2_LOW
     p = np.float32(1.0) + r * (np.float32(1.0) + r * (np.float32(1 / 2) + r * (np.float32(1 / 6) + r * (
         np.float32(1 / 24) + r * (np.float32(1 / 120) + r * (np.float32(1 / 720) + r * np.float32(1 / 5040)))))))
-    return p * _uint32_bits_as_f32(np.uint32(np.int32(n) + np.int32(127)) << np.uint32(23))
+    return p * two_to_the(n)
+
+
+def two_to_the(n):
+    """2^n in fp32 for a whole number -126 <= n <= 127: n + 127 written into the exponent bits."""
+    return np.float32(2.0) ** np.float32(n)
+
+
+@numba.extending.overload(two_to_the)
+def _two_to_the_compiled(n):
+    return lambda n: _uint32_bits_as_f32(np.uint32(np.int32(n) + np.int32(127)) << np.uint32(23))
 
 
 @jit

@@ -393,7 +393,10 @@ def test_a_bf16_kv_cache_holds_half_the_bytes_and_moves_the_logits_little(backen
         cache = reference.new_cache("bf16")
         expected = np.concatenate([reference.forward(ids[:9], cache)]
                                   + [reference.forward(ids[t:t + 1], cache) for t in range(9, len(ids))])
-        np.testing.assert_allclose(logits["bf16"], expected, rtol=0, atol=1e-5)
+        # not to 1e-5 as with fp32: a 1e-6 difference upstream (fp32 sums in another order) can flip the bf16
+        # rounding of a stored key or value by one step (0.4%), which moved logits here by up to 1.6e-4
+        np.testing.assert_allclose(logits["bf16"], expected, rtol=0, atol=1e-3)
+        assert np.linalg.norm(logits["bf16"] - expected) / np.linalg.norm(expected) < 1e-4
     with pytest.raises(ValueError, match="KV cache dtype"):
         model.new_cache("int4")
 
