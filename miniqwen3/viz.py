@@ -515,6 +515,64 @@ def budget_spent_figure(summaries: dict, no_think: dict | None = None, title: st
     return fig
 
 
+def _errorbar(ax, pts, fmt, color, label, **kw):
+    x = [p["cost"] for p in pts]
+    y = np.array([p["rate"] for p in pts])
+    err = np.array([[p["rate"] - p["low"] for p in pts], [p["high"] - p["rate"] for p in pts]])
+    ax.errorbar(x, y, yerr=err, fmt=fmt, ms=3.5, capsize=2, lw=1.1, color=color, label=label, **kw)
+
+
+def auto_budget_figure(fixed, scheduler, oracle, unlimited: float | None = None, mark: float | None = None,
+                       marked: dict | None = None, title: str = "") -> Figure:
+    """Accuracy against the mean thinking tokens spent per question, with 95% Wilson intervals, for one budget for
+    every question (each point labelled with its B), the probe's schedules (one per mean cost allowed) and the
+    oracle. Points are `auto_budget.point` dicts ("cost", "rate", "low", "high"); unlimited: the accuracy without
+    a budget (dashed); mark: a mean cost drawn as a vertical line, marked: {label: point} circled there."""
+    fig = figure(7.5, 3.8)
+    ax = fig.add_subplot()
+    _errorbar(ax, fixed, "o-", "C0", "one B for every question")
+    for p in fixed:
+        ax.annotate("∞" if p["budget"] is None else str(p["budget"]), (p["cost"], p["rate"]),
+                    textcoords="offset points", xytext=(4, -10), fontsize=7, color="C0")
+    _errorbar(ax, sorted(scheduler, key=lambda p: p["cost"]), "-", "C1", "probe's B per question",
+              errorevery=max(1, len(scheduler) // 12))
+    ax.plot([p["cost"] for p in oracle], [p["rate"] for p in oracle], "-", color="C2", lw=1.4,
+            label="oracle (knows each outcome)")
+    if unlimited is not None:
+        ax.axhline(unlimited, ls="--", lw=1, color="gray", label="unlimited thinking")
+    if mark is not None:
+        ax.axvline(mark, color="k", lw=0.7, alpha=0.6)
+    for j, (label, p) in enumerate((marked or {}).items()):
+        if p is not None:
+            ax.plot([p["cost"]], [p["rate"]], "o", ms=11, mfc="none", mec=f"C{j}", mew=1.6)
+    ax.set_xlabel("thinking tokens spent per question (mean)"), ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02), ax.legend(fontsize=7, loc="lower right"), ax.set_title(title, fontsize=10)
+    return fig
+
+
+def probe_figure(actual, predicted, groups, weights, title: str = "") -> Figure:
+    """Left: the probe's predicted thinking length against the length of the unlimited run, one colour per group
+    (level), with the diagonal. Right: its weights on the standardized features, largest magnitude first.
+    actual, predicted, groups: [N]; weights: [H]"""
+    fig = figure(10, 3.4)
+    left, right = fig.subplots(1, 2, width_ratios=[1, 1.4])
+    actual, predicted, groups = np.asarray(actual), np.asarray(predicted), np.asarray(groups)
+    for j, g in enumerate(sorted(set(groups.tolist()))):
+        sel = groups == g
+        left.plot(actual[sel], predicted[sel], "o", ms=3.5, alpha=0.6, color=f"C{j}", label=f"level {g}")
+    lo, hi = min(actual.min(), predicted.min()) - 2, max(actual.max(), predicted.max()) + 2
+    left.plot([lo, hi], [lo, hi], ":", color="gray", lw=1)
+    left.set_xlabel("thinking tokens of the unlimited run"), left.set_ylabel("probe's prediction")
+    left.legend(fontsize=7), left.set_title(title, fontsize=10)
+    w = np.asarray(weights)
+    order = np.argsort(-np.abs(w))
+    right.bar(np.arange(len(w)), w[order], width=1.0, color="C0")
+    right.set_xlabel("feature (hidden dimension), by |weight|"), right.set_ylabel("weight (tokens per s.d.)")
+    shown = order[:5]
+    right.set_title("largest: " + ", ".join(f"dim {d} ({w[d]:+.1f})" for d in shown), fontsize=8)
+    return fig
+
+
 # --- kernels -------------------------------------------------------------------------------------
 
 def timing_figure(rows: dict, xlabel: str, title: str = "") -> Figure:

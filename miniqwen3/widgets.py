@@ -219,6 +219,46 @@ def chat(model, prompt: str = "What is 457 + 385?", max_new_tokens: int = 200, *
                  B=_slider(W.IntSlider, unlimited, 0, unlimited, description=f"budget ({unlimited} = unlimited)"))
 
 
+
+def auto_budget(correct, spent, budgets, predicted, levels, margin: float, unlimited: float | None = None) -> W.interactive:
+    """Mean-cost slider: the most accurate fixed B within that cost, the probe's schedule for it and the oracle's
+    choice, circled on the accuracy-cost chart, with the budget each gives each level on average.
+    correct, spent: [Q, G] (`auto_budget.outcomes`); predicted, levels: [Q]; margin: the probe schedule's."""
+    from . import auto_budget as ab
+    levels = np.asarray(levels)
+    top = int(np.ceil(spent[:, -1].mean()))
+    costs = np.arange(0, top + 1, 0.5)
+    fixed = ab.fixed_points(correct, spent, budgets)
+    scheduled = ab.scheduler_points(correct, spent, budgets, predicted, costs, margin)
+    oracle = ab.oracle_points(correct, spent, costs)
+
+    def given(choice):
+        """The mean budget each level got (unlimited counted as what it spent)."""
+        b = np.array([spent[q, g] if budgets[g] is None else budgets[g] for q, g in enumerate(choice)], float)
+        return ", ".join(f"L{lv} {b[levels == lv].mean():.0f}" for lv in sorted(set(levels.tolist())))
+
+    def show(mean_cost):
+        best_fixed = ab.best_within(fixed, mean_cost)
+        choices = {"one B for every question": None if best_fixed is None else
+                   np.full(len(levels), budgets.index(best_fixed["budget"])),
+                   "probe's B per question": ab.scheduler_choice(predicted, budgets, mean_cost, margin),
+                   "oracle": ab.oracle_choice(correct, spent, mean_cost)}
+        picks, rows = {}, []
+        for name, choice in choices.items():
+            if choice is None:
+                picks[name] = None
+                rows.append({"policy": name, "accuracy": "no B spends this little"})
+                continue
+            p = picks[name] = ab.point(correct, spent, choice)
+            rows.append({"policy": name, "accuracy": f"{p['rate']:.3f} [{p['low']:.3f}, {p['high']:.3f}]",
+                         "tokens spent": f"{p['cost']:.1f}", "mean B given per level": given(choice)})
+        display(viz.table(rows))
+        return viz.auto_budget_figure(fixed, scheduled, oracle, unlimited, mark=mean_cost, marked=picks,
+                                      title=f"{mean_cost} thinking tokens per question on average allowed")
+    return panel(show, check=True, mean_cost=_slider(W.IntSlider, min(20, top), 0, top,
+                                                     description="thinking tokens per question (mean) allowed"))
+
+
 # --- kernels -------------------------------------------------------------------------------------
 
 def attention_timing(n_heads: int = 8, n_kv_heads: int = 2, head_dim: int = 64) -> W.interactive:

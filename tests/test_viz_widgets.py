@@ -490,3 +490,20 @@ def test_expert_cache_panel_and_figures():
              "exact_hi": 0.6} for s in ("least", "random") for x, d in ((0.0, 0.0), (0.1, 0.3))]
     fig = viz.pruning_figure(rows)
     assert [len(ax.lines) >= 2 for ax in fig.axes] == [True, True]
+
+
+def test_auto_budget_panel_circles_the_three_choices_at_the_cost_allowed():
+    """Notebook 08's browser-check panel on a table worked by hand: two short questions (8 tokens, right only when
+    they think) and one long one (40 tokens, right only unlimited). At a mean of 6 tokens allowed, B = 8 for all
+    costs 8 (too much), B = 0 gets 0 right; the probe (exact predictions) and the oracle finish both short ones."""
+    from miniqwen3 import auto_budget
+    budgets = [0, 8, 16, None]
+    correct = np.array([[False, True, True, True], [False, True, True, True], [False, False, False, True]])
+    spent = np.array([[0, 8, 8, 8], [0, 8, 8, 8], [0, 8, 16, 40]])
+    w = widgets.auto_budget(correct, spent, budgets, predicted=[8, 8, 40], levels=[1, 1, 4], margin=0.0)
+    assert widgets.CHECK in w._dom_classes
+    fig = move(w, 0, 6)
+    circled = [(line.get_xdata()[0], line.get_ydata()[0]) for line in fig.axes[0].lines if line.get_marker() == "o"
+               and len(line.get_xdata()) == 1 and line.get_markersize() == 11]
+    assert circled == [(0.0, 0.0), (16 / 3, 2 / 3), (16 / 3, 2 / 3)]   # fixed B = 0, the probe, the oracle
+    assert auto_budget.scheduler_choice([8, 8, 40], budgets, 6).tolist() == [1, 1, 0]
