@@ -186,6 +186,12 @@ class Model:
         """An empty KV cache holding fp32 or bf16 values (see `KVCache`)."""
         return KVCache(dtype=dtype)
 
+    def offload_experts(self, capacity: int) -> list:
+        """Hold `capacity` experts of each MoE layer in memory and read the others from the checkpoint file when
+        tokens are routed to them (LRU; `miniqwen3.offload`). -> the layers' caches, with their hit counts"""
+        from .offload import offload_experts
+        return offload_experts(self, capacity)
+
     def quantize(self, kind: str = "q8_0") -> "Model":
         """Convert the big matrices in place to GGUF's Q8_0 blocks (`quants.quantize_q8_0`: 32 weights of a row
         share one fp16 scale): the attention projections, the dense MLP, every expert, and the output head (a
@@ -195,6 +201,10 @@ class Model:
         from .quants import QuantWeight, quantize_q8_0
         if kind.lower() != "q8_0":
             raise ValueError(f"quantize: unknown format {kind!r} (supported: 'q8_0')")
+
+        if any(getattr(layer.mlp, "offload", None) is not None for layer in self.weights.layers):
+            raise ValueError("quantize: the experts are offloaded (their slots hold the stored format); "
+                             "quantize first, then offload_experts")
 
         def q8(w):
             return w if isinstance(w, QuantWeight) or w.shape[-1] % 32 else quantize_q8_0(w)
@@ -286,6 +296,8 @@ class Model:
         if trace is not None:
             trace.record(RouterRecord(i, positions, ids.copy(), logits, probs, experts, weights))
         record(i, router_logits=logits, router_probs=probs, experts=experts, expert_weights=weights)
+        if m.offload is not None:
+            return m.offload.run(self.ops.moe_experts, x, experts, weights)
         return self.ops.moe_experts(x, experts, weights, m.gate_proj, m.up_proj, m.down_proj)
 
     @contextmanager
