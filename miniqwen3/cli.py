@@ -112,6 +112,8 @@ def cmd_route(args) -> int:
     c = model.config
     if not c.is_moe:
         raise ConfigError(f"{model.path}: {c.model_type} has no MoE layers to trace")
+    if args.expert_cache:
+        model.offload_experts(args.expert_cache)
     if args.text is not None and model.tokenizer is not None:
         ids = model.tokenizer.encode(args.text)
     else:
@@ -211,6 +213,8 @@ def run_turn(model, messages, args, budget, printer, enable_thinking=None):
 def load_model(args):
     from .hub import load
     model = load(args.model, backend=args.backend, quant=args.quant)
+    if getattr(args, "expert_cache", None):
+        model.offload_experts(args.expert_cache)
     model_tokenizer(model)
     return model
 
@@ -287,7 +291,14 @@ def add_generation_flags(p) -> None:
     p.add_argument("--kv-cache", choices=["fp32", "bf16", "q8_0"], default="fp32",
                    help="how the KV cache holds keys and values: bf16 halves what a token reads at long context, "
                         "q8_0 (Q8_0 blocks, as llama.cpp's --cache-type-k q8_0) takes 0.27x")
+    add_expert_cache_flag(p)
     add_model_flags(p)
+
+
+def add_expert_cache_flag(p) -> None:
+    p.add_argument("--expert-cache", type=int, metavar="C",
+                   help="hold C experts of each MoE layer in memory and read the others from the file when tokens "
+                        "are routed to them (LRU; for a MoE model larger than the memory you have)")
 
 
 def add_model_flags(p) -> None:
@@ -319,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--text", help="text to route (needs tokenizer files); default: random token ids")
     route.add_argument("--tokens", type=int, default=64, help="how many random token ids")
     route.add_argument("--seed", type=int, default=0)
+    add_expert_cache_flag(route)
     add_model_flags(route)
     route.set_defaults(func=cmd_route)
     ini = sub.add_parser("init-random", help="write a checkpoint with random weights for a config")

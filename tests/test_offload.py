@@ -117,3 +117,17 @@ def test_dense_model_has_nothing_to_offload():
     model = miniqwen3.load(str(FIXTURES / "dense-Q8_0.gguf"), backend="numpy")
     with pytest.raises(ValueError, match="no MoE layers"):
         model.offload_experts(2)
+
+
+def test_cli_generate_with_an_expert_cache(capsys):
+    """`--expert-cache C` gives the same greedy text as the whole model in memory."""
+    from miniqwen3.cli import main
+    path = str(FIXTURES / "moe-Q8_0.gguf")
+    common = ["generate", path, "hello experts", "--no-think", "--max-new-tokens", "6", "--temperature", "0",
+              "--backend", "numpy"]
+    assert main(common) == 0
+    whole = capsys.readouterr().out
+    assert main(common + ["--expert-cache", "3"]) == 0
+    assert capsys.readouterr().out == whole and whole.strip()
+    assert main(["route", path, "--text", "hello", "--expert-cache", "2", "--backend", "numpy"]) == 0
+    assert "layer  1:" in capsys.readouterr().out
