@@ -1,8 +1,9 @@
 """ipywidgets panels for the notebooks: sliders wired to the functions of `viz` and `balance`.
 
-Every panel is an `ipywidgets.interactive` over a small function that returns what to show (a figure or an
-HTML snippet), so the logic stays in tested code and a panel is a few lines. `panel` also makes a first call
-that fails raise at once (ipywidgets would only log it), so a notebook run top to bottom fails loudly.
+Every panel is a `Panel` over a small function that returns what to show (a figure or an HTML snippet), so the
+logic stays in tested code and a panel is a few lines: controls, and an Output that shows the function's result
+each time a control moves (like `ipywidgets.interactive`, without its captured output: see `Panel`). A first call
+that fails raises at once, so a notebook run top to bottom fails loudly.
 The panel the browser check moves carries the CSS class CHECK (`scripts/browser_check.py`).
 """
 from __future__ import annotations
@@ -16,12 +17,67 @@ from . import balance, evaluate, routing, viz
 CHECK = "mq-check"
 
 
-def panel(f, check: bool = False, **controls) -> W.interactive:
-    """interactive(f, **controls), showing f's return value; check=True tags it for the browser check."""
-    w = W.interactive(f, {"auto_display": True}, **controls)
-    if w.result is None:
-        f(**w.kwargs)       # the first call failed inside ipywidgets: call again to raise the error here
-        raise RuntimeError(f"{f.__name__} returned None; a panel function must return what to show")
+class Panel(W.VBox):
+    """Controls above an Output: f(**values) is called at once and whenever a control changes, and what it
+    returns (and anything it displays) is shown in the Output.  result: f's last return value.
+
+    The Output is filled by setting its `outputs` (MIME bundles, as `Output.append_display_data` does), never by
+    capturing a running cell's output in a `with out:` block as `ipywidgets.interactive` does. A headless run
+    (nbclient, `jupyter nbconvert --execute`) mimics every Output widget that captures: each captured display makes
+    the client send a comm_msg back on the kernel's shell socket while it waits on that socket for the cell's
+    execute_reply, and such a send can swallow the wakeup of a reply that has just arrived, so that the client
+    sleeps until the cell timeout (tests/test_notebooks.py has the trace). An Output whose outputs are set is
+    state, not captured output: the client never answers it, so a notebook of panels cannot stall that way, with
+    any client."""
+
+    def __init__(self, f, controls: dict):
+        self.f, self.controls, self.out = f, dict(controls), W.Output()
+        super().__init__([*self.controls.values(), self.out])
+        self.result = None
+        self.update(raise_errors=True)       # a first call that fails raises here, so a notebook run fails loudly
+        for control in self.controls.values():
+            control.observe(lambda change: self.update(), names="value")
+
+    @property
+    def kwargs(self) -> dict:
+        return {name: control.value for name, control in self.controls.items()}
+
+    def update(self, raise_errors: bool = False) -> None:
+        from IPython.utils.capture import capture_output
+        try:
+            with capture_output() as shown:
+                result = self.f(**self.kwargs)
+            if result is None:
+                raise RuntimeError(f"{self.f.__name__} returned None; a panel function must return what to show")
+        except Exception:
+            if raise_errors:
+                raise
+            import traceback
+            self.out.outputs = ({"output_type": "stream", "name": "stderr", "text": traceback.format_exc()},)
+            return
+        self.result = result
+        bundles = [{"output_type": "stream", "name": "stdout", "text": shown.stdout}] if shown.stdout else []
+        bundles += [_display_data(o.data, o.metadata) for o in shown.outputs]
+        bundles.append(_display_data(*_format(result)))
+        self.out.outputs = tuple(bundles)
+
+
+def _format(obj) -> tuple[dict, dict]:
+    from IPython.core.formatters import format_display_data
+    return format_display_data(obj)
+
+
+def _display_data(data: dict, metadata: dict | None) -> dict:
+    """A display_data output as a notebook stores it (binary data base64-encoded)."""
+    import base64
+    data = {k: base64.b64encode(v).decode("ascii") if isinstance(v, bytes) else v for k, v in data.items()}
+    return {"output_type": "display_data", "data": data, "metadata": metadata or {}}
+
+
+def panel(f, check: bool = False, **controls) -> Panel:
+    """A Panel of f over the controls (keyword: the argument of f it sets); check=True tags it for the browser
+    check."""
+    w = Panel(f, controls)
     if check:
         w.add_class(CHECK)
     return w
@@ -34,7 +90,7 @@ def _slider(cls, value, lo, hi, step=1, description="", continuous=False, **kw):
 
 # --- RoPE ----------------------------------------------------------------------------------------
 
-def rope_rotation(head_dim: int = 64, pairs=(0, 4, 8, 16, 31)) -> W.interactive:
+def rope_rotation(head_dim: int = 64, pairs=(0, 4, 8, 16, 31)) -> Panel:
     """Position slider: each pair of dimensions rotates by position * inv_freq_i."""
     def show(position, theta):
         return viz.rope_pairs_figure(position, head_dim, theta, pairs)
@@ -43,7 +99,7 @@ def rope_rotation(head_dim: int = 64, pairs=(0, 4, 8, 16, 31)) -> W.interactive:
                                   description="theta"))
 
 
-def yarn(head_dim: int = 128, theta: float = 1_000_000.0, original_max: int = 32_768) -> W.interactive:
+def yarn(head_dim: int = 128, theta: float = 1_000_000.0, original_max: int = 32_768) -> Panel:
     """YaRN factor slider: the ramp, the frequencies and the attention factor."""
     def show(factor):
         return viz.yarn_figure(factor, head_dim, theta, original_max)
@@ -52,7 +108,7 @@ def yarn(head_dim: int = 128, theta: float = 1_000_000.0, original_max: int = 32
 
 # --- routing -------------------------------------------------------------------------------------
 
-def router_step(model, ids) -> W.interactive:
+def router_step(model, ids) -> Panel:
     """Pick a token and a MoE layer; see its router logits, softmax, top-k, weights and the weighted sum."""
     c = model.config
     inputs = routing.moe_inputs(model, ids)
@@ -74,7 +130,7 @@ def router_step(model, ids) -> W.interactive:
                  layer=W.Dropdown(options=layers, value=layers[0], description="MoE layer"))
 
 
-def routing_text(model, texts: dict) -> W.interactive:
+def routing_text(model, texts: dict) -> Panel:
     """Pick a text: every token coloured by its first-choice expert, one line per MoE layer."""
     def show(name):
         ids = texts[name]
@@ -84,7 +140,7 @@ def routing_text(model, texts: dict) -> W.interactive:
     return panel(show, name=W.Dropdown(options=list(texts), description="text"))
 
 
-def top_k_loss(model, sequences, reference: dict | None = None) -> W.interactive:
+def top_k_loss(model, sequences, reference: dict | None = None) -> Panel:
     """k slider: the mean loss with k experts per token at inference (the model was trained with the config's k)."""
     c = model.config
     seen = dict(reference or {})
@@ -98,7 +154,7 @@ def top_k_loss(model, sequences, reference: dict | None = None) -> W.interactive
     return panel(show, k=_slider(W.IntSlider, c.num_experts_per_tok, 1, c.num_experts, description="k"))
 
 
-def drop_experts(model, sequences, loads: dict, max_drop: int | None = None) -> W.interactive:
+def drop_experts(model, sequences, loads: dict, max_drop: int | None = None) -> Panel:
     """n slider: the loss after removing each layer's n most (or least) used experts."""
     c = model.config
     max_drop = max_drop or c.num_experts - c.num_experts_per_tok
@@ -116,7 +172,7 @@ def drop_experts(model, sequences, loads: dict, max_drop: int | None = None) -> 
 
 
 def expert_cache(needed: dict, n_experts: int, prefetch: dict | None = None, curves: dict | None = None,
-                 lengths=None) -> W.interactive:
+                 lengths=None) -> Panel:
     """Cache size slider: every layer's hit rate against C (LRU, LFU, Belady, LRU with prefetch), the chosen C
     marked, with 95% intervals there when the sequence lengths are given (resampling sequences).
     needed: layer -> [T, K]; prefetch: layer -> [T, K] guesses; curves: precomputed points to start from."""
@@ -152,7 +208,7 @@ def expert_cache(needed: dict, n_experts: int, prefetch: dict | None = None, cur
 
 # --- load balancing ------------------------------------------------------------------------------
 
-def load_history(steps, loads: dict) -> W.interactive:
+def load_history(steps, loads: dict) -> Panel:
     """Layer slider over a training history: loads is layer -> [S, E]."""
     layers = sorted(loads)
 
@@ -162,7 +218,7 @@ def load_history(steps, loads: dict) -> W.interactive:
                                                continuous_update=False))
 
 
-def balance_lab(steps: int = 200, domains=None, seed: int = 0) -> W.interactive:
+def balance_lab(steps: int = 200, domains=None, seed: int = 0) -> Panel:
     """Sliders for the balance-loss coefficient and the micro-batch size (sequences of one domain each), and the
     expert capacity factor; the four methods trained side by side (`balance.train_router`)."""
     domains = domains or balance.Domains.make(seed=seed)
@@ -190,7 +246,7 @@ def balance_lab(steps: int = 200, domains=None, seed: int = 0) -> W.interactive:
 # --- generation and the thinking budget ----------------------------------------------------------
 
 def budget(model, prompt: str = "What is 2 + 3? /think", max_budget: int = 64, max_new_tokens: int = 160,
-           **options) -> W.interactive:
+           **options) -> Panel:
     """Budget slider with live generation (greedy unless sampling options are given): every token, the forced
     ones in orange, with the counter's N under it."""
     options.setdefault("temperature", 0.0)
@@ -201,7 +257,7 @@ def budget(model, prompt: str = "What is 2 + 3? /think", max_budget: int = 64, m
     return panel(show, check=True, B=_slider(W.IntSlider, 4, 0, max_budget, description="budget B"))
 
 
-def chat(model, prompt: str = "What is 457 + 385?", max_new_tokens: int = 200, **options) -> W.interactive:
+def chat(model, prompt: str = "What is 457 + 385?", max_new_tokens: int = 200, **options) -> Panel:
     """A prompt, the mode (/think or /no_think appended) and a budget (its maximum means unlimited)."""
     options.setdefault("temperature", 0.0)
     unlimited = 64
@@ -220,7 +276,7 @@ def chat(model, prompt: str = "What is 457 + 385?", max_new_tokens: int = 200, *
 
 
 
-def auto_budget(correct, spent, budgets, predicted, levels, margin: float, unlimited: float | None = None) -> W.interactive:
+def auto_budget(correct, spent, budgets, predicted, levels, margin: float, unlimited: float | None = None) -> Panel:
     """Mean-cost slider: the most accurate fixed B within that cost, the probe's schedule for it and the oracle's
     choice, circled on the accuracy-cost chart, with the budget each gives each level on average.
     correct, spent: [Q, G] (`auto_budget.outcomes`); predicted, levels: [Q]; margin: the probe schedule's."""
@@ -261,7 +317,7 @@ def auto_budget(correct, spent, budgets, predicted, levels, margin: float, unlim
 
 # --- kernels -------------------------------------------------------------------------------------
 
-def attention_timing(n_heads: int = 8, n_kv_heads: int = 2, head_dim: int = 64) -> W.interactive:
+def attention_timing(n_heads: int = 8, n_kv_heads: int = 2, head_dim: int = 64) -> Panel:
     """Sequence-length slider: ops.attention (full score matrix) against kernels.attention (online softmax),
     prefill of S tokens, timed live."""
     from . import kernels, ops
