@@ -186,9 +186,10 @@ class Model:
         """An empty KV cache holding fp32 or bf16 values (see `KVCache`)."""
         return KVCache(dtype=dtype)
 
-    def offload_experts(self, capacity: int) -> list:
+    def offload_experts(self, capacity: int | None) -> list:
         """Hold `capacity` experts of each MoE layer in memory and read the others from the checkpoint file when
-        tokens are routed to them (LRU; `miniqwen3.offload`). -> the layers' caches, with their hit counts"""
+        tokens are routed to them (LRU; `miniqwen3.offload`); None: all experts in use again. -> the layers'
+        caches, with their hit counts"""
         from .offload import offload_experts
         return offload_experts(self, capacity)
 

@@ -211,17 +211,21 @@ class OffloadedExperts:
         return out
 
 
-def offload_experts(model, capacity: int) -> list[OffloadedExperts]:
+def offload_experts(model, capacity: int | None) -> list[OffloadedExperts]:
     """Give every MoE layer of `model` an expert cache of `capacity` experts (see the module's docstring); the
-    model then reads the other experts from its file as tokens need them. -> the layers' caches"""
+    model then reads the other experts from its file as tokens need them. None: every expert in use again (the
+    memory map was never closed). -> the layers' caches"""
     from .weights import MoEWeights
     caches = []
     for layer in model.weights.layers:
         m = layer.mlp
-        if isinstance(m, MoEWeights):
+        if isinstance(m, MoEWeights) and m.offload is not None:
+            m.offload.close()
+            m.offload = None
+        if isinstance(m, MoEWeights) and capacity is not None:
             m.offload = OffloadedExperts(m.gate_proj, m.up_proj, m.down_proj, capacity,
                                          model.config.num_experts_per_tok)
             caches.append(m.offload)
-    if not caches:
+    if not caches and capacity is not None:
         raise ValueError(f"{model.config.model_type}: no MoE layers, no experts to offload")
     return caches

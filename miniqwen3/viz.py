@@ -335,6 +335,63 @@ def cache_curves_figure(curves: dict, n_experts: int, mark: int | None = None, i
     return fig
 
 
+def offload_rows(report: dict) -> list[dict]:
+    """The runs of benchmarks/bench_offload.py as rows: contender, budget (GiB, None: the whole machine), decode
+    tok/s with a 95% bootstrap interval over the decoded tokens (of the mean time per token), disk GB per token,
+    hit rate and C. Runs that did not finish are left out."""
+    from .routing import bootstrap_interval
+    rows = []
+    for r in report["runs"]:
+        if r.get("returncode") != 0:
+            continue
+        sp, times = r["spec"], np.asarray(r["token_s"])
+        lo, hi = bootstrap_interval(times)
+        rows.append({"contender": "offload" if sp.get("capacity") else "mmap", "name": sp["name"],
+                     "budget": sp.get("budget_GiB"), "capacity": sp.get("capacity"),
+                     "tok_s": 1 / times.mean(), "tok_s_lo": 1 / hi, "tok_s_hi": 1 / lo,
+                     "disk_GB": r["disk_GB_per_token"], "hit_rate": r.get("hit_rate")})
+    return rows
+
+
+def offload_figure(report: dict, title: str = "") -> Figure:
+    """Decode speed and disk bytes per token against the memory budget: experts offloaded into C slots per layer
+    (miniqwen3.offload) against the memory map under the same budget, from a benchmarks/bench_offload.py report."""
+    rows, s = offload_rows(report), report["sizes"]
+    machine = report["machine"].get("mem_GB", 0) / 1.073741824          # GB -> GiB
+    needed = s["moe_layers"] * s["top_k"] * s["expert_bytes"] / 1e9      # experts a token needs, GB
+    fig = figure(10, 3.3)
+    left, right = fig.subplots(1, 2)
+    for name, color in (("mmap", "tab:gray"), ("offload", "tab:blue")):
+        pts = sorted((r for r in rows if r["contender"] == name and r["budget"] is not None), key=lambda r: r["budget"])
+        if not pts:
+            continue
+        x = np.array([r["budget"] for r in pts])
+        y = np.array([r["tok_s"] for r in pts])
+        err = [y - np.array([r["tok_s_lo"] for r in pts]), np.array([r["tok_s_hi"] for r in pts]) - y]
+        label = "memory map (page cache)" if name == "mmap" else "offloaded experts, C slots per layer"
+        left.errorbar(x, y, yerr=err, fmt="o-", color=color, ms=4, capsize=3, lw=1.2, label=label)
+        right.plot(x, [r["disk_GB"] for r in pts], "o-", color=color, ms=4, lw=1.2, label=label)
+        if name == "offload":
+            for r in pts:
+                left.annotate(f"C={r['capacity']}", (r["budget"], r["tok_s"]), textcoords="offset points",
+                              xytext=(4, 4), fontsize=7)
+            right.plot(x, [needed * (1 - r["capacity"] / s["experts"]) for r in pts], ":", color=color, lw=1,
+                       label="misses if routing were uniform: (1 - C/E) x needed")
+    for r in rows:
+        if r["budget"] is None:
+            left.errorbar([machine], [r["tok_s"]], yerr=[[r["tok_s"] - r["tok_s_lo"]], [r["tok_s_hi"] - r["tok_s"]]],
+                          fmt="s", color="k", ms=5, capsize=3, label="memory map, the whole machine")
+            right.plot([machine], [r["disk_GB"]], "s", color="k", ms=5, label="memory map, the whole machine")
+    right.axhline(needed, color="tab:red", lw=0.8, ls="--", label=f"experts a token needs ({needed:.2f} GB)")
+    left.set_xlabel("memory budget (GiB)"), left.set_ylabel("decode tokens/s")
+    right.set_xlabel("memory budget (GiB)"), right.set_ylabel("disk GB read per decoded token")
+    left.set_ylim(bottom=0), right.set_ylim(bottom=0)
+    left.legend(fontsize=7), right.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
 def pruning_figure(rows: list[dict], title: str = "") -> Figure:
     """Quality against memory saved.  rows: {"label", "saved" (share of parameters), "series" (name of the line),
     "delta" (change in loss), "lo", "hi"} for the left panel, and optionally "exact", "exact_lo", "exact_hi" (reply
@@ -583,4 +640,70 @@ def timing_figure(rows: dict, xlabel: str, title: str = "") -> Figure:
         ax.loglog(list(xy), [1e3 * t for t in xy.values()], "o-", label=label, ms=4)
     ax.set_xlabel(xlabel), ax.set_ylabel("ms (best of a few)"), ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
+    return fig
+
+
+# --- distillation (notebook 09) ------------------------------------------------------------------
+
+def distill_results(report: dict, title: str = "") -> Figure:
+    """The four students (and the teacher) of `scripts/distill.py`'s results.json: accuracy per level in think mode
+    with no budget, all-levels accuracy against the thinking budget, and ThinkFollow; 95% Wilson intervals. Each
+    student's legend entry carries its wall time."""
+    fig = figure(12, 3.8)
+    ax_lv, ax_b, ax_f = fig.subplots(1, 3, width_ratios=(1.3, 1.3, 1))
+    models = report["models"]
+    width = 0.8 / len(models)
+    for j, (name, r) in enumerate(models.items()):
+        cost = r.get("cost")
+        label = name if not cost else \
+            f"{name} ({(cost['train_seconds'] + cost['sample_seconds'] + cost['teacher_seconds']) / 60:.1f} min)"
+        color = "k" if cost is None else f"C{j}"
+        acc = r["eval"]["accuracy"]
+        pts = [acc["unlimited"][f"L{lv}"] for lv in (1, 2, 3, 4)]
+        x = np.arange(4) + (j - (len(models) - 1) / 2) * width
+        ax_lv.bar(x, [p["rate"] for p in pts], width, color=color, alpha=0.35 if cost is None else 0.85,
+                  yerr=[[p["rate"] - p["low"] for p in pts], [p["high"] - p["rate"] for p in pts]],
+                  capsize=2, error_kw={"lw": 0.8}, label=label)
+        cols = report["columns"]
+        pts = [acc[c]["all"] for c in cols]
+        ax_b.errorbar(np.arange(len(cols)) + (j - 2) * 0.06, [p["rate"] for p in pts],
+                      yerr=[[p["rate"] - p["low"] for p in pts], [p["high"] - p["rate"] for p in pts]],
+                      fmt="o-" if cost else "s--", ms=3.5, capsize=2, lw=1.1, color=color)
+        f = r["eval"]["think_follow"]["all"]
+        ax_f.barh(j, f["rate"], color=color, alpha=0.35 if cost is None else 0.85,
+                  xerr=[[f["rate"] - f["low"]], [f["high"] - f["rate"]]], capsize=2)
+    ax_lv.set_xticks(range(4), [f"level {lv}" for lv in (1, 2, 3, 4)])
+    ax_lv.set_ylabel("accuracy"), ax_lv.set_ylim(0, 1.05)
+    ax_lv.set_title("think mode, no budget", fontsize=10)
+    ax_lv.legend(fontsize=7, loc="upper right")
+    ax_b.set_xticks(range(len(report["columns"])), [c.replace("unlimited", "∞") for c in report["columns"]],
+                    fontsize=8)
+    ax_b.set_ylim(0, 1.05), ax_b.set_title("all levels against the thinking budget", fontsize=10)
+    ax_f.set_yticks(range(len(models)), list(models), fontsize=8)
+    ax_f.invert_yaxis(), ax_f.set_xlim(0, 1.05)
+    ax_f.set_title("ThinkFollow (soft switch)", fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def distill_step_figure(labels, forward, reverse, position: int, tokens, p, q, title: str = "") -> Figure:
+    """One distillation step on one sequence. Top: the forward KL(p || q) and the reverse KL(q || p) at every
+    position of the reply (nats), `position` highlighted; bottom: the teacher's p and the student's q at that
+    position over the tokens either ranks high.  labels: [T] the tokens predicted; forward, reverse: [T];
+    tokens: [m] labels; p, q: [m]"""
+    fig = figure(9, 5.2)
+    ax_kl, ax_p = fig.subplots(2, 1, height_ratios=(1, 1.2))
+    x = np.arange(len(labels))
+    ax_kl.bar(x - 0.2, forward, 0.4, color="C0", label="forward KL(p || q), off-policy")
+    ax_kl.bar(x + 0.2, reverse, 0.4, color="C3", label="reverse KL(q || p), on-policy")
+    ax_kl.axvspan(position - 0.5, position + 0.5, color="gold", alpha=0.4)
+    ax_kl.set_xticks(x, [repr(t)[1:-1] for t in labels], rotation=90, fontsize=6)
+    ax_kl.set_ylabel("nats"), ax_kl.legend(fontsize=7, loc="upper right"), ax_kl.set_title(title, fontsize=9)
+    y = np.arange(len(tokens))
+    ax_p.barh(y - 0.2, p, 0.4, color="C0", label="teacher p")
+    ax_p.barh(y + 0.2, q, 0.4, color="C1", label="student q")
+    ax_p.set_yticks(y, [repr(t)[1:-1] for t in tokens], fontsize=8)
+    ax_p.invert_yaxis(), ax_p.set_xlim(0, 1), ax_p.set_xlabel(f"next-token probability after position {position}")
+    ax_p.legend(fontsize=8, loc="lower right")
     return fig

@@ -41,8 +41,7 @@ def test_prefill_and_decode_logits_unchanged(tiny):
         np.testing.assert_allclose(offloaded, plain, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(decode_logits(tiny, ids[:12]), plain_decode, rtol=1e-5, atol=1e-5)
     finally:
-        for layer in tiny.weights.layers:
-            layer.mlp.offload = None
+        tiny.offload_experts(None)
 
 
 @pytest.mark.parametrize("capacity", [8, 12, 20])
@@ -66,8 +65,7 @@ def test_lru_counts_are_the_simulators(tiny, capacity):
                     np.testing.assert_array_equal(cache.matrices[0].slots[slot], g.gate_proj[e])
                     np.testing.assert_array_equal(cache.matrices[2].slots[slot], g.down_proj[e])
     finally:
-        for layer in tiny.weights.layers:
-            layer.mlp.offload = None
+        tiny.offload_experts(None)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
@@ -110,6 +108,9 @@ def test_bad_capacity(tiny):
         tiny.offload_experts(c.num_experts_per_tok - 1)
     with pytest.raises(ValueError, match="layer has"):
         tiny.offload_experts(c.num_experts + 1)
+    assert all(layer.mlp.offload is None for layer in tiny.weights.layers)
+    tiny.offload_experts(4)
+    tiny.offload_experts(None)
     assert all(layer.mlp.offload is None for layer in tiny.weights.layers)
 
 
