@@ -55,7 +55,7 @@ def worker(spec: dict) -> dict:
     import miniqwen3
     t0 = time.perf_counter()
     model = miniqwen3.load(spec["path"])
-    caches = model.offload_experts(spec["capacity"]) if spec.get("capacity") else []
+    caches = model.offload_experts(spec["capacity"], spec.get("readers", 4)) if spec.get("capacity") else []
     load_s = time.perf_counter() - t0
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, 100000, spec["prompt"])
@@ -141,6 +141,7 @@ def main():
     ap.add_argument("--budgets", type=float, nargs="+", default=[6, 10, 14, 18], help="GiB")
     ap.add_argument("--prompt", type=int, default=8)
     ap.add_argument("--decode", type=int, default=16)
+    ap.add_argument("--readers", type=int, default=4, help="threads reading an offloaded layer's misses")
     ap.add_argument("--margin", type=float, default=1.0, help="GB left for the working set beside the weights")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "offload")
     ap.add_argument("--timeout", type=float, default=1800)
@@ -159,7 +160,7 @@ def main():
     print(json.dumps({k: report[k] for k in ("machine", "sizes", "disk_GBps")}), flush=True)
     fixture = HERE.parent / "tests" / "fixtures" / "gguf" / "moe-Q8_0.gguf"   # the kernels for slots, compiled once
     run({"path": str(fixture), "capacity": 2, "prompt": 8, "decode": 2}, args.timeout)
-    base = {"path": str(args.gguf), "prompt": args.prompt, "decode": args.decode}
+    base = {"path": str(args.gguf), "prompt": args.prompt, "decode": args.decode, "readers": args.readers}
     specs = [dict(base, name="mmap, whole machine")]
     per_slot = s["expert_bytes"] * s["moe_layers"]
     for i, budget in enumerate(args.budgets):
@@ -195,7 +196,8 @@ def markdown(report) -> str:
              f"{s['expert_bytes'] / 1e6:.2f} MB (top-{s['top_k']}: {s['moe_layers'] * s['top_k'] * s['expert_bytes'] / 1e9:.2f}"
              f" GB of experts a token), {s['other_bytes'] / 1e9:.2f} GB of other weights.  ",
              "Each contender in its own process, page cache dropped before it; a budget is a memory cgroup's limit "
-             "(process memory and the page cache it fills).", "",
+             f"(process memory and the page cache it fills). Offloaded layers read their misses "
+             f"{report['runs'][-1]['spec'].get('readers', 1)} at a time.", "",
              "| contender | prefill tok/s | decode tok/s | expert hit rate | uniform C/E | disk GB / token | "
              "read s / token | slots GB | cgroup peak GB |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -186,12 +186,12 @@ class Model:
         """An empty KV cache holding fp32 or bf16 values (see `KVCache`)."""
         return KVCache(dtype=dtype)
 
-    def offload_experts(self, capacity: int | None) -> list:
+    def offload_experts(self, capacity: int | None, readers: int = 4) -> list:
         """Hold `capacity` experts of each MoE layer in memory and read the others from the checkpoint file when
         tokens are routed to them (LRU; `miniqwen3.offload`); None: all experts in use again. -> the layers'
         caches, with their hit counts"""
         from .offload import offload_experts
-        return offload_experts(self, capacity)
+        return offload_experts(self, capacity, readers)
 
     def quantize(self, kind: str = "q8_0") -> "Model":
         """Convert the big matrices in place to GGUF's Q8_0 blocks (`quants.quantize_q8_0`: 32 weights of a row

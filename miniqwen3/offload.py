@@ -11,7 +11,8 @@ choice in the process instead, per layer and per expert, as Mixtral-offloading d
   (GGUF blocks, bf16 bits or floats: the kernels run on them as on the whole stacked matrices);
 - before the layer's experts run, every expert its tokens need is put in a slot: a hit if it is there already, a
   miss otherwise, read from the file with `os.preadv` straight into the slot, then dropped from the page cache
-  (`posix_fadvise(DONTNEED)`), so that the memory the experts take is the slots and nothing else;
+  (`posix_fadvise(DONTNEED)`), so that the memory the experts take is the slots and nothing else; a step's misses
+  are read `readers` at a time (4 threads by default);
 - a miss evicts the least recently used expert the step does not need (ties: the lower expert id), exactly the
   LRU of `expert_cache.simulate`: for the same steps the hits and misses are the same
   (`tests/test_offload.py`), so the simulator's hit rates are the real cache's;
@@ -107,8 +108,9 @@ class OffloadStats:
 class OffloadedExperts:
     """One MoE layer's experts, C of them in slots (see the module's docstring).  `run` is `moe_experts` for it."""
 
-    def __init__(self, gate_proj, up_proj, down_proj, capacity: int, top_k: int):
+    def __init__(self, gate_proj, up_proj, down_proj, capacity: int, top_k: int, readers: int = 4):
         self._fds = {}
+        self.readers = readers
         E = gate_proj.shape[0]
         if not top_k <= capacity <= E:
             raise ValueError(f"expert cache of {capacity} experts a layer: a token needs {top_k} in memory at once "
@@ -151,26 +153,35 @@ class OffloadedExperts:
         count the hits and misses as one step.  -> slot of each needed expert [len(needed)]"""
         needed = [int(e) for e in needed]
         hits = sum(self.slot_of_expert[e] >= 0 for e in needed)
-        misses = 0
+        loads = []                                   # (matrix, expert, slot): what the misses read
         for e in needed:
             if self.slot_of_expert[e] >= 0:
                 continue
             slot = self._free_slot(needed)
-            t0 = time.perf_counter()
-            for m in self.matrices:
-                self.stats.bytes_read += m.read(e, slot, self._fd(m))
-            self.stats.read_seconds += time.perf_counter() - t0
             old = self.expert_of_slot[slot]
             if old >= 0:
                 self.slot_of_expert[old] = -1
             self.expert_of_slot[slot], self.slot_of_expert[e] = e, slot
-            misses += 1
+            loads += [(m, e, slot) for m in self.matrices]
+        self._read(loads)
+        misses = len(loads) // len(self.matrices)
         slots = self.slot_of_expert[needed]
         self.last_used[slots] = self.step
         self.stats.hits.append(int(hits))
         self.stats.misses.append(misses)
         self.step += 1
         return slots
+
+    def _read(self, loads: list) -> None:
+        """Read the misses' matrices into their slots: `readers` of them at a time from a file (a disk serves
+        several requests at once faster than one after the other), one after the other from memory."""
+        t0 = time.perf_counter()
+        jobs = [(m, e, slot, self._fd(m)) for m, e, slot in loads]
+        if self.readers > 1 and len(jobs) > 1 and jobs[0][3] is not None:
+            self.stats.bytes_read += sum(_readers(self.readers).map(lambda j: j[0].read(*j[1:]), jobs))
+        else:
+            self.stats.bytes_read += sum(m.read(e, slot, fd) for m, e, slot, fd in jobs)
+        self.stats.read_seconds += time.perf_counter() - t0
 
     def _free_slot(self, needed) -> int:
         """An empty slot, or the one whose expert was used least recently (ties: the lower expert id) among the
@@ -211,7 +222,18 @@ class OffloadedExperts:
         return out
 
 
-def offload_experts(model, capacity: int | None) -> list[OffloadedExperts]:
+_POOLS = {}
+
+
+def _readers(n: int):
+    """A pool of n threads for reading (os.preadv lets go of the GIL), shared by all layers."""
+    from concurrent.futures import ThreadPoolExecutor
+    if n not in _POOLS:
+        _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="miniqwen3-expert-reader")
+    return _POOLS[n]
+
+
+def offload_experts(model, capacity: int | None, readers: int = 4) -> list[OffloadedExperts]:
     """Give every MoE layer of `model` an expert cache of `capacity` experts (see the module's docstring); the
     model then reads the other experts from its file as tokens need them. None: every expert in use again (the
     memory map was never closed). -> the layers' caches"""
@@ -224,7 +246,7 @@ def offload_experts(model, capacity: int | None) -> list[OffloadedExperts]:
             m.offload = None
         if isinstance(m, MoEWeights) and capacity is not None:
             m.offload = OffloadedExperts(m.gate_proj, m.up_proj, m.down_proj, capacity,
-                                         model.config.num_experts_per_tok)
+                                         model.config.num_experts_per_tok, readers)
             caches.append(m.offload)
     if not caches and capacity is not None:
         raise ValueError(f"{model.config.model_type}: no MoE layers, no experts to offload")
