@@ -229,3 +229,18 @@ def reverse_kl_sampled(student_logits: np.ndarray, teacher_logits: np.ndarray, t
     grad[rows, y] += 1.0
     grad *= per_token[:, None]
     return _result(per_token, w, tau * tau, grad / tau, s.dtype)
+
+
+# --- looking at one position (notebook 09) --------------------------------------------------------
+
+def compare_position(teacher_row: np.ndarray, student_row: np.ndarray, n: int = 6, tau: float = 1.0):
+    """The teacher's and the student's next-token probabilities at one position, over the tokens either ranks in
+    its top n (teacher's order first, then the student's own).  teacher_row, student_row: [V] logits
+    -> ids [m], p [m], q [m] (m <= 2n; full-softmax probabilities at temperature tau)"""
+    t = _logits("teacher_row", np.asarray(teacher_row)[None])
+    s = _logits("student_row", np.asarray(student_row)[None])
+    if t.shape != s.shape:
+        raise ValueError(f"teacher_row and student_row must have the same length, got {t.shape[1]} and {s.shape[1]}")
+    ids = list(dict.fromkeys([*top_k_logits(t, n)[0][0].tolist(), *top_k_logits(s, n)[0][0].tolist()]))
+    ids = np.array(ids, np.int64)
+    return ids, np.exp(log_softmax(t[0], tau))[ids], np.exp(log_softmax(s[0], tau))[ids]

@@ -8,7 +8,8 @@ from .config import Qwen3Config
 from .weights import CheckpointError, load_weights
 
 
-EMBEDDED = {"tiny": Path(__file__).parent / "data" / "tiny"}
+EMBEDDED = {"tiny": Path(__file__).parent / "data" / "tiny",                       # the teacher, Qwen3-MoE
+            "tiny-student": Path(__file__).parent / "data" / "tiny-student"}       # its distilled dense student
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -40,7 +41,8 @@ def cached_snapshot(repo_id: str, holds=lambda folder: (folder / "config.json").
 
 
 def resolve(name) -> Path:
-    """A checkpoint folder for `name`: "tiny" (the embedded model); an existing folder; else a repo id
+    """A checkpoint folder for `name`: "tiny" (the embedded model) or "tiny-student" (its dense student,
+    `scripts/distill.py`); an existing folder; else a repo id
     ("Qwen/Qwen3-0.6B") found in the local Hugging Face cache; else downloaded with huggingface_hub when it is
     installed and the network allows."""
     if str(name) in EMBEDDED:
@@ -76,7 +78,8 @@ def resolve(name) -> Path:
 def load(name=None, backend: str | None = None, quant: str | None = None):
     """Load a Qwen3 or Qwen3-MoE checkpoint: config.json + safetensors weights (+ tokenizer files if present),
     or a GGUF model (config, weights and tokenizer from the file, weights kept quantized and memory-mapped).
-    `name`: a folder, a Hugging Face repo id, a .gguf file, or "tiny"; None loads the embedded tiny model.
+    `name`: a folder, a Hugging Face repo id, a .gguf file, "tiny" or "tiny-student"; None loads the embedded
+    tiny model.
     `quant` picks a GGUF quantization ("Q4_K_M") in a folder or repo holding several; "REPO:Q4_K_M" does too.
     `backend`: "numpy" or "numba"; by default "numba" for GGUF models (the plain-NumPy reference dequantizes
     whole matrices on every call) and for models of 50M parameters or more (`model.default_backend`), "numpy"

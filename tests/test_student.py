@@ -69,3 +69,41 @@ def test_random_student_saved_by_transformers_matches_miniqwen3(tmp_path):
     logits = student.forward(ids)
     assert np.abs(expected).max() > 1.0                                     # not a near-zero comparison
     np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-4)
+
+
+SHIPPED = TINY.parent / "tiny-student"
+needs_shipped = pytest.mark.skipif(not (SHIPPED / "config.json").is_file(),
+                                   reason="the distilled student is not in this checkout (python scripts/distill.py)")
+
+
+@needs_shipped
+def test_shipped_student_is_a_small_dense_qwen3_by_name():
+    student = miniqwen3.load("tiny-student")
+    assert student.path == SHIPPED and student.config.model_type == "qwen3" and not student.config.is_moe
+    raw = json.loads((SHIPPED / "config.json").read_text())
+    assert raw["architectures"] == ["Qwen3ForCausalLM"] and raw["torch_dtype"] == "bfloat16"
+    assert raw["vocab_size"] == Qwen3Config.from_file(TINY).vocab_size
+    for f in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        assert (SHIPPED / f).read_bytes() == (TINY / f).read_bytes(), f
+    size = sum(p.stat().st_size for p in SHIPPED.iterdir() if p.is_file())
+    assert size <= 4 * 2**20, f"{size / 2**20:.1f} MiB"
+
+
+@needs_shipped
+@pytest.mark.oracle
+def test_shipped_student_matches_transformers():
+    """The shipped bf16 checkpoint, read by transformers' Qwen3ForCausalLM (widened to fp32) and by miniqwen3:
+    the same logits to 1e-4 on a conversation in the chat template."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    student = miniqwen3.load("tiny-student")
+    messages = [{"role": "user", "content": "What is 457 + 385? /think"}]
+    ids = np.array(student.tokenizer.encode(miniqwen3.render_chat(messages, add_generation_prompt=True)
+                                            + "<think>\n457+385\nones:7+5=12 c1\n"))
+    reference = transformers.Qwen3ForCausalLM.from_pretrained(SHIPPED, dtype=torch.float32,
+                                                              attn_implementation="eager").eval()
+    with torch.no_grad():
+        expected = reference(torch.tensor(ids)[None]).logits[0].numpy()
+    logits = student.forward(ids)
+    assert np.abs(expected).max() > 1.0
+    np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-4)
