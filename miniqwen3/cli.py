@@ -298,7 +298,7 @@ def add_generation_flags(p) -> None:
 def add_expert_cache_flag(p) -> None:
     p.add_argument("--expert-cache", type=int, metavar="C",
                    help="hold C experts of each MoE layer in memory and read the others from the file when tokens "
-                        "are routed to them (LRU; for a MoE model larger than the memory you have)")
+                        "are routed to them (LRU; for a GGUF MoE model larger than the memory you have)")
 
 
 def add_model_flags(p) -> None:

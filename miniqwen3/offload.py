@@ -21,8 +21,8 @@ choice in the process instead, per layer and per expert, as Mixtral-offloading d
 
 The file offset of expert e of a stacked matrix [E, ...] is where its memory map puts row e: stacked matrices that
 are memory-mapped views of a file (GGUF's ffn_*_exps) are read from the file; others (the tiny model's, or
-safetensors' per-expert tensors stacked in memory) are copied from the array, which is the same bookkeeping
-without the disk.
+safetensors' per-expert tensors, which loading stacks in memory) are copied from the array, which is the same
+bookkeeping without the disk and saves no memory: a model larger than memory is run offloaded from a GGUF file.
 
 Shape letters as in `miniqwen3.config`: T tokens, K experts per token, E experts, C slots, H hidden, I expert width.
 """
