@@ -687,16 +687,17 @@ def distill_results(report: dict, title: str = "") -> Figure:
     return fig
 
 
-def distill_step_figure(labels, forward, reverse, position: int, tokens, p, q, title: str = "") -> Figure:
+def distill_step_figure(labels, forward, reverse, position: int, tokens, p, q, title: str = "",
+                        legend=("forward KL(p || q), off-policy", "reverse KL(q || p), on-policy")) -> Figure:
     """One distillation step on one sequence. Top: the forward KL(p || q) and the reverse KL(q || p) at every
     position of the reply (nats), `position` highlighted; bottom: the teacher's p and the student's q at that
     position over the tokens either ranks high.  labels: [T] the tokens predicted; forward, reverse: [T];
-    tokens: [m] labels; p, q: [m]"""
+    tokens: [m] labels; p, q: [m]; legend: the names of the two per-position series"""
     fig = figure(9, 5.2)
     ax_kl, ax_p = fig.subplots(2, 1, height_ratios=(1, 1.2))
     x = np.arange(len(labels))
-    ax_kl.bar(x - 0.2, forward, 0.4, color="C0", label="forward KL(p || q), off-policy")
-    ax_kl.bar(x + 0.2, reverse, 0.4, color="C3", label="reverse KL(q || p), on-policy")
+    ax_kl.bar(x - 0.2, forward, 0.4, color="C0", label=legend[0])
+    ax_kl.bar(x + 0.2, reverse, 0.4, color="C3", label=legend[1])
     ax_kl.axvspan(position - 0.5, position + 0.5, color="gold", alpha=0.4)
     ax_kl.set_xticks(x, [repr(t)[1:-1] for t in labels], rotation=90, fontsize=6)
     ax_kl.set_ylabel("nats"), ax_kl.legend(fontsize=7, loc="upper right"), ax_kl.set_title(title, fontsize=9)

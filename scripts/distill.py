@@ -403,6 +403,45 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def ship_readme(report: dict) -> str:
+    """README.md of the shipped student: what it is, how it was made, what it scored (from the report)."""
+    s, best = report["setup"], report["shipped"]["run"]
+    m = report["models"][best]
+    a, c, st = m["eval"]["accuracy"], m["cost"], s["student"]
+    return "\n".join([
+        "# miniqwen3 tiny-student: a dense Qwen3 distilled from the tiny Qwen3-MoE",
+        "",
+        "`miniqwen3.load(\"tiny-student\")`. A real `Qwen3ForCausalLM` checkpoint (config keys of a real dense Qwen3, "
+        "bf16 safetensors, tied embeddings) that transformers loads and whose logits miniqwen3 reproduces to 1e-4 "
+        "(`tests/test_student.py`). It shares the teacher's tokenizer files, vocabulary and special ids "
+        "(`miniqwen3/data/tiny`), so the teacher's logits are targets for its own.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| architecture | dense Qwen3: {st['num_hidden_layers']} layers, hidden {st['hidden_size']}, "
+        f"{st['num_attention_heads']} query / {st['num_key_value_heads']} KV heads (head_dim {st['head_dim']}), SwiGLU "
+        f"width {st['intermediate_size']}, QK-Norm, RoPE theta as the teacher's; {s['student_parameters'] / 1e6:.2f} M "
+        f"parameters |",
+        f"| made by | `python scripts/distill.py` ({report['finished']}): the run `{best}`, the best of four students "
+        f"by all-levels accuracy at unlimited thinking, then ThinkFollow |",
+        f"| training | {c['student_tokens'] / 1e6:.2f} M student tokens from the same initial weights as the other "
+        f"three (seed {s['seed']}); teacher top-k logits k = {s['k']}, temperature tau = {s['tau']}; "
+        f"{c['teacher_tokens'] / 1e6:.2f} M teacher forward tokens, {c['sampled_tokens'] / 1e6:.3f} M tokens sampled by "
+        f"the student; {(c['train_seconds'] + c['sample_seconds'] + c['teacher_seconds']) / 60:.1f} min on "
+        f"{s['threads']} CPU threads |",
+        f"| data | arithmetic conversations of the teacher's generator (`miniqwen3.corpus`), replies only |",
+        f"| held-out arithmetic (greedy, think mode, no budget) | all levels {pct(a['unlimited']['all'])}%; "
+        + ", ".join(f"L{lv} {100 * a['unlimited'][f'L{lv}']['rate']:.0f}%" for lv in (1, 2, 3, 4))
+        + f"; no-think {pct(a['no-think']['all'])}% ({s['eval_per_level']} questions per level, 95% Wilson intervals) |",
+        f"| ThinkFollow (soft switch) | {pct(m['eval']['think_follow']['all'])}% of {s['follow_n']} held-out "
+        f"conversations whose flags switch the mode |",
+        "",
+        "All four students, the teacher, and the costs: `docs/distill/results.md`; notebook 09 steps through one "
+        "distillation step and shows them.",
+        "",
+    ])
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="docs/distill", help="results.json and results.md go here")
@@ -483,7 +522,7 @@ def main(argv=None):
         ship.mkdir(parents=True, exist_ok=True)
         for f in Path(models[best]["folder"]).iterdir():
             shutil.copyfile(f, ship / f.name)
-        shipped["files"] = sorted(f.name for f in ship.iterdir())
+        shipped["files"] = sorted(f.name for f in ship.iterdir()) + ["README.md"]
     report = {
         "setup": {"student": {k: config[k] for k in ("num_hidden_layers", "hidden_size", "intermediate_size",
                                                      "num_attention_heads", "num_key_value_heads", "head_dim")},
@@ -502,6 +541,8 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "results.md").write_text(markdown(report))
+    if args.ship:
+        (ship / "README.md").write_text(ship_readme(report))
     from miniqwen3 import viz
     fig = viz.distill_results(report)
     Path(args.chart).parent.mkdir(parents=True, exist_ok=True)
