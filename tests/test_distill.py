@@ -265,3 +265,16 @@ def test_bad_input_raises_value_error():
     for call, message in cases:
         with pytest.raises(ValueError, match=message):
             call()
+
+
+def test_compare_position_gives_both_distributions_over_both_top_lists():
+    """The union of the teacher's and the student's top n, the teacher's order first, with each model's full-softmax
+    probability at those ids (against a softmax written out here)."""
+    t = np.array([0.0, 3.0, 1.0, -2.0, 2.0, 0.5])
+    s = np.array([4.0, 0.0, 1.0, 3.5, -1.0, 0.0])
+    ids, p, q = distill.compare_position(t, s, n=2, tau=2.0)
+    assert ids.tolist() == [1, 4, 0, 3]
+    np.testing.assert_allclose(p, (np.exp(t / 2) / np.exp(t / 2).sum())[ids], rtol=1e-12)
+    np.testing.assert_allclose(q, (np.exp(s / 2) / np.exp(s / 2).sum())[ids], rtol=1e-12)
+    with pytest.raises(ValueError):
+        distill.compare_position(t, s[:5])
