@@ -306,6 +306,7 @@ def lab_gradients(x, y, router_w, experts_w, k, f_rows=None, coef=0.0, bias=None
     return loss, dz.T @ x, grad_experts, p, chosen
 
 
+@ops.serial_blas
 def evaluate_router(domains: Domains, router_w, experts_w, k: int, bias=None, scoring="softmax",
                     capacity_factor: float | None = None, n_seqs: int = 16, seq_len: int = 32,
                     capacity_seqs: int | None = None, drop_priority: str = "token", n_batches: int = 8,
@@ -334,6 +335,7 @@ def evaluate_router(domains: Domains, router_w, experts_w, k: int, bias=None, sc
             "specialisation": specialisation(share)}
 
 
+@ops.serial_blas
 def train_router(method: str = "global", coef: float = 0.3, micro_batch: int = 1, n_experts: int = 8, k: int = 2,
                  steps: int = 300, n_seqs: int = 16, seq_len: int = 32, lr: float = 0.1, gamma: float = 0.001,
                  alpha: float = 0.01, capacity_factor: float | None = None, capacity_seqs: int | None = None,

@@ -6,6 +6,7 @@ where they are used. Shape letters: see `miniqwen3.config`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 
 import numpy as np
@@ -53,6 +54,16 @@ def blas_threads_for(work: int):
     finally:
         for lib, n in zip(_blas_libraries, threads):
             lib.set_num_threads(n)
+
+
+def serial_blas(f):
+    """f with every BLAS call inside it on one thread: for code that multiplies small matrices many times (the
+    router lab of `balance`), where each call is far below BLAS_SERIAL_WORK."""
+    @functools.wraps(f)
+    def on_one_thread(*args, **kwargs):
+        with blas_threads_for(0):
+            return f(*args, **kwargs)
+    return on_one_thread
 
 
 def embed(ids: np.ndarray, embed_tokens: np.ndarray) -> np.ndarray:
