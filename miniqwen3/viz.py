@@ -649,6 +649,9 @@ def distill_results(report: dict, title: str = "") -> Figure:
     """The four students (and the teacher) of `scripts/distill.py`'s results.json: accuracy per level in think mode
     with no budget, all-levels accuracy against the thinking budget, and ThinkFollow; 95% Wilson intervals. Each
     student's legend entry carries its wall time."""
+    def err(pts):          # [2, n] distances to the interval's ends (>= 0: a rate of 1 can sit a rounding above it)
+        return np.maximum(0.0, [[p["rate"] - p["low"] for p in pts], [p["high"] - p["rate"] for p in pts]])
+
     fig = figure(12, 3.8)
     ax_lv, ax_b, ax_f = fig.subplots(1, 3, width_ratios=(1.3, 1.3, 1))
     models = report["models"]
@@ -662,16 +665,14 @@ def distill_results(report: dict, title: str = "") -> Figure:
         pts = [acc["unlimited"][f"L{lv}"] for lv in (1, 2, 3, 4)]
         x = np.arange(4) + (j - (len(models) - 1) / 2) * width
         ax_lv.bar(x, [p["rate"] for p in pts], width, color=color, alpha=0.35 if cost is None else 0.85,
-                  yerr=[[p["rate"] - p["low"] for p in pts], [p["high"] - p["rate"] for p in pts]],
-                  capsize=2, error_kw={"lw": 0.8}, label=label)
+                  yerr=err(pts), capsize=2, error_kw={"lw": 0.8}, label=label)
         cols = report["columns"]
         pts = [acc[c]["all"] for c in cols]
         ax_b.errorbar(np.arange(len(cols)) + (j - 2) * 0.06, [p["rate"] for p in pts],
-                      yerr=[[p["rate"] - p["low"] for p in pts], [p["high"] - p["rate"] for p in pts]],
-                      fmt="o-" if cost else "s--", ms=3.5, capsize=2, lw=1.1, color=color)
+                      yerr=err(pts), fmt="o-" if cost else "s--", ms=3.5, capsize=2, lw=1.1, color=color)
         f = r["eval"]["think_follow"]["all"]
         ax_f.barh(j, f["rate"], color=color, alpha=0.35 if cost is None else 0.85,
-                  xerr=[[f["rate"] - f["low"]], [f["high"] - f["rate"]]], capsize=2)
+                  xerr=err([f]), capsize=2)
     ax_lv.set_xticks(range(4), [f"level {lv}" for lv in (1, 2, 3, 4)])
     ax_lv.set_ylabel("accuracy"), ax_lv.set_ylim(0, 1.05)
     ax_lv.set_title("think mode, no budget", fontsize=10)

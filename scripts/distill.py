@@ -408,8 +408,15 @@ def ship_readme(report: dict) -> str:
     s, best = report["setup"], report["shipped"]["run"]
     m = report["models"][best]
     a, c, st = m["eval"]["accuracy"], m["cost"], s["student"]
+    kl = f"the teacher's top-k logits stored (k = {s['k']}, tau = {s['tau']})"
+    how = {RUNS[0]: "next-token cross-entropy on the corpus' replies, no teacher",
+           RUNS[1]: f"off-policy distillation: forward KL to {kl}",
+           RUNS[2]: f"off-policy distillation (forward KL to {kl}) for {100 * s['on_policy_from']:.0f}% of the tokens, "
+                    f"then on-policy ({s['on_policy_loss']} reverse KL on its own samples at tau = {s['tau']})",
+           RUNS[3]: "next-token cross-entropy on the corpus' replies, no teacher, given the tokens that take the most "
+                    "expensive distillation run's wall time"}
     return "\n".join([
-        "# miniqwen3 tiny-student: a dense Qwen3 distilled from the tiny Qwen3-MoE",
+        "# miniqwen3 tiny-student: a dense Qwen3 student of the tiny Qwen3-MoE",
         "",
         "`miniqwen3.load(\"tiny-student\")`. A real `Qwen3ForCausalLM` checkpoint (config keys of a real dense Qwen3, "
         "bf16 safetensors, tied embeddings) that transformers loads and whose logits miniqwen3 reproduces to 1e-4 "
@@ -424,8 +431,8 @@ def ship_readme(report: dict) -> str:
         f"parameters |",
         f"| made by | `python scripts/distill.py` ({report['finished']}): the run `{best}`, the best of four students "
         f"by all-levels accuracy at unlimited thinking, then ThinkFollow |",
-        f"| training | {c['student_tokens'] / 1e6:.2f} M student tokens from the same initial weights as the other "
-        f"three (seed {s['seed']}); teacher top-k logits k = {s['k']}, temperature tau = {s['tau']}; "
+        f"| training | {how[best]}; {c['student_tokens'] / 1e6:.2f} M student tokens from the same initial weights as "
+        f"the other three (seed {s['seed']}); "
         f"{c['teacher_tokens'] / 1e6:.2f} M teacher forward tokens, {c['sampled_tokens'] / 1e6:.3f} M tokens sampled by "
         f"the student; {(c['train_seconds'] + c['sample_seconds'] + c['teacher_seconds']) / 60:.1f} min on "
         f"{s['threads']} CPU threads |",
