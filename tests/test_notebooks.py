@@ -71,7 +71,7 @@ def model_cell(nb) -> int | None:
 
 def test_the_notebooks_are_there():
     assert ALL == ["00_quickstart", "01_rope", "02_routing", "03_load_balancing", "04_thinking_budget", "05_kernels",
-                   "06_layer_walkthrough", "07_greener_moe", "08_auto_budget"]
+                   "06_layer_walkthrough", "07_greener_moe", "08_auto_budget", "09_distillation"]
 
 
 @pytest.mark.parametrize("name", ALL)
