@@ -1,7 +1,7 @@
 """Strong-to-weak distillation, reproduced small: four dense students of the embedded tiny Qwen3-MoE, trained for
 the same number of student tokens, then evaluated with the tiny model's own suite. One command:
 
-    python scripts/distill.py --out docs/distill            # about 35 min on 2 cores
+    python scripts/distill.py --out docs/distill            # 53 min on 2 cores here
 
 The Qwen3 report (arXiv 2505.09388, section 4.5) trains its small models (0.6B to 14B) by distilling the large
 ones instead of running RL on them: first off-policy (the student learns from the teacher's outputs and logits
@@ -37,7 +37,8 @@ Evaluation of each student (and of the teacher, for reference), greedy, with min
 checkpoint: held-out arithmetic (`corpus.arithmetic_eval_set`) per level in no-think mode (the hard switch) and in
 think mode at thinking budgets B (`evaluate.budget_runs`), with 95% Wilson intervals; ThinkFollow through the soft
 switch on held-out multi-turn conversations whose flags switch the mode (`evaluate.switching_conversations`,
-`evaluate.think_follow`). Written to OUT/results.json, OUT/results.md and a chart (`--chart`, default
+`evaluate.think_follow`); and the share of replies with no budget that write the budget stop sentence anyway.
+Written to OUT/results.json, OUT/results.md and a chart (`--chart`, default
 docs/img/distill.png); every student is exported to build/distill/<run> and the best one (all-levels accuracy at
 unlimited budget, then ThinkFollow) to `--ship` (default miniqwen3/data/tiny-student).
 """
@@ -64,6 +65,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import miniqwen3  # noqa: E402
 from miniqwen3 import distill  # noqa: E402
+from miniqwen3.budget import STOP_TEXT  # noqa: E402
 from miniqwen3.corpus import arithmetic_eval_set, conversation_segments, parse_answer, sample_conversation  # noqa: E402
 from miniqwen3.evaluate import budget_runs, rate, switching_conversations, think_follow  # noqa: E402
 from miniqwen3.student import TINY, student_config  # noqa: E402
@@ -321,6 +323,7 @@ def evaluate_model(folder, args, log, backend=None) -> dict:
         for b, r in runs.items():
             row[budget_name(b)] = parse_answer(r.answer) == want
             row[f"spent {budget_name(b)}"] = r.thinking_tokens
+        row["stop sentence"] = STOP_TEXT.strip() in runs[None].thinking + runs[None].answer    # no budget, yet cut
         rows.append(row)
     arith_seconds = time.perf_counter() - t0
     columns = ["no-think"] + [budget_name(b) for b in BUDGETS]
@@ -331,6 +334,7 @@ def evaluate_model(folder, args, log, backend=None) -> dict:
     follow = think_follow(model, switching_conversations(args.follow_n), max_new_tokens=args.eval_max_new,
                           temperature=0)
     out = {"accuracy": acc, "thinking_tokens": spent,
+           "stop_sentence_unbudgeted": rate([r["stop sentence"] for r in rows]),
            "think_follow": {"all": rate([f["followed"] for f in follow]),
                             "/think": rate([f["followed"] for f in follow if f["want_thinking"]]),
                             "/no_think": rate([f["followed"] for f in follow if not f["want_thinking"]])},
@@ -455,7 +459,7 @@ def main(argv=None):
     ap.add_argument("--chart", default="docs/img/distill.png")
     ap.add_argument("--build", default="build/distill", help="every student's exported checkpoint")
     ap.add_argument("--ship", default="miniqwen3/data/tiny-student", help="the best student goes here ('' skips)")
-    ap.add_argument("--tokens", type=float, default=2.0e6, help="student tokens of runs 1-3")
+    ap.add_argument("--tokens", type=float, default=2.5e6, help="student tokens of runs 1-3")
     ap.add_argument("--batch-tokens", type=int, default=4096, help="corpus tokens per training step")
     ap.add_argument("--on-policy-batch", type=int, default=48, help="prompts sampled per on-policy step")
     ap.add_argument("--on-policy-from", type=float, default=0.5, help="share of run 3's tokens spent off-policy")
