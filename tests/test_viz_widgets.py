@@ -507,3 +507,20 @@ def test_auto_budget_panel_circles_the_three_choices_at_the_cost_allowed():
                and len(line.get_xdata()) == 1 and line.get_markersize() == 11]
     assert circled == [(0.0, 0.0), (16 / 3, 2 / 3), (16 / 3, 2 / 3)]   # fixed B = 0, the probe, the oracle
     assert auto_budget.scheduler_choice([8, 8, 40], budgets, 6).tolist() == [1, 1, 0]
+
+
+def test_distill_results_draws_every_model_with_intervals_at_full_marks():
+    """scripts/distill.py's report drawn: a bar per model and level, with Wilson intervals from evaluate.rate; a rate of
+    n/n (whose interval's upper end can fall a rounding below 1) must draw, as it did not before."""
+    def acc(flags):
+        r = evaluate.rate(flags)
+        return {f"L{lv}": r for lv in (1, 2, 3, 4)} | {"all": r}
+    columns = ["no-think", "B=0", "unlimited"]
+    models = {name: {"eval": {"accuracy": {c: acc(flags) for c in columns},
+                              "think_follow": {"all": evaluate.rate(flags)}}} for name, flags in
+              (("a", [True] * 60), ("b", [True, False] * 30))}
+    models["a"]["cost"] = {"train_seconds": 60.0, "sample_seconds": 0.0, "teacher_seconds": 30.0}
+    fig = viz.distill_results({"models": models, "columns": columns})
+    ax_levels = fig.axes[0]
+    assert len(fig.axes) == 3 and len(ax_levels.patches) == 2 * 4
+    assert [t.get_text() for t in ax_levels.get_legend().get_texts()] == ["a (1.5 min)", "b"]
