@@ -402,6 +402,11 @@ def markdown(report: dict) -> str:
     for name, r in report["models"].items():
         lines.append(f"| {name} | " + " | ".join(pct(r["eval"]["accuracy"]["unlimited"][f"L{lv}"])
                                                   for lv in (1, 2, 3, 4)) + " |")
+    stops = {n: r["eval"]["stop_sentence_unbudgeted"] for n, r in report["models"].items()
+             if "stop_sentence_unbudgeted" in r["eval"]}
+    if stops:
+        lines += ["", "Replies with no budget that write the budget stop sentence anyway (%, think mode): "
+                  + "; ".join(f"{n} {pct(r)}" for n, r in stops.items()) + "."]
     lines += ["", f"Shipped: `{report['shipped']['run']}` as `{report['shipped']['folder']}` "
                   f"(the best all-levels accuracy at unlimited budget, then ThinkFollow).", ""]
     return "\n".join(lines)
