@@ -165,6 +165,7 @@ class Model:
         self.path = path
         self.tokenizer = None
         self.routing_overrides: list[RoutingOverride] = []
+        self.offloaded: dict = {}     # MoE layer -> offload.OffloadedExperts (offload_experts): C experts in memory
         self.inv_freq, self.attention_factor = ops.rope_frequencies(
             config.head_dim, config.rope_theta, config.rope_scaling)
         self.set_backend(backend or default_backend(config))
@@ -203,7 +204,7 @@ class Model:
         if kind.lower() != "q8_0":
             raise ValueError(f"quantize: unknown format {kind!r} (supported: 'q8_0')")
 
-        if any(getattr(layer.mlp, "offload", None) is not None for layer in self.weights.layers):
+        if self.offloaded:
             raise ValueError("quantize: the experts are offloaded (their slots hold the stored format); "
                              "quantize first, then offload_experts")
 
@@ -297,8 +298,8 @@ class Model:
         if trace is not None:
             trace.record(RouterRecord(i, positions, ids.copy(), logits, probs, experts, weights))
         record(i, router_logits=logits, router_probs=probs, experts=experts, expert_weights=weights)
-        if m.offload is not None:
-            return m.offload.run(self.ops.moe_experts, x, experts, weights)
+        if i in self.offloaded:
+            return self.offloaded[i].run(self.ops.moe_experts, x, experts, weights)
         return self.ops.moe_experts(x, experts, weights, m.gate_proj, m.up_proj, m.down_proj)
 
     @contextmanager

@@ -234,20 +234,17 @@ def _readers(n: int):
 
 
 def offload_experts(model, capacity: int | None, readers: int = 4) -> list[OffloadedExperts]:
-    """Give every MoE layer of `model` an expert cache of `capacity` experts (see the module's docstring); the
-    model then reads the other experts from its file as tokens need them. None: every expert in use again (the
-    memory map was never closed). -> the layers' caches"""
+    """Give every MoE layer of `model` an expert cache of `capacity` experts (see the module's docstring), held in
+    `model.offloaded` (layer index -> OffloadedExperts); the model then reads the other experts from its file as
+    tokens need them. None: every expert in use again (the memory map was never closed). -> the layers' caches"""
     from .weights import MoEWeights
-    caches = []
-    for layer in model.weights.layers:
-        m = layer.mlp
-        if isinstance(m, MoEWeights) and m.offload is not None:
-            m.offload.close()
-            m.offload = None
-        if isinstance(m, MoEWeights) and capacity is not None:
-            m.offload = OffloadedExperts(m.gate_proj, m.up_proj, m.down_proj, capacity,
-                                         model.config.num_experts_per_tok, readers)
-            caches.append(m.offload)
-    if not caches and capacity is not None:
+    moe = {i: layer.mlp for i, layer in enumerate(model.weights.layers) if isinstance(layer.mlp, MoEWeights)}
+    if capacity is not None and not moe:
         raise ValueError(f"{model.config.model_type}: no MoE layers, no experts to offload")
-    return caches
+    new = {} if capacity is None else {
+        i: OffloadedExperts(m.gate_proj, m.up_proj, m.down_proj, capacity, model.config.num_experts_per_tok, readers)
+        for i, m in moe.items()}
+    for old in model.offloaded.values():
+        old.close()
+    model.offloaded = new
+    return list(new.values())

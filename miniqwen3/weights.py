@@ -236,7 +236,6 @@ class MoEWeights:
     gate_proj: np.ndarray  # [E, I, H]
     up_proj: np.ndarray    # [E, I, H]
     down_proj: np.ndarray  # [E, H, I]
-    offload: object = None  # an offload.OffloadedExperts: C experts in memory, the rest read from the file
 
 
 @dataclass

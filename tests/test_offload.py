@@ -108,10 +108,14 @@ def test_bad_capacity(tiny):
         tiny.offload_experts(c.num_experts_per_tok - 1)
     with pytest.raises(ValueError, match="layer has"):
         tiny.offload_experts(c.num_experts + 1)
-    assert all(layer.mlp.offload is None for layer in tiny.weights.layers)
-    tiny.offload_experts(4)
+    assert tiny.offloaded == {}
+    caches = tiny.offload_experts(4)
+    assert list(tiny.offloaded) == tiny.config.moe_layers and list(tiny.offloaded.values()) == caches
+    with pytest.raises(ValueError, match="needs"):
+        tiny.offload_experts(1)
+    assert list(tiny.offloaded.values()) == caches          # a refused capacity leaves the caches as they were
     tiny.offload_experts(None)
-    assert all(layer.mlp.offload is None for layer in tiny.weights.layers)
+    assert tiny.offloaded == {}
 
 
 def test_dense_model_has_nothing_to_offload():
