@@ -114,8 +114,8 @@ def sizes(path: Path) -> dict:
     import miniqwen3
     model = miniqwen3.load(str(path), backend="numpy")
     c = model.config
-    m = next(layer.mlp for layer in model.weights.layers if hasattr(layer.mlp, "gate_proj") and
-             getattr(layer.mlp, "gate_proj").shape[0] == c.num_experts)
+    from miniqwen3.weights import MoEWeights
+    m = next(layer.mlp for layer in model.weights.layers if isinstance(layer.mlp, MoEWeights))
     expert = sum(w.nbytes for w in (m.gate_proj, m.up_proj, m.down_proj)) // c.num_experts
     layers = sum(1 for i in range(c.num_hidden_layers) if c.is_sparse_layer(i))
     return {"expert_bytes": expert, "moe_layers": layers, "experts": c.num_experts, "top_k": c.num_experts_per_tok,

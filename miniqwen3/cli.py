@@ -213,7 +213,7 @@ def run_turn(model, messages, args, budget, printer, enable_thinking=None):
 def load_model(args):
     from .hub import load
     model = load(args.model, backend=args.backend, quant=args.quant)
-    if getattr(args, "expert_cache", None):
+    if args.expert_cache:
         model.offload_experts(args.expert_cache)
     model_tokenizer(model)
     return model

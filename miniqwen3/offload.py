@@ -197,8 +197,8 @@ class OffloadedExperts:
         """The distinct experts of experts [T, K] in groups of at most C that run one after the other: the ones in
         memory first (in slot order), then the others by id."""
         distinct = np.unique(experts)
-        cached = [int(e) for e in self.expert_of_slot if e >= 0 and e in set(distinct.tolist())]
-        rest = [int(e) for e in distinct if self.slot_of_expert[e] < 0]
+        cached = self.expert_of_slot[np.isin(self.expert_of_slot, distinct)].tolist()        # in slot order
+        rest = distinct[self.slot_of_expert[distinct] < 0].tolist()
         order = cached + rest
         return [order[i:i + self.capacity] for i in range(0, len(order), self.capacity)]
 
