@@ -101,12 +101,18 @@ def execute(nb, keep):
             nbformat.write(nb, Path(os.environ["MINIQWEN3_NOTEBOOK_KEEP"]) / keep.name)
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_runs_top_to_bottom(name, tmp_path, record_property, monkeypatch):
-    answered = []       # comm_msgs the client's Output-widget mimic sent on the shell socket: the stall's trigger
-    send = nbclient.output_widget.OutputWidget.send
+def record_answers(monkeypatch) -> list:
+    """The comm_msgs the client's Output-widget mimic sends back on the shell socket (the stall's trigger), recorded
+    in the returned list while `monkeypatch` is in force."""
+    answered, send = [], nbclient.output_widget.OutputWidget.send
     monkeypatch.setattr(nbclient.output_widget.OutputWidget, "send",
                         lambda self, *a, **k: (answered.append(self.comm_id), send(self, *a, **k)))
+    return answered
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_runs_top_to_bottom(name, tmp_path, record_property, monkeypatch):
+    answered = record_answers(monkeypatch)
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     other = os.environ.get("MINIQWEN3_NOTEBOOK_MODEL")
     i = model_cell(nb)
@@ -144,15 +150,10 @@ def test_first_cell_and_readme_show_the_picture(name):
 
 def client_answers(source: str, tmp_path) -> list:
     """Run one code cell headless; the comm_msgs the client's Output-widget mimic sent back on the shell socket."""
-    answered = []
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
-    original = nbclient.output_widget.OutputWidget.send
-    nbclient.output_widget.OutputWidget.send = lambda self, *a, **k: (answered.append(self.comm_id),
-                                                                      original(self, *a, **k))
-    try:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        answered = record_answers(monkeypatch)
         execute(nb, tmp_path / "one.ipynb")
-    finally:
-        nbclient.output_widget.OutputWidget.send = original
     assert not [o for c in nb.cells for o in c.outputs if o.output_type == "error"]
     return answered
 
