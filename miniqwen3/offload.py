@@ -1,8 +1,8 @@
 """Experts offloaded to the checkpoint file: each MoE layer holds C of its E experts in memory and reads the others
 from the file when a token is routed to them.
 
-Qwen3-30B-A3B in Q8_0 is 30.3 GiB, 29.0 GiB of it experts (48 layers x 128 experts x gate, up and down
-projections: 5.0 MiB an expert). On a machine with less memory the file can still be memory-mapped, and then the
+Qwen3-30B-A3B in Q8_0 is 30.3 GiB, 28.7 GiB of it experts (48 layers x 128 experts x gate, up and down
+projections: 5.01 MB an expert). On a machine with less memory the file can still be memory-mapped, and then the
 kernel's page cache decides which experts stay, by page and for the whole file at once. This module makes that
 choice in the process instead, per layer and per expert, as Mixtral-offloading does between a GPU and its host
 (Eliseev & Mazur 2023, arXiv 2312.17238):
