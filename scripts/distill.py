@@ -70,6 +70,9 @@ from miniqwen3.corpus import arithmetic_eval_set, conversation_segments, parse_a
 from miniqwen3.evaluate import budget_runs, rate, switching_conversations, think_follow  # noqa: E402
 from miniqwen3.student import TINY, student_config  # noqa: E402
 
+sys.path.insert(0, str(REPO / "scripts"))
+from train_tiny import pad_right  # noqa: E402  the teacher's batches, padded the same way
+
 RUNS = ("baseline", "off-policy", "off+on-policy", "baseline, same compute")
 BUDGETS = (0, 16, 32, 64, None)           # thinking budgets evaluated (None: unlimited)
 
@@ -92,17 +95,6 @@ class Corpus:
             trained += [is_trained] * len(e)
         prompt = trained.index(True)
         return np.array(ids, np.int64), np.array(trained, bool), prompt
-
-
-def pad_right(seqs, masks, pad: int):
-    """Right-padded batch: ids [B, T], loss mask [B, T] (True where the token is a target), attention [B, T]."""
-    T = max(len(s) for s in seqs)
-    ids = np.full((len(seqs), T), pad, np.int64)
-    tgt = np.zeros((len(seqs), T), bool)
-    att = np.zeros((len(seqs), T), np.int64)
-    for i, (s, m) in enumerate(zip(seqs, masks)):
-        ids[i, :len(s)], tgt[i, :len(s)], att[i, :len(s)] = s, m, 1
-    return torch.from_numpy(ids), torch.from_numpy(tgt), torch.from_numpy(att)
 
 
 class Batches:
@@ -563,7 +555,8 @@ def main(argv=None):
     fig = viz.distill_results(report)
     Path(args.chart).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.chart, dpi=110, bbox_inches="tight")
-    log(f"wrote {out / 'results.json'}, {out / 'results.md'}, {args.chart}; shipped {best}")
+    log(f"wrote {out / 'results.json'}, {out / 'results.md'}, {args.chart}; best: {best}"
+        + (f", shipped to {args.ship}" if args.ship else " (not shipped: --ship ''"))
 
 
 def slug(name: str) -> str:

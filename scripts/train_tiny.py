@@ -153,13 +153,7 @@ class Batches:
         return int(self.order[self.pos - 1])
 
     def _pad(self, seqs, masks):
-        T = max(len(s) for s in seqs)
-        ids = np.full((len(seqs), T), self.pad, np.int64)
-        tgt = np.zeros((len(seqs), T), bool)
-        att = np.zeros((len(seqs), T), np.int64)
-        for i, (s, m) in enumerate(zip(seqs, masks)):
-            ids[i, :len(s)], tgt[i, :len(s)], att[i, :len(s)] = s, m, 1
-        return torch.from_numpy(ids), torch.from_numpy(tgt), torch.from_numpy(att)
+        return pad_right(seqs, masks, self.pad)
 
     def step(self):
         off, total, convs = self.d["chat_offsets"], 0, []
@@ -182,6 +176,17 @@ class Batches:
         return micro
 
 
+def pad_right(seqs, masks, pad: int):
+    """Right-padded batch: ids [B, T], loss mask [B, T] (True where the token is a target), attention [B, T]."""
+    T = max(len(s) for s in seqs)
+    ids = np.full((len(seqs), T), pad, np.int64)
+    tgt = np.zeros((len(seqs), T), bool)
+    att = np.zeros((len(seqs), T), np.int64)
+    for i, (s, m) in enumerate(zip(seqs, masks)):
+        ids[i, :len(s)], tgt[i, :len(s)], att[i, :len(s)] = s, m, 1
+    return torch.from_numpy(ids), torch.from_numpy(tgt), torch.from_numpy(att)
+
+
 def eval_batches(corpus: Path, tokenizer_dir: Path, pad_id: int):
     """Held-out arithmetic replies in think and no-think mode, as (name, ids, mask, attention, level) batches."""
     from tokenizers import Tokenizer
@@ -201,14 +206,7 @@ def eval_batches(corpus: Path, tokenizer_dir: Path, pad_id: int):
             seqs.append(np.array(ids))
             masks.append(np.array(mask))
             levels.append(c.problem.level)
-        T = max(len(s) for s in seqs)
-        ids = np.full((len(seqs), T), pad_id, np.int64)
-        tgt = np.zeros((len(seqs), T), bool)
-        att = np.zeros((len(seqs), T), np.int64)
-        for i, (s, m) in enumerate(zip(seqs, masks)):
-            ids[i, :len(s)], tgt[i, :len(s)], att[i, :len(s)] = s, m, 1
-        out.append(("think" if thinking else "no_think", torch.from_numpy(ids), torch.from_numpy(tgt),
-                    torch.from_numpy(att), np.array(levels)))
+        out.append(("think" if thinking else "no_think", *pad_right(seqs, masks, pad_id), np.array(levels)))
     return out
 
 
