@@ -556,7 +556,7 @@ def main(argv=None):
     Path(args.chart).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.chart, dpi=110, bbox_inches="tight")
     log(f"wrote {out / 'results.json'}, {out / 'results.md'}, {args.chart}; best: {best}"
-        + (f", shipped to {args.ship}" if args.ship else " (not shipped: --ship ''"))
+        + (f", shipped to {args.ship}" if args.ship else " (not shipped: --ship '')"))
 
 
 def slug(name: str) -> str:
