@@ -43,11 +43,11 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import prange  # noqa: E402
 
-from . import quants  # noqa: E402
+from . import bf16_products, quants  # noqa: E402
 from .ops import blas_threads_for, kv_as_float32  # noqa: E402
 from .quants import (BF16, Q4_K, Q6_K, Q8_0, bf16_as_f32, row_view, rows_dot, widen_q8_0, widen_row,  # noqa: E402
                      x_aux_into, x_aux_size, _uint32_bits_as_f32)
-from .weights import float32_to_bf16  # noqa: E402
+from .weights import as_float32, float32_to_bf16  # noqa: E402
 
 # Sums may be reordered (that is what lets LLVM vectorise a dot product); inf and nan keep their meaning,
 # which the masked softmax relies on.
@@ -70,14 +70,22 @@ SERIAL_WORK = 2**20  # multiply-adds below which a kernel runs on the calling th
 # --- linear and SwiGLU ---------------------------------------------------------------------------
 
 def linear(x: np.ndarray, w) -> np.ndarray:
-    """x @ w.T, no bias.  x: [T, IN], w: [OUT, IN] fp32 / fp16 / bf16 bits / QuantWeight -> [T, OUT]
+    """x @ w.T, no bias.  x: [T, IN] fp32, or bf16 bits (uint16: bf16 products, `Model.matmul_precision`),
+    w: [OUT, IN] fp32 / fp16 / bf16 bits / QuantWeight -> [T, OUT]
 
     Few tokens (decode): `linear_tiles`, bound by reading the weights. Many tokens (prefill): bound by
     arithmetic, where BLAS's matmul is faster than anything written here, so widen up to CHUNK_BYTES of rows
     at a time into an fp32 buffer and hand them to BLAS with all the tokens (few, large calls: every parallel
-    region costs a synchronisation of the threads)."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    region costs a synchronisation of the threads). bf16 activations meeting bf16 weights in a prefill run
+    AVX512-BF16's products where the CPU has them (`bf16_products`); elsewhere they are widened (exactly) and
+    go the fp32 way."""
     check_width("linear", w, x.shape[1])
+    if x.dtype == np.uint16:
+        if bf16_products_fit(x.shape[0], w):
+            with threads_for(x.shape[0] * w.shape[0] * w.shape[1] // 2):
+                return bf16_products.linear(x, weight_rows(w)[1], numba.get_num_threads())
+        x = as_float32(x)
+    x = np.ascontiguousarray(x, dtype=np.float32)
     if x.shape[0] >= BLAS_TOKENS and isinstance(w, np.ndarray) and w.dtype == np.float32:
         with blas_threads_for(x.shape[0] * w.shape[0] * w.shape[1]):
             return x @ w.T
@@ -117,25 +125,47 @@ def scratch(n: int) -> np.ndarray:
 def swiglu(x: np.ndarray, gate_proj, up_proj, down_proj) -> np.ndarray:
     """The SwiGLU MLP: down_proj(silu(gate_proj(x)) * up_proj(x)).  x: [T, H] -> [T, H]
     Prefill: three `linear`s (BLAS). Decode: the one-expert case of the MoE kernels below, which read a
-    row of gate_proj and of up_proj together and apply silu at once."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    row of gate_proj and of up_proj together and apply silu at once.
+    x may be bf16 bits (bf16 products): then the hidden activations are rounded to bf16 before down_proj."""
     check_width("swiglu", gate_proj, x.shape[1])
     check_width("swiglu", up_proj, x.shape[1])
     check_width("swiglu", down_proj, gate_proj.shape[-2])
+    bf16 = x.dtype == np.uint16
     if x.shape[0] >= BLAS_TOKENS:
         g = linear(x, gate_proj)
         u = linear(x, up_proj)
         with threads_for(16 * g.size):       # an exp and a division: about 16 multiply-adds
             silu_times_rows(g, u)
-        return linear(g, down_proj)
+        return linear(float32_to_bf16(g) if bf16 else g, down_proj)
+    x = np.ascontiguousarray(as_float32(x), dtype=np.float32)
     (kg, g), (ku, u), (kd, d) = (weight_rows(w[None]) for w in (gate_proj, up_proj, down_proj))
     starts = one_group(x.shape[0])                         # every token in the group of "expert" 0
     h = np.empty((x.shape[0], g.shape[1]), np.float32)
     out = np.empty_like(x)
     with threads_for(3 * x.shape[0] * g.shape[1] * x.shape[1]):
         experts_gate_up(x, x_aux_rows(x, starts, kg, ku), starts, kg, g, ku, u, h)
+        if bf16:
+            round_to_bf16(h)
         experts_down(h, x_aux_rows(h, starts, kd, kd), starts, kd, d, out)
     return out
+
+
+def bf16_products_fit(tokens: int, *weights) -> bool:
+    """Whether bf16 activations meet these weights in `bf16_products`' kernels: a prefill (BLAS_TOKENS or more),
+    bf16 weights with an even row width and at least its ROWS rows, on a CPU with AVX512-BF16."""
+    return (bf16_products.AVAILABLE and tokens >= BLAS_TOKENS
+            and all(isinstance(w, np.ndarray) and w.dtype == np.uint16 and w.shape[-1] % 2 == 0
+                    and w.shape[-2] >= bf16_products.ROWS for w in weights))
+
+
+@jit
+def round_to_bf16(h):
+    """h rounded to bf16 (nearest, ties to even) in place, kept as fp32.  h: C-contiguous fp32 [N, M]"""
+    bits = h.view(np.uint32)
+    for i in range(bits.shape[0]):
+        for j in range(bits.shape[1]):
+            b = bits[i, j]
+            bits[i, j] = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
 
 
 @parallel_jit
@@ -347,7 +377,9 @@ def moe_experts(x: np.ndarray, experts: np.ndarray, weights: np.ndarray, gate_pr
     sort the (token, slot) pairs by expert (counting sort), gather each expert's tokens into one contiguous
     group, run the expert's SwiGLU on the group (tile by tile, widening each weight tile once), then add
     the weighted results back to their tokens. Only the chosen experts' weights are read.
-    x: [T, H], experts/weights: [T, K], gate_proj/up_proj: [E, I, H], down_proj: [E, H, I] -> [T, H]"""
+    x: [T, H] fp32 or bf16 bits (bf16 products: the hidden activations are rounded to bf16 before down_proj;
+    a prefill with bf16 experts runs `bf16_products.experts` where the CPU has AVX512-BF16),
+    experts/weights: [T, K], gate_proj/up_proj: [E, I, H], down_proj: [E, H, I] -> [T, H]"""
     T, K = experts.shape
     check_width("moe_experts", gate_proj, x.shape[1])
     check_width("moe_experts", up_proj, x.shape[1])
@@ -355,15 +387,24 @@ def moe_experts(x: np.ndarray, experts: np.ndarray, weights: np.ndarray, gate_pr
     (kg, g), (ku, u), (kd, d) = weight_rows(gate_proj), weight_rows(up_proj), weight_rows(down_proj)
     E, I, H = g.shape[0], g.shape[1], x.shape[1]
     order, starts = group_by_expert(np.ascontiguousarray(experts, dtype=np.int64), E)
-    xs = np.ascontiguousarray(x, dtype=np.float32)[order // K]             # [P, H] grouped by expert
     ys = np.empty((T * K, H), np.float32)
     out = np.empty((T, H), np.float32)
+    bf16 = x.dtype == np.uint16
+    if bf16 and bf16_products_fit(T, gate_proj, up_proj, down_proj):
+        x32 = np.ascontiguousarray(x).view(np.uint32)[order // K]          # [P, H / 2] grouped by expert
+        with threads_for(3 * T * K * I * H // 2):
+            bf16_products.experts(x32, starts, g.view(np.uint32), u.view(np.uint32), d.view(np.uint32), ys)
+        combine_slots(ys, order, np.ascontiguousarray(weights, dtype=np.float32), out)
+        return out
+    xs = np.ascontiguousarray(as_float32(x), dtype=np.float32)[order // K]  # [P, H] grouped by expert
     with threads_for(3 * T * K * I * H):
         if np.count_nonzero(starts[1:] > starts[:-1]) >= EXPERTS_PER_THREAD * numba.get_num_threads():
-            experts_whole(xs, x_aux_rows(xs, starts, kg, ku), starts, kg, g, ku, u, kd, d, ys)
+            experts_whole(xs, x_aux_rows(xs, starts, kg, ku), starts, kg, g, ku, u, kd, d, ys, bf16)
         else:
             h = np.empty((T * K, I), np.float32)
             experts_gate_up(xs, x_aux_rows(xs, starts, kg, ku), starts, kg, g, ku, u, h)
+            if bf16:
+                round_to_bf16(h)
             experts_down(h, x_aux_rows(h, starts, kd, kd), starts, kd, d, ys)
     combine_slots(ys, order, np.ascontiguousarray(weights, dtype=np.float32), out)
     return out
@@ -389,22 +430,22 @@ def group_by_expert(experts, n_experts):
 
 
 @parallel_jit
-def experts_whole(xs, xaux, starts, gate_kind, gate_proj, up_kind, up_proj, down_kind, down_proj, ys):
+def experts_whole(xs, xaux, starts, gate_kind, gate_proj, up_kind, up_proj, down_kind, down_proj, ys, round_hidden):
     """ys[group of e] = expert e's SwiGLU of xs[group], one work item per expert with tokens: a core runs an
     expert's gate/up and then its down projection on the hidden rows it has just made (still in its cache), so
     the whole MoE block is one parallel region. Used when there are enough experts to share out evenly.
     xs: [P, H] token rows grouped by expert, xaux: x_aux_rows(xs, starts, ...), gate/up_proj: [E, I, ROW_BYTES],
-    down_proj: [E, H, ROW_BYTES], ys: [P, H]"""
+    down_proj: [E, H, ROW_BYTES], ys: [P, H], round_hidden: round the hidden activations to bf16 (bf16 products)"""
     active = np.nonzero(starts[1:] > starts[:-1])[0]
     for i in prange(active.size):
         e = active[i]
         g0, g1 = starts[e], starts[e + 1]
         expert_swiglu(xs[g0:g1], xaux[g0:g1], gate_kind, gate_proj[e], up_kind, up_proj[e], down_kind,
-                      down_proj[e], ys[g0:g1])
+                      down_proj[e], ys[g0:g1], round_hidden)
 
 
 @jit
-def expert_swiglu(x, xaux, gate_kind, gate_proj, up_kind, up_proj, down_kind, down_proj, y):
+def expert_swiglu(x, xaux, gate_kind, gate_proj, up_kind, up_proj, down_kind, down_proj, y, round_hidden):
     """y = down_proj(silu(gate_proj(x)) * up_proj(x)) for one expert, ROWS rows of a projection at a time.
     x: [N, H], xaux: x_aux_rows(x, ...), gate/up_proj: [I, ROW_BYTES], down_proj: [H, ROW_BYTES], y: [N, H]"""
     (N, H), I = x.shape, gate_proj.shape[0]
@@ -414,6 +455,8 @@ def expert_swiglu(x, xaux, gate_kind, gate_proj, up_kind, up_proj, down_kind, do
     tile = np.empty((tile_rows(N), H), np.float32)
     for r0 in range(0, I, ROWS):
         gate_up_rows(x, xaux, gate_kind, gate_proj, up_kind, up_proj, r0, min(I, r0 + ROWS), g, u, tile, h)
+    if round_hidden:
+        round_to_bf16(h)
     haux = x_aux_rows(h, np.array([0, N], np.int64), down_kind, down_kind)
     tile = np.empty((tile_rows(N), I), np.float32)
     for r0 in range(0, H, ROWS):
@@ -518,6 +561,10 @@ def warm_up(log=sys.stderr) -> None:
                                            quants.quantize_q8_0(normal(NKV, T, D)).data)],
         "moe": lambda T: [moe_experts(normal(T, H), rng.integers(0, n, (T, 2)), np.ones((T, 2), np.float32),
                                       gate, gate, down) for n in (2, E)],
+        "bf16 products": lambda T: [linear(float32_to_bf16(normal(T, H)), gate[0]),
+                                    swiglu(float32_to_bf16(normal(T, H)), gate[0], gate[0], down[0]),
+                                    moe_experts(float32_to_bf16(normal(T, H)), rng.integers(0, E, (T, 2)),
+                                                np.ones((T, 2), np.float32), gate, gate, down)],
     }
     for name, step in steps.items():
         for T in (1, BLAS_TOKENS):
@@ -532,8 +579,9 @@ def warm_up(log=sys.stderr) -> None:
 def compiled_on_disk() -> bool:
     """Whether Numba's disk cache holds compiled code of this source for every kernel called from Python
     (Numba's index of a function is void when its source file changed)."""
+    bf16 = (bf16_products.pack_pairs, bf16_products.rows_parallel, bf16_products.experts) if bf16_products.AVAILABLE else ()
     for f in (linear_tiles, widen_chunk, silu_times_rows, attention_blocks, group_by_expert, experts_whole,
-              experts_gate_up, experts_down, combine_slots, x_aux_rows):
+              experts_gate_up, experts_down, combine_slots, x_aux_rows, round_to_bf16) + bf16:
         try:
             if not f._cache._cache_file._load_index():
                 return False
@@ -720,4 +768,4 @@ def stamp_caches(modules) -> str:
     return stamp
 
 
-SOURCE_STAMP = stamp_caches([sys.modules[__name__], quants])
+SOURCE_STAMP = stamp_caches([sys.modules[__name__], quants, bf16_products])

@@ -43,6 +43,14 @@ def default_backend(config: Qwen3Config) -> str:
     return "numba" if totals(parameter_split(config))["total"] >= NUMBA_FROM_PARAMETERS else "numpy"
 
 
+# The activations entering a matrix product: "fp32" (the default: transformers' fp32 logits to ~1e-5), or "bf16":
+# rounded to bf16 (nearest, ties to even), so that a bf16 weight meets them in bf16 with fp32 sums, which is
+# llama.cpp's bf16 arithmetic, a transformers model's in bf16 and torch's "medium" matmul precision. On a CPU
+# with AVX512-BF16 a prefill then runs twice the multiply-adds an instruction (`bf16_products`). Every product
+# of the model takes rounded inputs, the router's and the output head's too, in prefill and decode alike.
+MATMUL_PRECISIONS = ("fp32", "bf16")
+
+
 # how a KV cache holds its values: fp32, bf16 as its bits, or q8_0 as GGUF's Q8_0 blocks (a row of D values is
 # D / 32 blocks of 34 bytes: an fp16 scale d and 32 int8 q, value = d * q; `quants.quantize_q8_0`)
 KV_DTYPES = {"fp32": np.float32, "bf16": np.uint16, "q8_0": np.uint8}
@@ -159,7 +167,11 @@ class Model:
     """A loaded Qwen3 model: config, weights, RoPE tables, a backend for the hot ops, and the routing overrides
     in force (innermost last)."""
 
-    def __init__(self, config: Qwen3Config, weights: Weights, backend: str | None = None, path=None):
+    def __init__(self, config: Qwen3Config, weights: Weights, backend: str | None = None, path=None,
+                 matmul_precision: str = "fp32"):
+        if matmul_precision not in MATMUL_PRECISIONS:
+            raise ValueError(f"matmul_precision {matmul_precision!r}: expected one of {', '.join(MATMUL_PRECISIONS)}")
+        self.matmul_precision = matmul_precision
         self.config = config
         self.weights = weights
         self.path = path
@@ -244,7 +256,7 @@ class Model:
             if isinstance(layer.mlp, MoEWeights):
                 y = self.moe_block(h, layer.mlp, i, trace, ids, positions, record)
             else:
-                y = self.ops.swiglu(h, layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj)
+                y = self.ops.swiglu(self.activations(h), layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj)
             record(i, mlp=y)
             x = x + y
             record(i, output=x)
@@ -254,7 +266,7 @@ class Model:
             x = x[-1:]
         x = ops.rms_norm(x, w.norm, c.rms_norm_eps)
         record(None, norm=x)
-        logits = self.ops.linear(x, w.lm_head)                                        # [T, V]
+        logits = self.ops.linear(self.activations(x), w.lm_head)                      # [T, V]
         record(None, logits=logits)
         return logits
 
@@ -263,6 +275,7 @@ class Model:
         """GQA attention with QK-Norm before RoPE; new keys/values go into the cache.  x: [T, H] -> [T, H]"""
         c = self.config
         T, D = x.shape[0], c.head_dim
+        x = self.activations(x)
         q = self.ops.linear(x, a.q_proj).reshape(T, c.num_attention_heads, D)
         k = self.ops.linear(x, a.k_proj).reshape(T, c.num_key_value_heads, D)
         v = self.ops.linear(x, a.v_proj).reshape(T, c.num_key_value_heads, D)
@@ -276,7 +289,7 @@ class Model:
         cache.store(i, start, k, v)
         out = self.ops.attention(q, cache.k[i], cache.v[i], start)     # the whole capacity: [T, NH, D]
         record(i, attention=out)
-        out = self.ops.linear(out.reshape(T, c.num_attention_heads * D), a.o_proj)
+        out = self.ops.linear(self.activations(out.reshape(T, c.num_attention_heads * D)), a.o_proj)
         record(i, o_proj=out)
         return out
 
@@ -290,7 +303,8 @@ class Model:
             drop |= set(o.drop.get(i, ()))
             if o.inputs is not None:
                 o.inputs[i] = x if i not in o.inputs else np.concatenate([o.inputs[i], x])
-        logits = ops.linear(x, m.gate)                                                 # [T, E]
+        xin = self.activations(x)
+        logits = ops.linear(xin, m.gate)                                               # [T, E]
         probs, experts, weights = ops.router(logits, top_k, c.norm_topk_prob, drop=sorted(drop))
         for o in self.routing_overrides:
             if o.weights is not None:
@@ -299,8 +313,13 @@ class Model:
             trace.record(RouterRecord(i, positions, ids.copy(), logits, probs, experts, weights))
         record(i, router_logits=logits, router_probs=probs, experts=experts, expert_weights=weights)
         if i in self.offloaded:
-            return self.offloaded[i].run(self.ops.moe_experts, x, experts, weights)
-        return self.ops.moe_experts(x, experts, weights, m.gate_proj, m.up_proj, m.down_proj)
+            return self.offloaded[i].run(self.ops.moe_experts, xin, experts, weights)
+        return self.ops.moe_experts(xin, experts, weights, m.gate_proj, m.up_proj, m.down_proj)
+
+    def activations(self, x: np.ndarray) -> np.ndarray:
+        """The input of a matrix product at the model's matmul_precision: x itself ("fp32"), or x rounded to
+        bf16, as its bits ("bf16"; the ops take uint16 activations as bf16)."""
+        return float32_to_bf16(x) if self.matmul_precision == "bf16" else x
 
     @contextmanager
     def routing(self, top_k: int | None = None, drop: dict | None = None, weights: Callable | None = None,

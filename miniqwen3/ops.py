@@ -13,15 +13,17 @@ import numpy as np
 
 from .config import RopeScaling
 from .quants import dequantize_q8_0
-from .weights import as_float32
+from .weights import as_float32, float32_to_bf16
 
 
 # --- basic layers --------------------------------------------------------------------------------
 
 def linear(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """x @ w.T, no bias.  x: [T, IN], w: [OUT, IN] (an array, or a `quant.Q8Weight`) -> [T, OUT]"""
+    """x @ w.T, no bias.  x: [T, IN] fp32, or bf16 bits (uint16; bf16 products, `Model.matmul_precision`: the
+    product of two bf16 values is exact in fp32, so widening both and multiplying in fp32 is that arithmetic),
+    w: [OUT, IN] (an array, or a `quant.Q8Weight`) -> [T, OUT]"""
     with blas_threads_for(x.shape[0] * w.shape[0] * w.shape[1]):
-        return x @ as_float32(w).T
+        return as_float32(x) @ as_float32(w).T
 
 
 # A BLAS call shares its work among its threads and waits for the last one. When another process keeps a core
@@ -84,8 +86,10 @@ def silu(x: np.ndarray) -> np.ndarray:
 
 
 def swiglu(x: np.ndarray, gate_proj: np.ndarray, up_proj: np.ndarray, down_proj: np.ndarray) -> np.ndarray:
-    """The SwiGLU MLP: down_proj(silu(gate_proj(x)) * up_proj(x)).  x: [T, H] -> [T, H]"""
-    return linear(silu(linear(x, gate_proj)) * linear(x, up_proj), down_proj)
+    """The SwiGLU MLP: down_proj(silu(gate_proj(x)) * up_proj(x)).  x: [T, H] fp32, or bf16 bits (bf16
+    products: the hidden activations are rounded to bf16 too, as every product's input is) -> [T, H] fp32"""
+    h = silu(linear(x, gate_proj)) * linear(x, up_proj)
+    return linear(float32_to_bf16(h) if x.dtype == np.uint16 else h, down_proj)
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -268,8 +272,9 @@ def router(logits: np.ndarray, top_k: int, norm_topk_prob: bool, drop=None, sele
 def moe_experts(x: np.ndarray, experts: np.ndarray, weights: np.ndarray, gate_proj: np.ndarray,
                 up_proj: np.ndarray, down_proj: np.ndarray) -> np.ndarray:
     """Weighted sum of the chosen experts' SwiGLU outputs, one expert at a time.
-    x: [T, H], experts/weights: [T, K], gate_proj/up_proj: [E, I, H], down_proj: [E, H, I] -> [T, H]"""
-    out = np.zeros_like(x)
+    x: [T, H] fp32 or bf16 bits (`swiglu`), experts/weights: [T, K], gate_proj/up_proj: [E, I, H],
+    down_proj: [E, H, I] -> [T, H] fp32"""
+    out = np.zeros(x.shape, np.float32)
     for e in np.unique(experts):
         token, slot = np.nonzero(experts == e)                          # who chose expert e, in which slot
         y = swiglu(x[token], gate_proj[e], up_proj[e], down_proj[e])  # [n, H]
