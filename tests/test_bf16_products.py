@@ -1,0 +1,160 @@
+"""bf16 products (`Model(matmul_precision="bf16")`, `miniqwen3.bf16_products`): activations rounded to bf16 meet
+bf16 weights, sums in fp32. The oracle is torch: its own fp32 -> bf16 rounding and an fp32 matmul of the
+rounded values, and a transformers model whose every nn.Linear rounds its input to bf16."""
+import numpy as np
+import pytest
+
+import miniqwen3
+from miniqwen3 import bf16_products, kernels, ops
+from miniqwen3.weights import as_float32, float32_to_bf16
+
+torch = pytest.importorskip("torch")
+
+needs_avx512_bf16 = pytest.mark.skipif(not bf16_products.AVAILABLE, reason="this CPU has no AVX512-BF16")
+
+
+def bits(a: np.ndarray) -> np.ndarray:
+    """torch's rounding of fp32 to bf16, as uint16 bits."""
+    return torch.from_numpy(np.ascontiguousarray(a, np.float32)).bfloat16().view(torch.int16).numpy().view(np.uint16)
+
+
+def torch_linear(x_bits, w_bits):
+    """The oracle: both operands widened from bf16 by torch, multiplied in fp64."""
+    wide = [torch.from_numpy(b.view(np.int16).copy()).view(torch.bfloat16).double() for b in (x_bits, w_bits)]
+    return torch.nn.functional.linear(*wide).numpy()
+
+
+def test_rounding_to_bf16_is_torchs():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal(10000, np.float32) * 10.0 ** rng.integers(-30, 30, 10000),
+                        np.array([np.inf, -np.inf, 3.4e38, -0.0, 0.0, 1e-45], np.float32),
+                        # ties: bf16's last bit even (rounds down) and odd (rounds up)
+                        (np.array([0x3F808000, 0x3F818000, 0xBF808000], np.uint32)).view(np.float32)])
+    np.testing.assert_array_equal(float32_to_bf16(x), bits(x))
+
+
+SHAPES = [(16, 64, 8), (37, 128, 100), (200, 1024, 264), (16, 96, 3), (20, 33, 16)]   # T, IN, OUT
+
+
+@pytest.mark.parametrize("backend", [ops, kernels], ids=["numpy", "numba"])
+@pytest.mark.parametrize("T,IN,OUT", SHAPES)
+def test_linear_equals_torch(backend, T, IN, OUT):
+    """x @ w.T of bf16 activations. Both kernel paths run: the AVX512-BF16 one (rows of 8: OUT = 100 and 264 end
+    in a redone tile; tokens in vectors of 16 and 32) and, for OUT < 8 or an odd IN, widening and fp32."""
+    rng = np.random.default_rng(T + IN + OUT)
+    x, w = bits(rng.standard_normal((T, IN))), bits(rng.standard_normal((OUT, IN)))
+    y = backend.linear(x, w)
+    assert y.dtype == np.float32 and y.shape == (T, OUT)
+    np.testing.assert_allclose(y, torch_linear(x, w), rtol=0, atol=2e-6 * np.sqrt(IN) * 4)
+
+
+@needs_avx512_bf16
+def test_kernel_path_is_taken_and_matches_its_numpy_picture(monkeypatch):
+    """The IR micro kernel against `dot_tile`'s NumPy picture of vdpbf16ps (what NUMBA_DISABLE_JIT runs), and
+    `kernels.linear` really goes through it for a prefill of bf16 weights."""
+    rng = np.random.default_rng(1)
+    x, w = bits(rng.standard_normal((40, 256))), bits(rng.standard_normal((24, 256)))
+    panel = np.empty((128, 48), np.uint32)
+    bf16_products.pack_pairs.py_func(x.view(np.uint32), panel)
+    compiled, picture = np.empty((40, 24), np.float32), np.empty((40, 24), np.float32)
+    bf16_products.rows(w.view(np.uint32), 0, 3, panel, 40, compiled)
+    bf16_products.rows.py_func(w.view(np.uint32), 0, 3, panel, 40, picture)
+    np.testing.assert_allclose(compiled, picture, rtol=0, atol=1e-4)
+    calls = []
+    monkeypatch.setattr(bf16_products, "linear", lambda *a: calls.append(a) or picture)
+    kernels.linear(x, w)
+    kernels.linear(x[:3], w)                                      # decode: the row dots, widened x
+    kernels.linear(as_float32(x), w)                              # fp32 activations: fp32 products
+    assert len(calls) == 1
+
+
+def torch_swiglu(x_bits, g, u, d):
+    """down(round_bf16(silu(x @ g.T) * (x @ u.T))) with torch's rounding, fp64 sums."""
+    h = torch.nn.functional.silu(torch.from_numpy(torch_linear(x_bits, g))) * torch.from_numpy(torch_linear(x_bits, u))
+    return torch_linear(bits(h.float().numpy()), d)
+
+
+@pytest.mark.parametrize("backend", [ops, kernels], ids=["numpy", "numba"])
+@pytest.mark.parametrize("T", [2, 48])
+def test_moe_experts_equal_torch(backend, T):
+    """Prefill (48 tokens: `bf16_products.experts` where the CPU has AVX512-BF16) and decode (2), the hidden
+    activations rounded to bf16 before down_proj."""
+    rng = np.random.default_rng(T)
+    E, K, H, I = 8, 3, 128, 48
+    x = bits(rng.standard_normal((T, H)))
+    g, u, d = (bits(rng.standard_normal(s) * 0.2) for s in ((E, I, H), (E, I, H), (E, H, I)))
+    experts = np.stack([rng.choice(E, K, replace=False) for _ in range(T)])
+    weights = rng.random((T, K)).astype(np.float32)
+    expected = np.zeros((T, H))
+    for t in range(T):
+        for k in range(K):
+            e = experts[t, k]
+            expected[t] += weights[t, k] * torch_swiglu(x[t:t + 1], g[e], u[e], d[e])[0]
+    got = backend.moe_experts(x, experts, weights, g, u, d)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+    got = backend.swiglu(x, g[0], u[0], d[0])
+    np.testing.assert_allclose(got, torch_swiglu(x, g[0], u[0], d[0]), rtol=0, atol=1e-4 * np.abs(got).max())
+
+
+def test_without_avx512_bf16_the_same_values(monkeypatch):
+    """A CPU without the instruction widens the rounded activations and multiplies in fp32: the same values."""
+    rng = np.random.default_rng(2)
+    x, w = bits(rng.standard_normal((64, 256))), bits(rng.standard_normal((40, 256)))
+    monkeypatch.setattr(bf16_products, "AVAILABLE", False)
+    np.testing.assert_allclose(kernels.linear(x, w), torch_linear(x, w), rtol=0, atol=1e-4)
+
+
+def test_precision_is_checked():
+    tiny = miniqwen3.load()
+    with pytest.raises(ValueError, match="matmul_precision 'fp16'"):
+        miniqwen3.Model(tiny.config, tiny.weights, matmul_precision="fp16")
+
+
+def rms(d):
+    return float(np.sqrt(np.mean(np.square(d, dtype=np.float64))))
+
+
+def assert_same_roundings(got, expected, fp32):
+    """got and expected are logits of the same model in bf16 products, computed two ways; fp32: the model's fp32
+    products. Rounding to bf16 is not continuous: an fp32 difference of 1e-7 between two ways (the order of a
+    sum) moves a value past a rounding boundary now and then, by one bf16 step (2^-8 relative), and the layers
+    after it carry that on. So the two ways agree to bf16 noise, not to 1e-5; what shows that they round at the
+    same places is that they agree far better than bf16 products agree with fp32 ones (which change every input)."""
+    assert rms(got - expected) < rms(fp32 - expected) / 4
+    assert np.abs(got - expected).max() < np.abs(fp32 - expected).max() / 3
+    assert np.mean(got.argmax(-1) == expected.argmax(-1)) >= 0.95
+
+
+def test_tiny_model_backends_agree_and_decode_continues_prefill():
+    """The embedded MoE model in bf16 products: numba against numpy, and decoded tokens' logits those of the
+    prefill at their positions (the same roundings in both)."""
+    ids = np.random.default_rng(3).integers(0, 1000, 40)
+    fast = miniqwen3.load(backend="numba", matmul_precision="bf16")
+    slow = miniqwen3.load(backend="numpy", matmul_precision="bf16")
+    exact = miniqwen3.load(backend="numpy").logits(ids)
+    a, b = fast.logits(ids), slow.logits(ids)
+    assert_same_roundings(a, b, exact)
+    cache = fast.new_cache()
+    fast.forward(ids[:30], cache)
+    decoded = np.concatenate([fast.forward(ids[t:t + 1], cache) for t in range(30, 40)])
+    assert_same_roundings(decoded, a[30:], exact[30:])
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_model_equals_transformers_with_bf16_inputs(backend, tmp_path):
+    """A dense bf16 checkpoint against transformers in fp32 whose every nn.Linear rounds its input to bf16."""
+    pytest.importorskip("transformers")
+    from parity_cases import build_checkpoint, prompt_ids
+    ref = build_checkpoint("dense_gqa4_bf16", tmp_path, seed=4)
+    ids = prompt_ids(ref.config.vocab_size, n=40, seed=6)
+    with torch.no_grad():
+        fp32 = ref(torch.tensor(ids)[None]).logits[0].numpy()
+        for m in ref.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.register_forward_pre_hook(lambda mod, args: (args[0].bfloat16().float(),))
+        expected = ref(torch.tensor(ids)[None]).logits[0].numpy()
+    got = miniqwen3.load(tmp_path, backend=backend, matmul_precision="bf16").logits(ids)
+    assert_same_roundings(got, expected, fp32)
+    exact = miniqwen3.load(tmp_path, backend=backend).logits(ids)
+    np.testing.assert_allclose(exact, fp32, rtol=0, atol=1e-4)       # and the default is transformers' fp32
