@@ -217,7 +217,8 @@ def _miniqwen3_runner(spec, folder):
     import numba
     import miniqwen3
     # the default path (no backend argument) unless the contender names one; q8_0: the GGUF llama.cpp wrote
-    model = miniqwen3.load(spec.get("gguf") or folder, backend=spec["backend"])
+    model = miniqwen3.load(spec.get("gguf") or folder, backend=spec["backend"],
+                           matmul_precision=spec.get("matmul_precision", "fp32"))
     info = {"numba_threads": numba.get_num_threads(), "backend_used": model.backend,
             "weights_GB_in_memory": model.weights.nbytes() / 1e9, "kv_cache": spec.get("kv", "fp32")}
 
@@ -262,6 +263,7 @@ def _transformers_runner(spec, folder):
 CONTENDERS = [  # (name, engine, backend, dtype); backend None: what miniqwen3.load picks by itself
     ("miniqwen3 bf16", "miniqwen3", None, "bf16"),
     ("miniqwen3 q8_0", "miniqwen3", None, "q8_0"),
+    ("miniqwen3 bf16 products", "miniqwen3", None, "bf16"),
     ("llama.cpp bf16", "llama.cpp", None, "bf16"),
     ("llama.cpp q8_0", "llama.cpp", None, "q8_0"),
     ("miniqwen3 numpy bf16", "miniqwen3", "numpy", "bf16"),
@@ -277,7 +279,10 @@ LONG_CONTEXT = [  # decode after --context tokens, qwen3-0.6b: (name, engine, KV
 # the contenders the targets compare run in every round, in turn (the others in the first round only): this
 # machine's speed drifts by 1.3-1.5x within minutes, so each ratio is taken within a round and its median
 # over the rounds reported
-ROUNDS_OF = {"miniqwen3 bf16", "miniqwen3 q8_0", "llama.cpp bf16", "llama.cpp q8_0"}
+ROUNDS_OF = {"miniqwen3 bf16", "miniqwen3 q8_0", "miniqwen3 bf16 products", "llama.cpp bf16", "llama.cpp q8_0"}
+# contenders loaded with miniqwen3.load(..., matmul_precision=...) other than the default "fp32": activations
+# rounded to bf16 before every product, llama.cpp's arithmetic for bf16 weights (AVX512-BF16 where the CPU has it)
+MATMUL_PRECISION = {"miniqwen3 bf16 products": "bf16"}
 
 
 def _spawn(spec, cache_dir, timeout):
@@ -331,7 +336,7 @@ def run_contender(name, engine, backend, dtype, model_name, folder, args, cache_
             "decode_tokens": min(args.new, args.reference_decode) if slow else
                              (args.context_new if context else args.new),
             "logits_path": str(OUT / f"logits-{model_name}-{name.replace(' ', '_').replace(',', '')}.npy"),
-            "omp_wait_policy": args.omp_wait_policy}
+            "omp_wait_policy": args.omp_wait_policy, "matmul_precision": MATMUL_PRECISION.get(name, "fp32")}
     load = os.getloadavg()
     print(f"  {name:30s} (load {load[0]:.2f}) ...", end=" ", flush=True)
     t = time.perf_counter()
@@ -477,6 +482,8 @@ def main():
         by = {r["contender"]: r for r in results if r["model"] == m and "error" not in r}
         pairs = [("miniqwen3 q8_0", "miniqwen3 bf16"), ("miniqwen3 bf16", "transformers fp32"),
                  ("miniqwen3 bf16", "miniqwen3 numpy bf16"), ("transformers bf16", "transformers fp32"),
+                 ("miniqwen3 bf16 products", "transformers fp32"),
+                 ("miniqwen3 bf16 products", "transformers bf16"),
                  ("miniqwen3 bf16, bf16 KV cache", "miniqwen3 bf16, fp32 KV cache"),
                  ("miniqwen3 bf16, q8_0 KV cache", "miniqwen3 bf16, fp32 KV cache")]
         for a, b in pairs:
@@ -575,6 +582,9 @@ def targets(report) -> list:
         for d, phase, goal in (("bf16", "decode", 0.85), ("q8_0", "decode", 0.7), ("bf16", "prefill", 0.7)):
             check(f"{label} {phase} {d}, x llama.cpp {d}",
                   ratios(report, m, f"miniqwen3 {d}", f"llama.cpp {d}", f"{phase}_tok_s"), goal)
+        for phase, goal in (("decode", 0.85), ("prefill", 0.7)):   # the same arithmetic as llama.cpp's bf16
+            check(f"{label} {phase} bf16 in bf16 products, x llama.cpp bf16",
+                  ratios(report, m, "miniqwen3 bf16 products", "llama.cpp bf16", f"{phase}_tok_s"), goal)
     # the smaller KV caches against the fp32 one. By bytes alone (1.19 GB of weights, 0.94 GB of fp32 cache at
     # 4096 tokens) bf16 could give at most 1.28x and q8_0 1.48x: the goal is q8_0's; bf16's row has none
     context = report["settings"].get("context")
@@ -674,6 +684,8 @@ def markdown(report) -> str:
               "| model | miniqwen3 vs | prefill | decode |", "|---|---|---:|---:|"]
     for model in dict.fromkeys(r["model"] for r in report["results"]):
         for mine, other in (("miniqwen3 bf16", "llama.cpp bf16"), ("miniqwen3 q8_0", "llama.cpp q8_0"),
+                            ("miniqwen3 bf16 products", "llama.cpp bf16"),
+                            ("miniqwen3 bf16 products", "miniqwen3 bf16"),
                             ("miniqwen3 bf16", "transformers bf16"), ("miniqwen3 bf16", "transformers fp32"),
                             ("miniqwen3 bf16", "miniqwen3 numpy bf16")):
             cells = []
