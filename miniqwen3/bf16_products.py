@@ -10,7 +10,7 @@ loss; tests/test_bf16_products.py checks the results against torch's own bf16 ro
 The picture: a weight row of IN bf16 values is IN / 2 pairs, read as uint32 (`w32`, [OUT, K2], K2 = IN / 2,
 no copy). The tokens' activations are packed pair-major into a `panel` [K2, NP] (panel[k, n] = the pair k of
 token n; NP a multiple of 16, zero past the last token), so that 16 tokens' pairs k are one vector. The micro
-kernel (`_dot_tile`, in LLVM IR) keeps an [8 rows x 32 tokens] tile of sums in 16 vector registers; each
+kernel (`tiles.tile_sums`, in LLVM IR) keeps an [8 rows x 32 tokens] tile of sums in 16 vector registers; each
 step k broadcasts a row's pair to all lanes and meets 2 vectors of the panel: 16 vdpbf16ps per 2 loads.
 Weights are read as stored (memory-mapped files stay so), so a MoE expert with 30 tokens needs no copy of
 its weights. Its sums go through a small tile to y (y[token, row]: the tile is transposed on the way).
@@ -20,19 +20,16 @@ same way and multiplies in fp32, which gives the same values (to the order of th
 from __future__ import annotations
 
 import llvmlite.binding
-import llvmlite.ir as ir
 import numba
 import numpy as np
 from numba import prange
-from numba.core import cgutils
 
-from .quants import FASTMATH, _require_c_arrays
+from .quants import FASTMATH
+from .tiles import BF16_ROWS as ROWS, TOKENS, tile_sums
 
 jit = numba.njit(cache=True, fastmath=FASTMATH)
 parallel_jit = numba.njit(cache=True, fastmath=FASTMATH, parallel=True)
 
-ROWS = 8        # weight rows of the micro kernel's tile
-TOKENS = 32     # tokens of its tile (two vectors of 16; one when 16 or fewer are left)
 BLOCK = 128     # tokens whose panel columns a core reuses for all its rows (an [IN / 2, 128] block fits L2)
 
 
@@ -45,105 +42,6 @@ def host_has_avx512_bf16() -> bool:
 
 
 AVAILABLE = host_has_avx512_bf16()
-
-
-# --- the micro kernel ----------------------------------------------------------------------------
-
-class _BFloat(ir.types.Type):
-    """LLVM's bfloat, which llvmlite's IR builder does not name."""
-    def _to_string(self):
-        return "bfloat"
-
-    def __eq__(self, other):
-        return isinstance(other, _BFloat)
-
-    def __hash__(self):
-        return hash("bfloat")
-
-
-_F32x16 = ir.VectorType(ir.FloatType(), 16)
-_I32x16 = ir.VectorType(ir.IntType(32), 16)
-_BF16x32 = ir.VectorType(_BFloat(), 32)
-_I64 = ir.IntType(64)
-
-
-def _dot_tile_codegen(vectors):
-    """The IR of `_dot_tile` for `vectors` (1 or 2) vectors of 16 tokens."""
-    def codegen(context, builder, signature, args):
-        (w, r0, panel, n0, tile), types = args, signature.args
-        w, panel, tile = (context.make_array(t)(context, builder, a) for t, a in zip(types[::2], (w, panel, tile)))
-        k2 = builder.extract_value(w.shape, 1)
-        np_ = builder.extract_value(panel.shape, 1)
-        dp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_F32x16, [_F32x16, _BF16x32, _BF16x32]),
-                                            "llvm.x86.avx512bf16.dpbf16ps.512")
-        rows = [builder.gep(w.data, [builder.mul(builder.add(r0, _I64(i)), k2)]) for i in range(ROWS)]
-        first = builder.gep(panel.data, [n0])
-        before = builder.block
-        head, body, done = (builder.append_basic_block(n) for n in ("pairs", "pair", "pairs_done"))
-        builder.branch(head)
-        builder.position_at_end(head)
-        k = builder.phi(_I64)
-        k.add_incoming(_I64(0), before)
-        sums = []
-        for _ in range(ROWS * vectors):
-            s = builder.phi(_F32x16)
-            s.add_incoming(ir.Constant(_F32x16, [0.0] * 16), before)
-            sums.append(s)
-        builder.cbranch(builder.icmp_signed("<", k, k2), body, done)
-        builder.position_at_end(body)
-        at = builder.gep(first, [builder.mul(k, np_)])
-        tokens = [builder.bitcast(builder.load(builder.bitcast(builder.gep(at, [_I64(16 * v)]), _I32x16.as_pointer()),
-                                               align=4), _BF16x32) for v in range(vectors)]
-        new = []
-        for i in range(ROWS):
-            pair = builder.load(builder.gep(rows[i], [k]), align=4)
-            one = builder.insert_element(ir.Constant(_I32x16, ir.Undefined), pair, ir.IntType(32)(0))
-            pairs = builder.bitcast(builder.shuffle_vector(one, one, ir.Constant(_I32x16, [0] * 16)), _BF16x32)
-            new += [builder.call(dp, [sums[i * vectors + v], pairs, tokens[v]]) for v in range(vectors)]
-        k.add_incoming(builder.add(k, _I64(1)), builder.block)
-        for s, value in zip(sums, new):
-            s.add_incoming(value, builder.block)
-        builder.branch(head)
-        builder.position_at_end(done)
-        for i in range(ROWS):
-            for v in range(vectors):
-                out = builder.gep(tile.data, [_I64(i * TOKENS + 16 * v)])
-                builder.store(sums[i * vectors + v], builder.bitcast(out, _F32x16.as_pointer()), align=4)
-        return context.get_dummy_value()
-    return codegen
-
-
-def _dot_tile_typing(vectors):
-    def typer(typingctx, w, r0, panel, n0, tile):
-        _require_c_arrays("bf16_products", (w, numba.types.uint32), (panel, numba.types.uint32),
-                          (tile, numba.types.float32))
-        return numba.types.void(w, r0, panel, n0, tile), _dot_tile_codegen(vectors)
-    return typer
-
-
-def dot_tile(w, r0, panel, n0, tile, vectors):
-    """tile[i, j] = sum over k of the dot of the bf16 pair w[r0 + i, k] with the pair panel[k, n0 + j], in fp32,
-    for i < ROWS and j < 16 * vectors.  w: uint32 [OUT, K2], panel: uint32 [K2, NP], tile: fp32 [ROWS, TOKENS]
-    (what vdpbf16ps computes; here in NumPy, which Numba replaces by the IR kernel)"""
-    pairs = w[r0:r0 + ROWS]
-    cols = panel[:, n0:n0 + 16 * vectors]
-    wf = np.stack([pairs << np.uint32(16), pairs & np.uint32(0xFFFF0000)], -1).view(np.float32)  # [8, K2, 2]
-    pf = np.stack([cols << np.uint32(16), cols & np.uint32(0xFFFF0000)], -1).view(np.float32)    # [K2, n, 2]
-    tile[:, :16 * vectors] = np.einsum("ikp,knp->in", wf, pf)
-
-
-_dot_tile_1 = numba.extending.intrinsic(_dot_tile_typing(1))
-_dot_tile_2 = numba.extending.intrinsic(_dot_tile_typing(2))
-
-
-@numba.extending.overload(dot_tile, inline="always")
-def _dot_tile_compiled(w, r0, panel, n0, tile, vectors):
-    def pick(w, r0, panel, n0, tile, vectors):
-        if vectors == 2:
-            _dot_tile_2(w, r0, panel, n0, tile)
-        else:
-            _dot_tile_1(w, r0, panel, n0, tile)
-    return pick
 
 
 # --- products ------------------------------------------------------------------------------------
@@ -211,7 +109,7 @@ def rows(w32, tile0, tile1, panel, T, y):
             r0 = min(i * ROWS, OUT - ROWS)
             for n0 in range(b0, b1, TOKENS):
                 n = min(TOKENS, b1 - n0)
-                dot_tile(w32, r0, panel, n0, tile, 2 if n > 16 else 1)
+                tile_sums(w32, r0, panel, n0, tile, ROWS, 2 if n > 16 else 1)
                 for t in range(n):
                     for r in range(ROWS):
                         y[n0 + t, r0 + r] = tile[r, t]

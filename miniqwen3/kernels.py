@@ -43,10 +43,11 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import prange  # noqa: E402
 
-from . import bf16_products, quants  # noqa: E402
+from . import bf16_products, quants, tiles  # noqa: E402
 from .ops import blas_threads_for, kv_as_float32  # noqa: E402
 from .quants import (BF16, Q4_K, Q6_K, Q8_0, bf16_as_f32, row_view, rows_dot, widen_q8_0, widen_row,  # noqa: E402
                      x_aux_into, x_aux_size, _uint32_bits_as_f32)
+from .tiles import F32_ROWS, TOKENS, tile_sums  # noqa: E402
 from .weights import as_float32, float32_to_bf16  # noqa: E402
 
 # Sums may be reordered (that is what lets LLVM vectorise a dot product); inf and nan keep their meaning,
@@ -62,6 +63,7 @@ TILE_TOKENS = 2   # from this many tokens on, `project` widens a tile of rows on
 CHUNK_BYTES = 32 * 2**20  # fp32 rows widened per BLAS call: whole matrices, except an output head
 KEYS = 64         # keys per attention block
 QUERY_ROWS = 32   # query rows (tokens x heads sharing a KV head) per attention task
+TILE_TOKENS_ATTENTION = 16  # from this many query tokens on, attention multiplies by tiles against transposed keys
 MATMUL_ROWS = 16  # from this many query rows on, a value block is transposed and multiplied (`matmul_nt`)
 EXPERTS_PER_THREAD = 2  # from this many chosen experts per core on, each core runs whole experts (`experts_whole`)
 SERIAL_WORK = 2**20  # multiply-adds below which a kernel runs on the calling thread alone (`threads_for`)
@@ -212,35 +214,64 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, q_start: int) -> np.n
     holds them; S >= q_start + T, a cache's whole capacity: the positions after q_start + T are not read), fp32
     or bf16 bits (uint16: a bf16 KV cache), or rows of Q8_0 blocks (uint8 [NKV, S, D / 32 * 34]: a q8_0 KV
     cache), widened a block of keys at a time as read -> [T, NH, D]
-    Prefill (T > 1) and decode (T = 1, reading the KV cache) are the same loop."""
+    Prefill (T > 1) and decode (T = 1, reading the KV cache) are the same loop.
+    Prefill (T >= TILE_TOKENS_ATTENTION) multiplies by tiles (`tiles.tile_sums`) against the keys transposed once per call
+    (`keys_transposed`); decode reads the cache in place."""
     q = np.ascontiguousarray(q, dtype=np.float32)
     k, v = (np.ascontiguousarray(a, dtype=a.dtype if a.dtype in (np.uint16, np.uint8) else np.float32) for a in (k, v))
     out = np.empty_like(q)
-    with threads_for(2 * q.shape[0] * (q_start + q.shape[0]) * q.shape[1] * q.shape[2]):
-        attention_blocks(q, k, v, q_start, out)
+    T, NH, D = q.shape
+    work = 2 * T * (q_start + T) * NH * D
+    with threads_for(work):
+        if T >= TILE_TOKENS_ATTENTION and D % 16 == 0:
+            kt = np.empty((k.shape[0], D, -(-(q_start + T) // KEYS) * KEYS), np.float32)
+            keys_transposed(k, q_start + T, kt)
+        else:
+            kt = np.empty((0, 0, 0), np.float32)
+        attention_blocks(q, k, v, q_start, out, kt)
     return out
 
 
 @parallel_jit
-def attention_blocks(q, k, v, q_start, out):
+def keys_transposed(k, seen, kt):
+    """kt[h, d, s] = key s of KV head h, widened to fp32, for s < seen; zero after.
+    k: [NKV, S, D] as a KV cache holds it, kt: fp32 [NKV, D, >= seen]"""
+    D = kt.shape[1]
+    for h in prange(kt.shape[0]):
+        row = np.empty(D, np.float32)
+        for s in range(seen):
+            widen_kv_row(k[h, s], row)
+            for d in range(D):
+                kt[h, d, s] = row[d]
+        for d in range(D):
+            for s in range(seen, kt.shape[2]):
+                kt[h, d, s] = 0
+
+
+@parallel_jit
+def attention_blocks(q, k, v, q_start, out, kt):
     """Causal GQA attention with an online softmax (see `attention`), one task per KV head and run of
-    tokens, tasks spread over the cores.  q: [T, NH, D], k/v: [NKV, S, D] (C-contiguous), out: [T, NH, D]"""
+    tokens, tasks spread over the cores.  q: [T, NH, D], k/v: [NKV, S, D] (C-contiguous), out: [T, NH, D],
+    kt: `keys_transposed` [NKV, D, S'] for a product by tiles, or [0, 0, 0]"""
     T, NH, D = q.shape
     NKV = k.shape[0]
     tokens = max(1, QUERY_ROWS // (NH // NKV))      # tokens per task
     n_runs = (T + tokens - 1) // tokens
     for task in prange(NKV * n_runs):
         t0 = (task % n_runs) * tokens
-        attention_task(q, k, v, q_start, task // n_runs, t0, min(T, t0 + tokens), out)
+        attention_task(q, k, v, q_start, task // n_runs, t0, min(T, t0 + tokens), out, kt)
 
 
 @jit
-def attention_task(q, k, v, q_start, kv, t0, t1, out):
+def attention_task(q, k, v, q_start, kv, t0, t1, out, kt):
     """Attention of the tokens t0..t1-1 for the query heads that share KV head kv. Its query rows are those
-    tokens times those heads, scores against one block of KEYS keys at a time."""
+    tokens times those heads, scores against one block of KEYS keys at a time: by tiles when kt holds the keys
+    transposed and there are F32_ROWS rows or more, else `matmul_nt` and `add_value_block`."""
     NH, D = q.shape[1], q.shape[2]
     group = NH // k.shape[0]
     rows = (t1 - t0) * group                    # row i: token t0 + i // group, head kv * group + i % group
+    by_tiles = kt.shape[0] > 0 and rows >= F32_ROWS
+    tile = np.empty((F32_ROWS, TOKENS), np.float32)
     scale = np.float32(1.0 / math.sqrt(D))
     qs = np.empty((rows, D), np.float32)
     for i in range(rows):
@@ -255,7 +286,10 @@ def attention_task(q, k, v, q_start, kv, t0, t1, out):
     seen = q_start + t1                         # keys 0..seen-1 are visible to some row of this task
     for s0 in range(0, seen, KEYS):
         n = min(KEYS, seen - s0)
-        key_block_scores(qs, k, kv, s0, n, keys, p)
+        if by_tiles:
+            scores_by_tiles(qs, kt[kv], s0, n, p, tile)
+        else:
+            key_block_scores(qs, k, kv, s0, n, keys, p)
         for i in range(rows):
             newest = q_start + t0 + i // group  # causal: this row sees keys 0..newest
             m_new = m[i]
@@ -277,7 +311,10 @@ def attention_task(q, k, v, q_start, kv, t0, t1, out):
             m[i] = m_new
             for d in range(D):
                 acc[i, d] *= rescale
-        add_value_block(p, v, kv, s0, n, values_t, pv, acc)
+        if by_tiles:
+            add_values_by_tiles(p, kv_block(v, kv, s0, n, keys), tile, acc)
+        else:
+            add_value_block(p, v, kv, s0, n, values_t, pv, acc)
     for i in range(rows):
         for d in range(D):
             out[t0 + i // group, kv * group + i % group, d] = acc[i, d] / l[i]
@@ -316,20 +353,53 @@ def _two_to_the_compiled(n):
 
 
 @jit
+def scores_by_tiles(qs, kt, s0, n, p, tile):
+    """p[i, s] = qs[i] . key s0 + s for the n keys of a block, by tiles of F32_ROWS query rows x TOKENS keys (a
+    last tile of rows starts at rows - F32_ROWS and redoes some).  qs: [rows >= F32_ROWS, D],
+    kt: [D, >= s0 + KEYS] the KV head's keys transposed, p: [rows, KEYS], tile: [F32_ROWS, TOKENS] scratch"""
+    rows = qs.shape[0]
+    for i in range(0, rows, F32_ROWS):
+        r0 = min(i, rows - F32_ROWS)
+        for c in range(0, n, TOKENS):
+            m = min(TOKENS, n - c)
+            tile_sums(qs, r0, kt, s0 + c, tile, F32_ROWS, 2 if m > 16 else 1)
+            for r in range(i - r0, F32_ROWS):
+                for j in range(m):
+                    p[r0 + r, c + j] = tile[r, j]
+
+
+@jit
+def add_values_by_tiles(p, values, tile, acc):
+    """acc[i] += sum_s p[i, s] * values[s] over a block's n keys, by tiles of F32_ROWS rows x TOKENS of D
+    (a last tile of rows starts at rows - F32_ROWS; only its new rows are added).
+    p: [rows >= F32_ROWS, >= n], values: fp32 [n, D] (D a multiple of 16), acc: [rows, D]"""
+    rows, D = acc.shape
+    for i in range(0, rows, F32_ROWS):
+        r0 = min(i, rows - F32_ROWS)
+        for d0 in range(0, D, TOKENS):
+            m = min(TOKENS, D - d0)
+            tile_sums(p, r0, values, d0, tile, F32_ROWS, 2 if m > 16 else 1)
+            for r in range(i - r0, F32_ROWS):
+                for j in range(m):
+                    acc[r0 + r, d0 + j] += tile[r, j]
+
+
+@jit
 def key_block_scores(qs, k, kv, s0, n, keys, p):
     """p[i, s] = qs[i] . k[kv, s0 + s] for the n keys of a block: the keys as a contiguous fp32 block (fp32 keys
     are one already; bf16 and q8_0 ones are widened into `keys`), multiplied by `matmul_nt`, which reads each key
     once for two query rows."""
-    matmul_nt(qs, key_block(k, kv, s0, n, keys), p, 0)
+    matmul_nt(qs, kv_block(k, kv, s0, n, keys), p, 0)
 
 
-def key_block(k, kv, s0, n, keys):
-    """Keys s0..s0+n-1 of KV head kv as fp32 [n, D]: a view of k when it is fp32, else widened into keys."""
+def kv_block(k, kv, s0, n, keys):
+    """Keys (or values) s0..s0+n-1 of KV head kv as fp32 [n, D]: a view of k when it is fp32, else widened into
+    keys [>= n, D]."""
     return kv_as_float32(k[kv, s0:s0 + n])
 
 
-@numba.extending.overload(key_block)
-def _key_block_compiled(k, kv, s0, n, keys):
+@numba.extending.overload(kv_block)
+def _kv_block_compiled(k, kv, s0, n, keys):
     if k.dtype == numba.types.float32:      # chosen when the kernel is compiled: no copy, no test at run time
         return lambda k, kv, s0, n, keys: k[kv, s0:s0 + n]
 
@@ -580,7 +650,7 @@ def compiled_on_disk() -> bool:
     """Whether Numba's disk cache holds compiled code of this source for every kernel called from Python
     (Numba's index of a function is void when its source file changed)."""
     bf16 = (bf16_products.pack_pairs, bf16_products.rows_parallel, bf16_products.experts) if bf16_products.AVAILABLE else ()
-    for f in (linear_tiles, widen_chunk, silu_times_rows, attention_blocks, group_by_expert, experts_whole,
+    for f in (linear_tiles, widen_chunk, silu_times_rows, attention_blocks, keys_transposed, group_by_expert, experts_whole,
               experts_gate_up, experts_down, combine_slots, x_aux_rows, round_to_bf16) + bf16:
         try:
             if not f._cache._cache_file._load_index():
@@ -768,4 +838,4 @@ def stamp_caches(modules) -> str:
     return stamp
 
 
-SOURCE_STAMP = stamp_caches([sys.modules[__name__], quants, bf16_products])
+SOURCE_STAMP = stamp_caches([sys.modules[__name__], quants, bf16_products, tiles])

@@ -50,7 +50,7 @@ def test_linear_equals_torch(backend, T, IN, OUT):
 
 @needs_avx512_bf16
 def test_kernel_path_is_taken_and_matches_its_numpy_picture(monkeypatch):
-    """The IR micro kernel against `dot_tile`'s NumPy picture of vdpbf16ps (what NUMBA_DISABLE_JIT runs), and
+    """The IR micro kernel against `tiles.tile_sums`' NumPy picture of vdpbf16ps (what NUMBA_DISABLE_JIT runs), and
     `kernels.linear` really goes through it for a prefill of bf16 weights."""
     rng = np.random.default_rng(1)
     x, w = bits(rng.standard_normal((40, 256))), bits(rng.standard_normal((24, 256)))
@@ -110,51 +110,95 @@ def test_precision_is_checked():
         miniqwen3.Model(tiny.config, tiny.weights, matmul_precision="fp16")
 
 
-def rms(d):
-    return float(np.sqrt(np.mean(np.square(d, dtype=np.float64))))
+def sites(model, ids, cache=None):
+    """Run model.forward(ids, cache) with a recording; -> {(layer, name): value} of every intermediate value."""
+    rec = {}
+    model.forward(ids, cache, record=lambda layer, **v: rec.update({(layer, k): np.array(x, copy=True)
+                                                                     for k, x in v.items()}))
+    return rec
 
 
-def assert_same_roundings(got, expected, fp32):
-    """got and expected are logits of the same model in bf16 products, computed two ways; fp32: the model's fp32
-    products. Rounding to bf16 is not continuous: an fp32 difference of 1e-7 between two ways (the order of a
-    sum) moves a value past a rounding boundary now and then, by one bf16 step (2^-8 relative), and the layers
-    after it carry that on. So the two ways agree to bf16 noise, not to 1e-5; what shows that they round at the
-    same places is that they agree far better than bf16 products agree with fp32 ones (which change every input)."""
-    assert rms(got - expected) < rms(fp32 - expected) / 4
-    assert np.abs(got - expected).max() < np.abs(fp32 - expected).max() / 3
-    assert np.mean(got.argmax(-1) == expected.argmax(-1)) >= 0.95
+def check_each_product(rec, product, layers, moe):
+    """Every product site of a recorded forward pass against product(site, input fed to it): that input is the
+    model's own recorded fp32 value, so both sides round the same numbers to bf16, and a rounding flip (a
+    value an fp32 difference of 1e-7 moves past a bf16 rounding boundary, which layers after it would carry
+    on) cannot happen between them. Sites: q, k, v, o projections, the MLP (its hidden activations are
+    rounded inside), the router and the output head."""
+    for i in range(layers):
+        h, T = rec[(i, "input_layernorm")], rec[(i, "input_layernorm")].shape[0]
+        pairs = [(rec[(i, f"{n}_proj")].reshape(T, -1), product(i, f"{n}_proj", h)) for n in "qkv"]
+        pairs.append((rec[(i, "o_proj")], product(i, "o_proj", rec[(i, "attention")].reshape(T, -1))))
+        h = rec[(i, "post_attention_layernorm")]
+        if moe:
+            pairs.append((rec[(i, "router_logits")], product(i, "router", h)))
+            pairs.append((rec[(i, "mlp")], product(i, "experts", h, rec[(i, "experts")], rec[(i, "expert_weights")])))
+        else:
+            pairs.append((rec[(i, "mlp")], product(i, "mlp", h)))
+        for got, expected in pairs:
+            np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * max(1.0, np.abs(expected).max()))
+    np.testing.assert_allclose(rec[(None, "logits")], product(None, "lm_head", rec[(None, "norm")]), rtol=0,
+                               atol=2e-5 * max(1.0, np.abs(rec[(None, "logits")]).max()))
 
 
-def test_tiny_model_backends_agree_and_decode_continues_prefill():
-    """The embedded MoE model in bf16 products: numba against numpy, and decoded tokens' logits those of the
-    prefill at their positions (the same roundings in both)."""
-    ids = np.random.default_rng(3).integers(0, 1000, 40)
-    fast = miniqwen3.load(backend="numba", matmul_precision="bf16")
-    slow = miniqwen3.load(backend="numpy", matmul_precision="bf16")
-    exact = miniqwen3.load(backend="numpy").logits(ids)
-    a, b = fast.logits(ids), slow.logits(ids)
-    assert_same_roundings(a, b, exact)
-    cache = fast.new_cache()
-    fast.forward(ids[:30], cache)
-    decoded = np.concatenate([fast.forward(ids[t:t + 1], cache) for t in range(30, 40)])
-    assert_same_roundings(decoded, a[30:], exact[30:])
+def ops_product(model, bf16=True):
+    """The site's product by the NumPy reference ops, its input rounded to bf16 as `Model.activations` does."""
+    w = model.weights
+
+    def product(i, site, x, *routing):
+        x = float32_to_bf16(x) if bf16 else x
+        if site == "lm_head":
+            return ops.linear(x, w.lm_head)
+        layer = w.layers[i]
+        if site == "router":
+            return ops.linear(x, layer.mlp.gate)
+        if site == "experts":
+            return ops.moe_experts(x, *routing, layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj)
+        if site == "mlp":
+            return ops.swiglu(x, layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj)
+        return ops.linear(x, getattr(layer.self_attn, site))
+    return product
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_tiny_model_rounds_every_product_input(backend):
+    """The embedded MoE model in bf16 products, prefill (40 tokens) then decode steps: every product site equals
+    the reference ops on bf16-rounded inputs, and differs from fp32 products (so the rounding is really there)."""
+    model = miniqwen3.load(backend=backend, matmul_precision="bf16")
+    ids = np.random.default_rng(3).integers(0, 1000, 44)
+    cache = model.new_cache()
+    layers = model.config.num_hidden_layers
+    for chunk in (ids[:40], ids[40:41], ids[41:42]):
+        rec = sites(model, chunk, cache)
+        check_each_product(rec, ops_product(model), layers, moe=True)
+    with pytest.raises(AssertionError):
+        check_each_product(rec, ops_product(model, bf16=False), layers, moe=True)
 
 
 @pytest.mark.oracle
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_model_equals_transformers_with_bf16_inputs(backend, tmp_path):
-    """A dense bf16 checkpoint against transformers in fp32 whose every nn.Linear rounds its input to bf16."""
+    """A dense bf16 checkpoint against transformers in fp32 whose every nn.Linear rounds its input to bf16:
+    each product site (see `check_each_product`), fed the same input, gives transformers' module's output."""
     pytest.importorskip("transformers")
     from parity_cases import build_checkpoint, prompt_ids
     ref = build_checkpoint("dense_gqa4_bf16", tmp_path, seed=4)
     ids = prompt_ids(ref.config.vocab_size, n=40, seed=6)
     with torch.no_grad():
         fp32 = ref(torch.tensor(ids)[None]).logits[0].numpy()
-        for m in ref.modules():
-            if isinstance(m, torch.nn.Linear):
-                m.register_forward_pre_hook(lambda mod, args: (args[0].bfloat16().float(),))
-        expected = ref(torch.tensor(ids)[None]).logits[0].numpy()
-    got = miniqwen3.load(tmp_path, backend=backend, matmul_precision="bf16").logits(ids)
-    assert_same_roundings(got, expected, fp32)
-    exact = miniqwen3.load(tmp_path, backend=backend).logits(ids)
-    np.testing.assert_allclose(exact, fp32, rtol=0, atol=1e-4)       # and the default is transformers' fp32
+    model = miniqwen3.load(tmp_path, backend=backend)
+    np.testing.assert_allclose(model.logits(ids), fp32, rtol=0, atol=1e-4)      # the default: transformers' fp32
+    rounding = [m.register_forward_pre_hook(lambda mod, args: (args[0].bfloat16().float(),))
+                for m in ref.modules() if isinstance(m, torch.nn.Linear)]
+
+    def product(i, site, x):
+        module = ref.lm_head if site == "lm_head" else (
+            ref.model.layers[i].mlp if site == "mlp" else getattr(ref.model.layers[i].self_attn, site))
+        with torch.no_grad():
+            return module(torch.from_numpy(x)).numpy()
+    model.matmul_precision = "bf16"
+    rec = sites(model, ids)
+    check_each_product(rec, product, model.config.num_hidden_layers, moe=False)
+    for hook in rounding:
+        hook.remove()
+    with pytest.raises(AssertionError):          # the same sites against transformers' fp32 products
+        check_each_product(rec, product, model.config.num_hidden_layers, moe=False)

@@ -185,7 +185,7 @@ def test_attention_matches_reference(NH, NKV, q_start, T, D):
     # S up to 155 keys: several KEYS=64 blocks and a short last one; decode (T=1) reads a long cache
     S = q_start + T
     q, k, v = randn(T, NH, D, scale=2.0), randn(NKV, S, D, scale=2.0), randn(NKV, S, D)
-    tol = 2e-6 * np.sqrt(D / 16)                     # fp32 rounding of sums of D products, in another order
+    tol = 4e-6 * np.sqrt(D / 16)     # fp32 rounding of sums of D products and of S weighted values, in another order
     np.testing.assert_allclose(kernels.attention(q, k, v, q_start), ops.attention(q, k, v, q_start),
                                rtol=tol, atol=tol)
 
@@ -207,7 +207,7 @@ def test_attention_reads_a_bf16_kv_cache(q_start, T):
     S, NH, NKV, D = q_start + T, 8, 2, 128
     q, k, v = randn(T, NH, D, scale=2.0), float32_to_bf16(randn(NKV, S, D, scale=2.0)), float32_to_bf16(randn(NKV, S, D))
     expected = ops.attention(q, as_float32(k), as_float32(v), q_start)
-    np.testing.assert_allclose(kernels.attention(q, k, v, q_start), expected, rtol=6e-6, atol=6e-6)
+    np.testing.assert_allclose(kernels.attention(q, k, v, q_start), expected, rtol=1.2e-5, atol=1.2e-5)  # as above, D = 128
     np.testing.assert_array_equal(ops.attention(q, k, v, q_start), expected)
 
 
