@@ -108,7 +108,7 @@ def cmd_route(args) -> int:
     """One forward pass with the routing trace on: per MoE layer, how the tokens spread over the experts."""
     import numpy as np
     from .hub import load
-    model = load(args.model, backend=args.backend, quant=args.quant)
+    model = load(args.model, backend=args.backend, quant=args.quant, matmul_precision=args.matmul_precision)
     c = model.config
     if not c.is_moe:
         raise ConfigError(f"{model.path}: {c.model_type} has no MoE layers to trace")
@@ -212,7 +212,7 @@ def run_turn(model, messages, args, budget, printer, enable_thinking=None):
 
 def load_model(args):
     from .hub import load
-    model = load(args.model, backend=args.backend, quant=args.quant)
+    model = load(args.model, backend=args.backend, quant=args.quant, matmul_precision=args.matmul_precision)
     if args.expert_cache:
         model.offload_experts(args.expert_cache)
     model_tokenizer(model)
@@ -307,6 +307,10 @@ def add_model_flags(p) -> None:
     p.add_argument("--backend", choices=["numba", "numpy"], default=None,
                    help="default: numba for GGUF models and models of 50M parameters or more (compiled once, "
                         "then cached on disk), numpy for smaller ones")
+    p.add_argument("--matmul-precision", choices=["fp32", "bf16"], default="fp32",
+                   help="the activations entering a matrix product: fp32 (default; transformers' fp32 logits) or "
+                        "bf16, rounded as llama.cpp's bf16 models do: a prompt of a bf16 model reads about twice as "
+                        "fast on a CPU with AVX512-BF16")
 
 
 def build_parser() -> argparse.ArgumentParser:

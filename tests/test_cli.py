@@ -122,3 +122,16 @@ def test_generate_with_a_bf16_kv_cache_on_the_tiny_model(capsys):
     assert "457 + 385 = 842" in out and "[think (soft switch):" in err
     with pytest.raises(SystemExit):
         main(["generate", "hi", "--kv-cache", "int4"])
+
+
+def test_generate_in_bf16_products_on_the_tiny_model(capsys, monkeypatch):
+    """--matmul-precision bf16 reaches the model (every product's activations rounded to bf16), and the tiny model
+    still adds."""
+    made = []
+    init = miniqwen3.Model.__init__
+    monkeypatch.setattr(miniqwen3.Model, "__init__", lambda self, *a, **k: made.append(k) or init(self, *a, **k))
+    assert main(["generate", "What is 457 + 385? /think", "--temperature", "0", "--matmul-precision", "bf16"]) == 0
+    out, err = capsys.readouterr()
+    assert "457 + 385 = 842" in out and made[-1]["matmul_precision"] == "bf16"
+    with pytest.raises(SystemExit):
+        main(["generate", "hi", "--matmul-precision", "fp16"])
