@@ -1,6 +1,6 @@
 """Where a decode step of the numba backend spends its time, and how fast a Numba loop can stream bf16 rows.
 
-    python benchmarks/profile_decode.py [CHECKPOINT] [--q8] [--context 512]
+    python benchmarks/profile_decode.py [CHECKPOINT] [--q8] [--context 512] [--matmul-precision bf16]
 
 CHECKPOINT (a folder or a GGUF file) defaults to benchmarks/out/qwen3-0.6b (written by bench_engine.py).
 Prefills a CONTEXT-token prompt, then times decode steps, per op kind (linear, swiglu, attention, moe_experts;
@@ -65,16 +65,18 @@ def main():
     ap.add_argument("--q8", action="store_true", help="quantize to q8_0 first")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--context", type=int, default=512, help="prompt tokens before the timed decode steps")
+    ap.add_argument("--matmul-precision", choices=["fp32", "bf16"], default="fp32")
     args = ap.parse_args()
 
-    model = miniqwen3.load(args.checkpoint, backend="numba")
+    model = miniqwen3.load(args.checkpoint, backend="numba", matmul_precision=args.matmul_precision)
     if args.q8:
         model.quantize("q8_0")
     cache = model.new_cache()
     cache.reserve(model.config, args.context + 4 * args.steps + 8)
     model.forward(np.arange(100, 100 + args.context), cache, last_only=True)
     step = lambda: model.forward([5], cache, last_only=True)   # noqa: E731
-    print(f"{model}, {'q8_0' if args.q8 else 'stored dtype'}, {numba.get_num_threads()} threads, "
+    print(f"{model}, {'q8_0' if args.q8 else 'stored dtype'}, {args.matmul_precision} products, "
+          f"{numba.get_num_threads()} threads, "
           f"context {args.context}, SIMD: {' '.join(cpu_info()['simd_present'])}")
     print(f"decode step: {seconds(step, args.steps) * 1e3:.1f} ms")
 
