@@ -33,14 +33,15 @@ def test_rounding_to_bf16_is_torchs():
     np.testing.assert_array_equal(float32_to_bf16(x), bits(x))
 
 
-SHAPES = [(16, 64, 8), (37, 128, 100), (200, 1024, 264), (16, 96, 3), (20, 33, 16)]   # T, IN, OUT
+SHAPES = [(16, 64, 8), (37, 128, 100), (200, 1024, 264), (1, 1024, 1000), (3, 96, 102), (16, 96, 3), (20, 33, 16)]
 
 
 @pytest.mark.parametrize("backend", [ops, kernels], ids=["numpy", "numba"])
 @pytest.mark.parametrize("T,IN,OUT", SHAPES)
 def test_linear_equals_torch(backend, T, IN, OUT):
-    """x @ w.T of bf16 activations. Both kernel paths run: the AVX512-BF16 one (rows of 8: OUT = 100 and 264 end
-    in a redone tile; tokens in vectors of 16 and 32) and, for OUT < 8 or an odd IN, widening and fp32."""
+    """x @ w.T of bf16 activations (T, IN, OUT). Prefill runs the AVX512-BF16 kernel (rows of 8: OUT = 100 and 264
+    end in a redone tile; tokens in vectors of 16 and 32); decode (T < 16) and OUT < 8 or an odd IN widen the
+    rounded activations and multiply in fp32 (a bf16 decode kernel streamed rows no faster than that)."""
     rng = np.random.default_rng(T + IN + OUT)
     x, w = bits(rng.standard_normal((T, IN))), bits(rng.standard_normal((OUT, IN)))
     y = backend.linear(x, w)
