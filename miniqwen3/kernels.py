@@ -598,25 +598,28 @@ def combine_slots(ys, order, weights, out):
 
 # --- compiling ------------------------------------------------------------------------------------
 
-_warm = False
+_warm = set()      # the parts made ready in this process: "kernels", "bf16 products"
 
 
-def warm_up(log=sys.stderr) -> None:
+def warm_up(log=sys.stderr, bf16: bool = False) -> None:
     """Make every kernel a forward pass calls ready, once a process: load it from Numba's disk cache, or compile
     it when the cache has none for this source and machine (82-136 s on this project's 2-core machine;
-    `compiled_on_disk`).
+    `compiled_on_disk`). bf16: also the kernels of bf16 activations (`Model(matmul_precision="bf16")`),
+    which are compiled only for the models that use them, on CPUs that have AVX512-BF16.
     A compile says so on `log`, with a progress line. Small made-up inputs run every path: one token and
     BLAS_TOKENS tokens through `linear` and `swiglu`, attention with and without a KV cache (fp32, bf16 and q8_0),
     and both dispatches of `moe_experts`. The weights' types need no inputs of their own: a weight reaches
     the kernels as a type code and bytes, so one compile serves them all."""
-    global _warm
-    if _warm or numba.config.DISABLE_JIT:
+    part = "bf16 products" if bf16 and bf16_products.AVAILABLE else "kernels"
+    if part != "kernels":
+        warm_up(log)
+    if part in _warm or numba.config.DISABLE_JIT:
         return
-    cold = not compiled_on_disk()
+    cold = not compiled_on_disk(part == "bf16 products")
     t0 = time.perf_counter()
     if cold:
-        print(f"miniqwen3: compiling the Numba kernels, once (cached in {linear_tiles._cache._cache_path}):",
-              end="", file=log, flush=True)
+        print(f"miniqwen3: compiling the Numba kernels{' of bf16 products' if part != 'kernels' else ''}, once "
+              f"(cached in {linear_tiles._cache._cache_path}):", end="", file=log, flush=True)
     rng = np.random.default_rng(0)
     H, I, E, NH, NKV, D = 64, 32, 8, 4, 2, 32
 
@@ -631,27 +634,30 @@ def warm_up(log=sys.stderr) -> None:
                                            quants.quantize_q8_0(normal(NKV, T, D)).data)],
         "moe": lambda T: [moe_experts(normal(T, H), rng.integers(0, n, (T, 2)), np.ones((T, 2), np.float32),
                                       gate, gate, down) for n in (2, E)],
+    }
+    bf16_steps = {
         "bf16 products": lambda T: [linear(float32_to_bf16(normal(T, H)), gate[0]),
                                     swiglu(float32_to_bf16(normal(T, H)), gate[0], gate[0], down[0]),
                                     moe_experts(float32_to_bf16(normal(T, H)), rng.integers(0, E, (T, 2)),
                                                 np.ones((T, 2), np.float32), gate, gate, down)],
     }
-    for name, step in steps.items():
+    for name, step in (steps if part == "kernels" else bf16_steps).items():
         for T in (1, BLAS_TOKENS):
             step(T)
         if cold:
             print(f" {name}", end="", file=log, flush=True)
     if cold:
         print(f", {time.perf_counter() - t0:.0f} s", file=log, flush=True)
-    _warm = True
+    _warm.add(part)
 
 
-def compiled_on_disk() -> bool:
+def compiled_on_disk(bf16: bool = False) -> bool:
     """Whether Numba's disk cache holds compiled code of this source for every kernel called from Python
-    (Numba's index of a function is void when its source file changed)."""
-    bf16 = (bf16_products.pack_pairs, bf16_products.rows_parallel, bf16_products.experts) if bf16_products.AVAILABLE else ()
-    for f in (linear_tiles, widen_chunk, silu_times_rows, attention_blocks, keys_transposed, group_by_expert, experts_whole,
-              experts_gate_up, experts_down, combine_slots, x_aux_rows, round_to_bf16) + bf16:
+    (Numba's index of a function is void when its source file changed); bf16: those of bf16 products."""
+    kernels = ((bf16_products.pack_pairs, bf16_products.rows_parallel, bf16_products.experts, round_to_bf16) if bf16
+               else (linear_tiles, widen_chunk, silu_times_rows, attention_blocks, keys_transposed, group_by_expert,
+                     experts_whole, experts_gate_up, experts_down, combine_slots, x_aux_rows))
+    for f in kernels:
         try:
             if not f._cache._cache_file._load_index():
                 return False

@@ -189,7 +189,7 @@ class Model:
             self.ops = ops
         elif backend == "numba":
             from . import kernels
-            kernels.warm_up()
+            kernels.warm_up(bf16=self.matmul_precision == "bf16")
             self.ops = kernels
         else:
             raise ValueError(f"backend {backend!r}: expected 'numpy' or 'numba'")

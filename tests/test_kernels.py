@@ -446,17 +446,23 @@ def test_the_default_backend_is_numba_from_50m_parameters():
 def test_warm_up_says_when_it_compiles_and_is_quiet_when_the_cache_has_everything(monkeypatch, capsys):
     import io
     log = io.StringIO()
-    monkeypatch.setattr(kernels, "_warm", False)
-    monkeypatch.setattr(kernels, "compiled_on_disk", lambda: False)      # as in a fresh install
+    monkeypatch.setattr(kernels, "_warm", set())
+    monkeypatch.setattr(kernels, "compiled_on_disk", lambda bf16=False: False)      # as in a fresh install
     kernels.warm_up(log)
     said = log.getvalue()
     assert said.startswith("miniqwen3: compiling the Numba kernels, once (cached in ") and said.count("\n") == 1
-    assert all(name in said for name in ("linear", "swiglu", "attention", "moe"))
+    assert all(name in said for name in ("linear", "swiglu", "attention", "moe")) and "bf16 products" not in said
+    if kernels.bf16_products.AVAILABLE:     # the kernels of bf16 activations: only for a model that uses them
+        kernels.warm_up(log, bf16=True)
+        said = log.getvalue().splitlines()
+        assert len(said) == 2 and said[1].startswith("miniqwen3: compiling the Numba kernels of bf16 products")
     log = io.StringIO()
     kernels.warm_up(log)                    # once a process
-    monkeypatch.setattr(kernels, "_warm", False)
+    kernels.warm_up(log, bf16=True)
+    monkeypatch.setattr(kernels, "_warm", set())
     monkeypatch.undo()
     assert kernels.compiled_on_disk()       # this process compiled or loaded every kernel: the disk has them
+    assert kernels.compiled_on_disk(bf16=kernels.bf16_products.AVAILABLE)
     assert log.getvalue() == ""
 
 
