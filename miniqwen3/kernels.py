@@ -277,6 +277,8 @@ def attention_task(q, k, v, q_start, kv, t0, t1, out, kt):
     for i in range(rows):
         for d in range(D):
             qs[i, d] = q[t0 + i // group, kv * group + i % group, d] * scale
+    qaux = np.empty((rows, x_aux_size(D)), np.float32)
+    query_lanes(qs, k, qaux)
     m = np.full(rows, -np.inf, np.float32)      # running max of each row's scores
     l = np.zeros(rows, np.float32)              # running sum of exp(score - m)
     acc = np.zeros((rows, D), np.float32)       # running sum of exp(score - m) * v
@@ -289,7 +291,7 @@ def attention_task(q, k, v, q_start, kv, t0, t1, out, kt):
         if by_tiles:
             scores_by_tiles(qs, kt[kv], s0, n, p, tile)
         else:
-            key_block_scores(qs, k, kv, s0, n, keys, p)
+            key_scores(qs, qaux, k, kv, s0, n, keys, p)
         for i in range(rows):
             newest = q_start + t0 + i // group  # causal: this row sees keys 0..newest
             m_new = m[i]
@@ -382,6 +384,48 @@ def add_values_by_tiles(p, values, tile, acc):
             for r in range(i - r0, F32_ROWS):
                 for j in range(m):
                     acc[r0 + r, d0 + j] += tile[r, j]
+
+
+def query_lanes(qs, k, qaux):
+    """qaux[i] = quants.x_aux of query row i in Q8_0's lane order, for a q8_0 KV cache (k: uint8 rows of Q8_0
+    blocks), whose keys `key_scores` dots as they are stored; nothing for fp32 and bf16 caches."""
+    if k.dtype == np.uint8:
+        for i in range(qs.shape[0]):
+            x_aux_into(qs[i], qaux[i], False, False, False, True)
+
+
+@numba.extending.overload(query_lanes)
+def _query_lanes_compiled(qs, k, qaux):
+    if k.dtype == numba.types.uint8:        # chosen when the kernel is compiled
+        def lanes(qs, k, qaux):
+            for i in range(qs.shape[0]):
+                x_aux_into(qs[i], qaux[i], False, False, False, True)
+        return lanes
+    return lambda qs, k, qaux: None
+
+
+def key_scores(qs, qaux, k, kv, s0, n, keys, p):
+    """p[i, s] = qs[i] . k[kv, s0 + s] for the n keys of a block: fp32 and bf16 keys by `key_block_scores`; q8_0
+    keys dotted as stored, each query row in Q8_0's lane order (qaux, `query_lanes`), so no widened copy is made
+    (widening a q8_0 row cost about what the smaller reads of a q8_0 cache save)."""
+    if k.dtype == np.uint8:
+        for s in range(n):
+            for i in range(qs.shape[0]):
+                p[i, s] = quants.q8_0_row_dot(qs[i], qaux[i], k[kv, s0 + s])
+    else:
+        key_block_scores(qs, k, kv, s0, n, keys, p)
+
+
+@numba.extending.overload(key_scores)
+def _key_scores_compiled(qs, qaux, k, kv, s0, n, keys, p):
+    if k.dtype == numba.types.uint8:
+        def q8_0(qs, qaux, k, kv, s0, n, keys, p):
+            for s in range(n):
+                row = k[kv, s0 + s]
+                for i in range(qs.shape[0]):
+                    p[i, s] = quants.q8_0_row_dot(qs[i], qaux[i], row)
+        return q8_0
+    return lambda qs, qaux, k, kv, s0, n, keys, p: key_block_scores(qs, k, kv, s0, n, keys, p)
 
 
 @jit
