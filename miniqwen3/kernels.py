@@ -647,7 +647,7 @@ _warm = set()      # the parts made ready in this process: "kernels", "bf16 prod
 
 def warm_up(log=sys.stderr, bf16: bool = False) -> None:
     """Make every kernel a forward pass calls ready, once a process: load it from Numba's disk cache, or compile
-    it when the cache has none for this source and machine (82-136 s on this project's 2-core machine;
+    it when the cache has none for this source and machine (76-136 s on this project's 2-core machine;
     `compiled_on_disk`). bf16: also the kernels of bf16 activations (`Model(matmul_precision="bf16")`),
     which are compiled only for the models that use them, on CPUs that have AVX512-BF16.
     A compile says so on `log`, with a progress line. Small made-up inputs run every path: one token and
