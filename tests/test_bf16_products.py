@@ -135,10 +135,22 @@ def check_each_product(rec, product, layers, moe):
             pairs.append((rec[(i, "mlp")], product(i, "experts", h, rec[(i, "experts")], rec[(i, "expert_weights")])))
         else:
             pairs.append((rec[(i, "mlp")], product(i, "mlp", h)))
-        for got, expected in pairs:
+        for got, expected in pairs[:-1]:          # the products of one matrix
             np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * max(1.0, np.abs(expected).max()))
+        assert_close_but_for_flips(*pairs[-1])
     np.testing.assert_allclose(rec[(None, "logits")], product(None, "lm_head", rec[(None, "norm")]), rtol=0,
                                atol=2e-5 * max(1.0, np.abs(rec[(None, "logits")]).max()))
+
+
+def assert_close_but_for_flips(got, expected):
+    """An MLP site rounds its hidden activations inside, which each side computes in fp32 in its own order: a hidden
+    value 1e-7 from a bf16 rounding boundary may round the other way, which moves that token's whole output row a
+    little. So: every row equal to 2e-5 but at most a tenth of them (not one, when there is one row), and those
+    within 1e-2 (a missing rounding moves every row; a wrong one, by more)."""
+    scale = max(1.0, np.abs(expected).max())
+    apart = np.abs(got - expected).max(axis=-1) > 2e-5 * scale           # [T]
+    assert apart.sum() <= 0.1 * apart.size, f"{apart.sum()} of {apart.size} rows apart"
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-2 * scale)
 
 
 def ops_product(model, bf16=True):
