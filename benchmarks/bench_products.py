@@ -27,19 +27,10 @@ from miniqwen3 import bf16_products, kernels
 from miniqwen3.weights import as_float32, float32_to_bf16
 
 from bench_gguf import cpu_info
+from bench_quants import median_seconds
 
 SHAPES = [("0.6B gate/up, 512 tokens", 512, 1024, 3072), ("0.6B down, 512 tokens", 512, 3072, 1024),
           ("30B-A3B expert gate/up, 32 tokens", 32, 2048, 768), ("30B-A3B expert down, 32 tokens", 32, 768, 2048)]
-
-
-def median_seconds(f, repeat: int) -> float:
-    f()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def main():

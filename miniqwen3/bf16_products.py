@@ -70,6 +70,13 @@ def pack_pairs(x32, panel):
             panel[k, n] = 0
 
 
+@numba.njit(cache=True, inline="always")
+def rounded_high_half(bits):
+    """The fp32 bits `bits` (uint32) rounded to bf16, nearest with ties to even, left in the high half (the low
+    half zero): `weights.float32_to_bf16` for one value, shifted back up."""
+    return (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
+
+
 @jit
 def pack_rounded(h, panel):
     """panel[k, n] = the pair (h[n, 2k], h[n, 2k + 1]) rounded to bf16 (nearest, ties to even), low half first;
@@ -77,10 +84,7 @@ def pack_rounded(h, panel):
     bits = h.view(np.uint32)
     for n in range(h.shape[0]):
         for k in range(panel.shape[0]):
-            a, b = bits[n, 2 * k], bits[n, 2 * k + 1]
-            a = (a + np.uint32(0x7FFF) + ((a >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
-            b = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
-            panel[k, n] = a | b
+            panel[k, n] = (rounded_high_half(bits[n, 2 * k]) >> np.uint32(16)) | rounded_high_half(bits[n, 2 * k + 1])
     for k in range(panel.shape[0]):
         for n in range(h.shape[0], panel.shape[1]):
             panel[k, n] = 0

@@ -84,7 +84,7 @@ def linear(x: np.ndarray, w) -> np.ndarray:
     check_width("linear", w, x.shape[1])
     if x.dtype == np.uint16:
         if bf16_products_fit(x.shape[0], w):
-            with threads_for(x.shape[0] * w.shape[0] * w.shape[1] // 2):
+            with threads_for(x.shape[0] * w.shape[0] * w.shape[1]):
                 return bf16_products.linear(x, weight_rows(w)[1], numba.get_num_threads())
         x = as_float32(x)
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -166,8 +166,7 @@ def round_to_bf16(h):
     bits = h.view(np.uint32)
     for i in range(bits.shape[0]):
         for j in range(bits.shape[1]):
-            b = bits[i, j]
-            bits[i, j] = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
+            bits[i, j] = bf16_products.rounded_high_half(bits[i, j])
 
 
 @parallel_jit
@@ -390,18 +389,20 @@ def query_lanes(qs, k, qaux):
     """qaux[i] = quants.x_aux of query row i in Q8_0's lane order, for a q8_0 KV cache (k: uint8 rows of Q8_0
     blocks), whose keys `key_scores` dots as they are stored; nothing for fp32 and bf16 caches."""
     if k.dtype == np.uint8:
-        for i in range(qs.shape[0]):
-            x_aux_into(qs[i], qaux[i], False, False, False, True)
+        q8_0_query_lanes(qs, qaux)
 
 
 @numba.extending.overload(query_lanes)
 def _query_lanes_compiled(qs, k, qaux):
     if k.dtype == numba.types.uint8:        # chosen when the kernel is compiled
-        def lanes(qs, k, qaux):
-            for i in range(qs.shape[0]):
-                x_aux_into(qs[i], qaux[i], False, False, False, True)
-        return lanes
+        return lambda qs, k, qaux: q8_0_query_lanes(qs, qaux)
     return lambda qs, k, qaux: None
+
+
+@jit
+def q8_0_query_lanes(qs, qaux):
+    for i in range(qs.shape[0]):
+        x_aux_into(qs[i], qaux[i], False, False, False, True)
 
 
 def key_scores(qs, qaux, k, kv, s0, n, keys, p):
@@ -409,9 +410,7 @@ def key_scores(qs, qaux, k, kv, s0, n, keys, p):
     keys dotted as stored, each query row in Q8_0's lane order (qaux, `query_lanes`), so no widened copy is made
     (widening a q8_0 row cost about what the smaller reads of a q8_0 cache save)."""
     if k.dtype == np.uint8:
-        for s in range(n):
-            for i in range(qs.shape[0]):
-                p[i, s] = quants.q8_0_row_dot(qs[i], qaux[i], k[kv, s0 + s])
+        q8_0_key_scores(qs, qaux, k, kv, s0, n, p)
     else:
         key_block_scores(qs, k, kv, s0, n, keys, p)
 
@@ -419,13 +418,16 @@ def key_scores(qs, qaux, k, kv, s0, n, keys, p):
 @numba.extending.overload(key_scores)
 def _key_scores_compiled(qs, qaux, k, kv, s0, n, keys, p):
     if k.dtype == numba.types.uint8:
-        def q8_0(qs, qaux, k, kv, s0, n, keys, p):
-            for s in range(n):
-                row = k[kv, s0 + s]
-                for i in range(qs.shape[0]):
-                    p[i, s] = quants.q8_0_row_dot(qs[i], qaux[i], row)
-        return q8_0
+        return lambda qs, qaux, k, kv, s0, n, keys, p: q8_0_key_scores(qs, qaux, k, kv, s0, n, p)
     return lambda qs, qaux, k, kv, s0, n, keys, p: key_block_scores(qs, k, kv, s0, n, keys, p)
+
+
+@jit
+def q8_0_key_scores(qs, qaux, k, kv, s0, n, p):
+    for s in range(n):
+        row = k[kv, s0 + s]
+        for i in range(qs.shape[0]):
+            p[i, s] = quants.q8_0_row_dot(qs[i], qaux[i], row)
 
 
 @jit
@@ -506,7 +508,7 @@ def moe_experts(x: np.ndarray, experts: np.ndarray, weights: np.ndarray, gate_pr
     bf16 = x.dtype == np.uint16
     if bf16 and bf16_products_fit(T, gate_proj, up_proj, down_proj):
         x32 = np.ascontiguousarray(x).view(np.uint32)[order // K]          # [P, H / 2] grouped by expert
-        with threads_for(3 * T * K * I * H // 2):
+        with threads_for(3 * T * K * I * H):
             bf16_products.experts(x32, starts, g.view(np.uint32), u.view(np.uint32), d.view(np.uint32), ys)
         combine_slots(ys, order, np.ascontiguousarray(weights, dtype=np.float32), out)
         return out
