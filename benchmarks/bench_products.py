@@ -2,10 +2,11 @@
 
     python benchmarks/bench_products.py [--repeat 15]
 
-- "OpenBLAS sgemm, fp32 weights": NumPy's matmul on weights already widened to fp32 (the bound of the default's
-  approach, which widens bf16 tiles and hands them to BLAS);
-- "default (fp32 products)": `kernels.linear` on bf16 weights and fp32 activations, as a model runs it;
-- "bf16 products": `kernels.linear` on bf16 activations (`matmul_precision="bf16"`: `bf16_products`, AVX512-BF16).
+- "OpenBLAS sgemm, fp32 weights": NumPy's matmul on weights already widened to fp32 (the bound of the fp32
+  products' approach, which widens bf16 tiles and hands them to BLAS);
+- "fp32 products": `kernels.linear` on bf16 weights and fp32 activations (`matmul_precision="fp32"`);
+- "bf16 products": `kernels.linear` on bf16 activations (`matmul_precision="bf16"`: `bf16_products`, AVX512-BF16;
+  what the default "auto" picks for bf16 weights on such a CPU).
 
 Shapes: Qwen3-0.6B's MLP at a 512-token prompt (gate/up, down) and a Qwen3-30B-A3B expert's share of one
 (32 tokens; 2048 -> 768 and 768 -> 2048), on all cores and on one. Median of the repeats; the bf16 result is
@@ -45,8 +46,8 @@ def main():
              f"SIMD {' '.join(info['simd_present'])}; AVX512-BF16 kernels: "
              f"{'yes' if bf16_products.AVAILABLE else 'no (bf16 products computed in fp32)'}. GFLOP/s, median of "
              f"{args.repeat}.", "",
-             "| product (tokens x in -> out) | cores | OpenBLAS sgemm, fp32 weights | default (fp32 products) "
-             "| bf16 products | bf16 / default |", "|---|---:|---:|---:|---:|---:|"]
+             "| product (tokens x in -> out) | cores | OpenBLAS sgemm, fp32 weights | fp32 products "
+             "| bf16 products | bf16 / fp32 products |", "|---|---:|---:|---:|---:|---:|"]
     cores = numba.get_num_threads()
     for name, T, IN, OUT in SHAPES:
         x = rng.standard_normal((T, IN), np.float32)

@@ -65,7 +65,7 @@ def main():
     ap.add_argument("--q8", action="store_true", help="quantize to q8_0 first")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--context", type=int, default=512, help="prompt tokens before the timed decode steps")
-    ap.add_argument("--matmul-precision", choices=["fp32", "bf16"], default="fp32")
+    ap.add_argument("--matmul-precision", choices=["auto", "fp32", "bf16"], default="auto")
     args = ap.parse_args()
 
     model = miniqwen3.load(args.checkpoint, backend="numba", matmul_precision=args.matmul_precision)
@@ -75,7 +75,7 @@ def main():
     cache.reserve(model.config, args.context + 4 * args.steps + 8)
     model.forward(np.arange(100, 100 + args.context), cache, last_only=True)
     step = lambda: model.forward([5], cache, last_only=True)   # noqa: E731
-    print(f"{model}, {'q8_0' if args.q8 else 'stored dtype'}, {args.matmul_precision} products, "
+    print(f"{model}, {'q8_0' if args.q8 else 'stored dtype'}, {model.matmul_precision} products, "
           f"{numba.get_num_threads()} threads, "
           f"context {args.context}, SIMD: {' '.join(cpu_info()['simd_present'])}")
     print(f"decode step: {seconds(step, args.steps) * 1e3:.1f} ms")

@@ -1,6 +1,7 @@
 """Matrix products of bf16 weights with activations rounded to bf16, summed in fp32: the arithmetic of
 llama.cpp's bf16 matmul, of a transformers model in bf16 and of torch's "medium" matmul precision, run on
-AVX512-BF16's vdpbf16ps. `Model(matmul_precision="bf16")` chooses it; fp32 products stay the default.
+AVX512-BF16's vdpbf16ps. `Model(matmul_precision="bf16")` chooses it, and so does the default "auto" for bf16
+weights on the Numba backend where this CPU has AVX512-BF16 (`model.auto_matmul_precision`).
 
 Why: a prefill is bound by arithmetic. In fp32 one 512-bit FMA does 16 multiply-adds; vdpbf16ps does 32 (each
 of its 16 fp32 lanes adds the products of a pair of bf16 values), so a core's peak doubles. The products of

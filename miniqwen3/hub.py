@@ -75,7 +75,7 @@ def resolve(name) -> Path:
         raise ModelNotFoundError(f"{name}: download failed ({type(e).__name__}: {why}); {how}") from None
 
 
-def load(name=None, backend: str | None = None, quant: str | None = None, matmul_precision: str = "fp32"):
+def load(name=None, backend: str | None = None, quant: str | None = None, matmul_precision: str = "auto"):
     """Load a Qwen3 or Qwen3-MoE checkpoint: config.json + safetensors weights (+ tokenizer files if present),
     or a GGUF model (config, weights and tokenizer from the file, weights kept quantized and memory-mapped).
     `name`: a folder, a Hugging Face repo id, a .gguf file, "tiny" or "tiny-student"; None loads the embedded
@@ -84,9 +84,10 @@ def load(name=None, backend: str | None = None, quant: str | None = None, matmul
     `backend`: "numpy" or "numba"; by default "numba" for GGUF models (the plain-NumPy reference dequantizes
     whole matrices on every call) and for models of 50M parameters or more (`model.default_backend`), "numpy"
     for smaller ones (the embedded tiny model), which answer at once without waiting on a compile.
-    `matmul_precision`: "fp32" (the default; transformers' fp32 logits) or "bf16" (activations rounded to bf16
-    before every product, as llama.cpp's bf16 models compute; a prefill of bf16 weights runs about twice as fast
-    on a CPU with AVX512-BF16: `model.MATMUL_PRECISIONS`)."""
+    `matmul_precision`: "fp32" (transformers' fp32 logits) or "bf16" (activations rounded to bf16 before every
+    product, as llama.cpp computes with bf16 weights and transformers with a bf16 checkpoint); by default "auto":
+    bf16 where it pays (the Numba kernels, bf16 weights, a CPU with AVX512-BF16: a prompt reads 1.5-1.9x faster),
+    fp32 elsewhere (`model.auto_matmul_precision`). `model.matmul_precision` says which one a model runs."""
     from .model import Model
     from .gguf_file import find_gguf, load_gguf
     path = find_gguf(name, quant) if name is not None else None

@@ -43,12 +43,28 @@ def default_backend(config: Qwen3Config) -> str:
     return "numba" if totals(parameter_split(config))["total"] >= NUMBA_FROM_PARAMETERS else "numpy"
 
 
-# The activations entering a matrix product: "fp32" (the default: transformers' fp32 logits to ~1e-5), or "bf16":
-# rounded to bf16 (nearest, ties to even), so that a bf16 weight meets them in bf16 with fp32 sums, which is
-# llama.cpp's bf16 arithmetic, a transformers model's in bf16 and torch's "medium" matmul precision. On a CPU
-# with AVX512-BF16 a prefill then runs twice the multiply-adds an instruction (`bf16_products`). Every product
-# of the model takes rounded inputs, the router's and the output head's too, in prefill and decode alike.
-MATMUL_PRECISIONS = ("fp32", "bf16")
+def auto_matmul_precision(config: Qwen3Config, weights: Weights, backend: str) -> str:
+    """"bf16" where bf16 products pay: bf16 weights (the first layer's q_proj) on the Numba kernels of a CPU with
+    AVX512-BF16, in a model of NUMBA_FROM_PARAMETERS or more, whose time goes to its products; a prompt then reads
+    1.5-1.9x faster (benchmarks/results/engine.md). "fp32" elsewhere: the NumPy reference, quantized or fp32
+    weights, a CPU without AVX512-BF16 (rounding would buy no speed), and the small models, the embedded ones
+    among them, whose evaluations (EVAL.json) and notebooks are fp32's."""
+    q = weights.layers[0].self_attn.q_proj
+    if (backend != "numba" or default_backend(config) != "numba"
+            or not (isinstance(q, np.ndarray) and q.dtype == np.uint16)):
+        return "fp32"
+    from .bf16_products import AVAILABLE
+    return "bf16" if AVAILABLE else "fp32"
+
+
+# The activations entering a matrix product: "fp32" (transformers' fp32 logits to ~1e-5), or "bf16": rounded to
+# bf16 (nearest, ties to even), so that a bf16 weight meets them in bf16 with fp32 sums, which is llama.cpp's
+# arithmetic for bf16 weights, a transformers model's in bf16 (transformers' dtype="auto" for a bf16 checkpoint)
+# and torch's "medium" matmul precision. On a CPU with AVX512-BF16 a prefill then runs twice the multiply-adds an
+# instruction (`bf16_products`). Every product of the model takes rounded inputs, the router's and the output
+# head's too, in prefill and decode alike. "auto" (the default) is "bf16" where that pays, "fp32" elsewhere:
+# `auto_matmul_precision`.
+MATMUL_PRECISIONS = ("auto", "fp32", "bf16")
 
 
 # how a KV cache holds its values: fp32, bf16 as its bits, or q8_0 as GGUF's Q8_0 blocks (a row of D values is
@@ -168,10 +184,10 @@ class Model:
     in force (innermost last)."""
 
     def __init__(self, config: Qwen3Config, weights: Weights, backend: str | None = None, path=None,
-                 matmul_precision: str = "fp32"):
+                 matmul_precision: str = "auto"):
         if matmul_precision not in MATMUL_PRECISIONS:
             raise ValueError(f"matmul_precision {matmul_precision!r}: expected one of {', '.join(MATMUL_PRECISIONS)}")
-        self.matmul_precision = matmul_precision
+        self.matmul_precision_asked = matmul_precision   # "auto" is settled per backend, in set_backend
         self.config = config
         self.weights = weights
         self.path = path
@@ -184,15 +200,19 @@ class Model:
 
     def set_backend(self, backend: str) -> None:
         """"numpy" (the plain reference ops) or "numba" (the JIT kernels with the same names, made ready here:
-        loaded from Numba's disk cache, or compiled once with a progress line; `kernels.warm_up`)."""
+        loaded from Numba's disk cache, or compiled once with a progress line; `kernels.warm_up`).
+        Settles `matmul_precision` for this backend when it was asked as "auto"."""
+        if backend not in ("numpy", "numba"):
+            raise ValueError(f"backend {backend!r}: expected 'numpy' or 'numba'")
+        self.matmul_precision = self.matmul_precision_asked
+        if self.matmul_precision == "auto":
+            self.matmul_precision = auto_matmul_precision(self.config, self.weights, backend)
         if backend == "numpy":
             self.ops = ops
-        elif backend == "numba":
+        else:
             from . import kernels
             kernels.warm_up(bf16=self.matmul_precision == "bf16")
             self.ops = kernels
-        else:
-            raise ValueError(f"backend {backend!r}: expected 'numpy' or 'numba'")
         self.backend = backend
 
     def new_cache(self, dtype: str = "fp32") -> KVCache:
@@ -381,4 +401,4 @@ class Model:
     def __repr__(self):
         c = self.config
         return (f"Model({c.model_type}, {c.num_hidden_layers} layers, hidden {c.hidden_size}, "
-                f"backend={self.backend!r}, path={str(self.path)!r})")
+                f"backend={self.backend!r}, matmul_precision={self.matmul_precision!r}, path={str(self.path)!r})")

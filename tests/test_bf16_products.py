@@ -1,6 +1,8 @@
 """bf16 products (`Model(matmul_precision="bf16")`, `miniqwen3.bf16_products`): activations rounded to bf16 meet
 bf16 weights, sums in fp32. The oracle is torch: its own fp32 -> bf16 rounding and an fp32 matmul of the
 rounded values, and a transformers model whose every nn.Linear rounds its input to bf16."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -111,6 +113,36 @@ def test_precision_is_checked():
         miniqwen3.Model(tiny.config, tiny.weights, matmul_precision="fp16")
 
 
+def test_auto_precision_is_bf16_where_it_pays(monkeypatch):
+    """The default "auto": bf16 products for bf16 weights on the Numba backend of a CPU with AVX512-BF16, in a
+    model of NUMBA_FROM_PARAMETERS or more; fp32 on the NumPy reference, for fp32 weights, for small models and on
+    a CPU without the instruction. Settled again by set_backend."""
+    from miniqwen3 import model as model_module
+    tiny = miniqwen3.load()                               # bf16 weights, 9M parameters: the NumPy backend
+    assert tiny.weights.layers[0].self_attn.q_proj.dtype == np.uint16
+    assert (tiny.matmul_precision_asked, tiny.matmul_precision) == ("auto", "fp32")
+    monkeypatch.setattr(bf16_products, "AVAILABLE", True)
+    assert miniqwen3.Model(tiny.config, tiny.weights, backend="numba").matmul_precision == "fp32"   # small
+    monkeypatch.setattr(model_module, "NUMBA_FROM_PARAMETERS", 1)          # from here on, tiny counts as big
+    cases = [(False, "fp32")] + [(True, "bf16")] * bf16_products.AVAILABLE     # no AVX512-BF16 kernels to warm here
+    for available, expected in cases:
+        monkeypatch.setattr(bf16_products, "AVAILABLE", available)
+        model = miniqwen3.Model(tiny.config, tiny.weights)                  # the Numba backend, as a big model's
+        assert (model.backend, model.matmul_precision) == ("numba", expected)
+        assert model.activations(np.ones((2, 4), np.float32)).dtype == (np.uint16 if available else np.float32)
+        model.set_backend("numpy")
+        assert model.matmul_precision == "fp32"
+        assert miniqwen3.Model(tiny.config, tiny.weights, matmul_precision="fp32").matmul_precision == "fp32"
+        assert miniqwen3.Model(tiny.config, tiny.weights, backend="numpy", matmul_precision="bf16"
+                               ).matmul_precision == "bf16"
+    monkeypatch.setattr(bf16_products, "AVAILABLE", True)
+    layers = list(tiny.weights.layers)
+    attn = dataclasses.replace(layers[0].self_attn, q_proj=as_float32(layers[0].self_attn.q_proj))
+    layers[0] = dataclasses.replace(layers[0], self_attn=attn)
+    fp32_weights = dataclasses.replace(tiny.weights, layers=layers)
+    assert miniqwen3.Model(tiny.config, fp32_weights).matmul_precision == "fp32"
+
+
 def sites(model, ids, cache=None):
     """Run model.forward(ids, cache) with a recording; -> {(layer, name): value} of every intermediate value."""
     rec = {}
@@ -198,8 +230,8 @@ def test_model_equals_transformers_with_bf16_inputs(backend, tmp_path):
     ids = prompt_ids(ref.config.vocab_size, n=40, seed=6)
     with torch.no_grad():
         fp32 = ref(torch.tensor(ids)[None]).logits[0].numpy()
-    model = miniqwen3.load(tmp_path, backend=backend)
-    np.testing.assert_allclose(model.logits(ids), fp32, rtol=0, atol=1e-4)      # the default: transformers' fp32
+    model = miniqwen3.load(tmp_path, backend=backend, matmul_precision="fp32")
+    np.testing.assert_allclose(model.logits(ids), fp32, rtol=0, atol=1e-4)      # fp32: transformers' fp32
     rounding = [m.register_forward_pre_hook(lambda mod, args: (args[0].bfloat16().float(),))
                 for m in ref.modules() if isinstance(m, torch.nn.Linear)]
 

@@ -61,7 +61,7 @@ def test_real_config_full_width(preset, layers, tmp_path):
     ids = prompt_ids(ref_model.config.vocab_size, n=12, seed=5)
     expected = _Npz(ids=ids, **reference_outputs(ref_model, ids))
     del ref_model
-    model = miniqwen3.load(tmp_path)
+    model = miniqwen3.load(tmp_path, matmul_precision="fp32")       # transformers' fp32 logits
     assert model.config.num_hidden_layers == (layers or 28)
     check_against(model, expected)
     # decode: a prompt of 8 tokens, then one token at a time through the KV cache (head_dim 128, as every real
@@ -70,6 +70,33 @@ def test_real_config_full_width(preset, layers, tmp_path):
     model.forward(ids[:8], cache)
     decoded = np.concatenate([model.forward(ids[t:t + 1], cache) for t in range(8, len(ids))])
     np.testing.assert_allclose(decoded, expected["logits"][8:], rtol=0, atol=TOL)
+    # the default: bf16 products on a CPU with AVX512-BF16 (`model.auto_matmul_precision`). Its logits are no
+    # further from transformers' fp32 ones than transformers' own bf16 model's, give or take a quarter, on the
+    # tokens whose experts neither changed: a router near a tie flips under any rounding, and a flipped token's
+    # logits move by far more than rounding (seen: 4 and 2 of 64 tokens in layer 0, ours and transformers' bf16)
+    default = miniqwen3.load(tmp_path)
+    assert default.backend == "numba"
+    if default.matmul_precision == "bf16":
+        from transformers import AutoModelForCausalLM
+        bf16_ref = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16, attn_implementation="eager")
+        bf16 = reference_outputs(bf16_ref.eval(), ids)
+        del bf16_ref
+        trace = miniqwen3.RoutingTrace()
+        ours = default.forward(ids, trace=trace)
+        same = np.ones(len(ids), bool)
+        for i in trace.layers:
+            chosen = np.sort(expected[f"experts_layer{i}"], axis=1)
+            same &= (np.sort(trace.layer(i).experts, axis=1) == chosen).all(1)
+            same &= (np.sort(bf16[f"experts_layer{i}"], axis=1) == chosen).all(1)
+        assert same.sum() >= len(ids) // 2
+        ours, theirs = (relative_rms(x[same], expected["logits"][same]) for x in (ours, bf16["logits"]))
+        print(f"relative rms from transformers fp32 on {same.sum()} tokens: bf16 products {ours:.2e}, "
+              f"transformers bf16 {theirs:.2e}")
+        assert 0 < ours <= 1.25 * theirs
+
+
+def relative_rms(x, reference):
+    return float(np.sqrt(np.mean((x - reference) ** 2) / np.mean(reference ** 2)))
 
 
 @pytest.mark.parametrize("preset", ["Qwen3-0.6B", "Qwen3-8B", "Qwen3-30B-A3B", "Qwen3-235B-A22B"])
