@@ -687,8 +687,8 @@ def markdown(report) -> str:
             f"{r['loadavg_before'][0]:.1f} |")
     lines += ["", "miniqwen3's contenders name the backend and the products `miniqwen3.load` picked (no backend argument "
               "but the numpy reference's; no matmul_precision but the fp32-products contender's: the default "
-              "\"auto\" is bf16 products for bf16 weights on a CPU with AVX512-BF16, fp32 elsewhere). q8_0: the Q8_0 GGUF that llama.cpp's converter wrote from the same checkpoint, for both "
-              "engines. llama.cpp: llama-bench, mean of its runs; its decode after the prompt (`-d PROMPT`), as ours. "
+              "\"auto\" is bf16 products for bf16 weights on a CPU with AVX512-BF16, fp32 elsewhere). q8_0: the Q8_0 "
+              "GGUF that llama.cpp's converter wrote from the same checkpoint, for both engines. llama.cpp: llama-bench, mean of its runs; its decode after the prompt (`-d PROMPT`), as ours. "
               "Weights read / token: the weight bytes one decoded token reads; the bound is bandwidth / those bytes. "
               "Compile (first round): load and first call in a process with an empty Numba cache, minus the same in "
               "the next process (which loads the kernels from that cache); q8_0: on top of bf16's cache. First call: "
