@@ -1,4 +1,4 @@
-"""Numba twins of the hot ops in `ops`: `linear`, `swiglu`, `attention`, `moe_experts`, with the same names,
+"""Numba twins of the hot ops in `ops`: `linear`, `linears`, `swiglu`, `attention`, `moe_experts`, with the same names,
 arguments and results (to float32 rounding). `Model.set_backend("numba")` swaps them in.
 
 Four ideas make them fast on a CPU:
@@ -91,13 +91,11 @@ def linear(x: np.ndarray, w) -> np.ndarray:
     if x.shape[0] >= BLAS_TOKENS and isinstance(w, np.ndarray) and w.dtype == np.float32:
         with blas_threads_for(x.shape[0] * w.shape[0] * w.shape[1]):
             return x @ w.T
+    if x.shape[0] < BLAS_TOKENS:
+        return products_by_tiles(x, [w])[0]
     kind, rows = weight_rows(w)
     (T, IN), OUT = x.shape, rows.shape[0]
     out = np.empty((T, OUT), np.float32)
-    if T < BLAS_TOKENS:
-        with threads_for(T * OUT * IN):
-            linear_tiles(x, x_aux_rows(x, one_group(T), kind, kind), kind, rows, out, numba.get_num_threads())
-        return out
     n = max(ROWS, CHUNK_BYTES // (4 * IN))
     chunk = scratch(min(OUT, n) * IN).reshape(-1, IN)
     for r0 in range(0, OUT, n):
@@ -110,6 +108,38 @@ def linear(x: np.ndarray, w) -> np.ndarray:
             else:
                 out[:, r0:r1] = x @ chunk[:r1 - r0].T
     return out
+
+
+def linears(x: np.ndarray, weights) -> list[np.ndarray]:
+    """[x @ w.T for w in weights]: one input, several weights (a layer's q_proj, k_proj and v_proj).
+    x: [T, IN] as for `linear`, weights: up to 3 of [OUT_i, IN] -> [[T, OUT_i], ...]
+
+    Decode (few tokens): weights of one type are read in one parallel region, from one widened input, their
+    tiles of rows shared out over the cores together (`linear_tiles`): for Qwen3-0.6B's q, k and v that is 6 MB
+    split evenly instead of 4 + 1 + 1 MB in three regions (benchmarks/README.md). Otherwise one `linear` each."""
+    weights = list(weights)
+    kinds = {weight_rows(w)[0] for w in weights}
+    if x.shape[0] >= BLAS_TOKENS or len(kinds) > 1 or not 1 <= len(weights) <= 3:
+        return [linear(x, w) for w in weights]
+    for w in weights:
+        check_width("linears", w, x.shape[1])
+    return products_by_tiles(np.ascontiguousarray(as_float32(x), dtype=np.float32), weights)
+
+
+def products_by_tiles(x: np.ndarray, weights) -> list[np.ndarray]:
+    """x @ w.T for 1 to 3 weights of one type, in one call of `linear_tiles` (absent weights: 0 rows).
+    x: [T, IN] fp32 or bf16 bits (widened here, once), T < BLAS_TOKENS"""
+    x = np.ascontiguousarray(as_float32(x), dtype=np.float32)
+    T, IN = x.shape
+    kind, rows = zip(*(weight_rows(w) for w in weights))
+    outs = [np.empty((T, r.shape[0]), np.float32) for r in rows]
+    none, nothing = rows[0][:0], np.empty((T, 0), np.float32)
+    w3 = list(rows) + [none] * (3 - len(rows))
+    o3 = outs + [nothing] * (3 - len(rows))
+    with threads_for(T * sum(r.shape[0] for r in rows) * IN):
+        linear_tiles(x, x_aux_rows(x, one_group(T), kind[0], kind[0]), kind[0], w3[0], w3[1], w3[2],
+                     o3[0], o3[1], o3[2], numba.get_num_threads())
+    return outs
 
 
 _scratch = np.empty(0, np.float32)
@@ -170,23 +200,42 @@ def round_to_bf16(h):
 
 
 @parallel_jit
-def linear_tiles(x, xaux, kind, w, out, cores):
-    """out = x @ w.T, a tile of ROWS weight rows per step (see `project`), the tiles cut into one run of
-    consecutive tiles per core (Numba's static schedule), each run with one scratch tile (a tile allocated per
-    step cost 2-18% in decode, four runs). x: [T, IN] fp32, xaux: x_aux_rows(x, ...), w: [OUT, ROW_BYTES] rows of type `kind`,
-    out: [T, OUT], cores: numba.get_num_threads() (asked inside, it would keep the kernel from the disk cache)"""
-    OUT, IN = w.shape[0], x.shape[1]
-    n_tiles = (OUT + ROWS - 1) // ROWS
-    n_runs = min(cores, n_tiles)
+def linear_tiles(x, xaux, kind, w0, w1, w2, out0, out1, out2, cores):
+    """out_i = x @ w_i.T for three weights of one type (0 rows: absent), by tiles of ROWS weight rows (see
+    `project`): the tiles of all three, in order, cut into one run of consecutive tiles per core (Numba's
+    static schedule), each run with one scratch tile (a tile allocated per step cost 2-18% in decode, four runs).
+    x: [T, IN] fp32, xaux: x_aux_rows(x, ...), w_i: [OUT_i, ROW_BYTES] rows of type `kind`, out_i: [T, OUT_i],
+    cores: numba.get_num_threads() (asked inside, it would keep the kernel from the disk cache)"""
+    n0, n1, n2 = n_tiles(w0), n_tiles(w1), n_tiles(w2)
+    n_runs = min(cores, n0 + n1 + n2)
     for run in prange(n_runs):
-        tile = np.empty((tile_rows(x.shape[0]), IN), np.float32)
-        first, last = run * n_tiles // n_runs, (run + 1) * n_tiles // n_runs
-        if x.shape[0] < TILE_TOKENS:    # decode: the run's rows in one go (a call per tile cost 10% of a head)
-            project(x, xaux, kind, w, first * ROWS, min(OUT, last * ROWS), out, first * ROWS, tile)
-            continue
-        for i in range(first, last):
-            r0 = i * ROWS
-            project(x, xaux, kind, w, r0, min(OUT, r0 + ROWS), out, r0, tile)
+        tile = np.empty((tile_rows(x.shape[0]), x.shape[1]), np.float32)
+        first, last = run * (n0 + n1 + n2) // n_runs, (run + 1) * (n0 + n1 + n2) // n_runs
+        project_tiles(x, xaux, kind, w0, out0, first, last, tile)
+        project_tiles(x, xaux, kind, w1, out1, first - n0, last - n0, tile)
+        project_tiles(x, xaux, kind, w2, out2, first - n0 - n1, last - n0 - n1, tile)
+
+
+@jit
+def n_tiles(w):
+    """Tiles of ROWS rows (the last one may be shorter) in a weight [OUT, ROW_BYTES]."""
+    return (w.shape[0] + ROWS - 1) // ROWS
+
+
+@jit
+def project_tiles(x, xaux, kind, w, out, first, last, tile):
+    """out[:, rows] = x @ w[rows].T for the rows of w's tiles first..last-1 (clipped to the tiles w has).
+    Decode: those rows in one go (a call per tile cost 10% of a head); else tile after tile."""
+    OUT = w.shape[0]
+    first, last = max(first, 0), min(last, n_tiles(w))
+    if first >= last:
+        return
+    if x.shape[0] < TILE_TOKENS:
+        project(x, xaux, kind, w, first * ROWS, min(OUT, last * ROWS), out, first * ROWS, tile)
+        return
+    for i in range(first, last):
+        r0 = i * ROWS
+        project(x, xaux, kind, w, r0, min(OUT, r0 + ROWS), out, r0, tile)
 
 
 @parallel_jit

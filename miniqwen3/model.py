@@ -6,7 +6,7 @@
 The math lives in `ops` (plain NumPy). The model has four seams, and nothing else changes it or looks inside it from
 outside:
 
-- the backend: the hot ops (linear, swiglu, attention, moe_experts) are looked up on `self.ops`, which is `ops`
+- the backend: the hot ops (linear, linears, swiglu, attention, moe_experts) are looked up on `self.ops`, which is `ops`
   itself or `kernels` (their Numba twins, same names and shapes); `set_backend` swaps them;
 - the routing trace: `forward(..., trace=RoutingTrace())` records every MoE layer's router logits,
   probabilities, chosen experts and weights (`miniqwen3.routing`);
@@ -296,9 +296,9 @@ class Model:
         c = self.config
         T, D = x.shape[0], c.head_dim
         x = self.activations(x)
-        q = self.ops.linear(x, a.q_proj).reshape(T, c.num_attention_heads, D)
-        k = self.ops.linear(x, a.k_proj).reshape(T, c.num_key_value_heads, D)
-        v = self.ops.linear(x, a.v_proj).reshape(T, c.num_key_value_heads, D)
+        q, k, v = self.ops.linears(x, (a.q_proj, a.k_proj, a.v_proj))
+        q = q.reshape(T, c.num_attention_heads, D)
+        k, v = k.reshape(T, c.num_key_value_heads, D), v.reshape(T, c.num_key_value_heads, D)
         record(i, q_proj=q, k_proj=k, v_proj=v)
         # QK-Norm: one RMSNorm over head_dim shared by all heads, then rotate each head
         q, k = ops.rms_norm(q, a.q_norm, c.rms_norm_eps), ops.rms_norm(k, a.k_norm, c.rms_norm_eps)

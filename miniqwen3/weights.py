@@ -281,7 +281,8 @@ def load_weights(config: Qwen3Config, folder) -> Weights:
     """Read and check every tensor the config needs; nothing is returned half-loaded.
 
     Big matrices stay in their stored dtype (memory-mapped; MoE experts read into stacked arrays);
-    the small norm vectors are widened to fp32."""
+    the small norm vectors and the routers ([E, H]) are widened to fp32, as llama.cpp's converter keeps them
+    in a GGUF: the router runs in NumPy, which would otherwise widen a bf16 one at every token."""
     ckpt = Checkpoint(folder)
     c = config
     H, D, V = c.hidden_size, c.head_dim, c.vocab_size
@@ -306,7 +307,7 @@ def load_weights(config: Qwen3Config, folder) -> Weights:
             E, I = c.num_experts, c.moe_intermediate_size
             experts = [f"{p}mlp.experts.{e}." for e in range(E)]
             mlp = MoEWeights(
-                gate=ckpt.get(p + "mlp.gate.weight", (E, H)),
+                gate=as_float32(ckpt.get(p + "mlp.gate.weight", (E, H))),  # small, read by NumPy every token
                 gate_proj=ckpt.get_stacked([x + "gate_proj.weight" for x in experts], (I, H)),
                 up_proj=ckpt.get_stacked([x + "up_proj.weight" for x in experts], (I, H)),
                 down_proj=ckpt.get_stacked([x + "down_proj.weight" for x in experts], (H, I)),

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 
@@ -124,6 +125,30 @@ def test_linear_matches_reference(fmt, T):
     x = randn(T, IN)
     expected = ops.linear(x, w)
     np.testing.assert_allclose(kernels.linear(x, w), expected, rtol=0, atol=2e-6 * max(1, np.abs(expected).max()))
+
+
+@pytest.mark.parametrize("fmt", ["bf16", "q8_0", "q4_k"])
+@pytest.mark.parametrize("T", [1, 3])
+def test_linears_reads_several_weights_in_one_call(fmt, T, monkeypatch):
+    """q, k and v in one parallel region: 37 + 5 + 21 rows are 3 + 1 + 2 tiles, which two cores (or five
+    made-up ones) share with runs that start and end inside a weight; each output must be its own product."""
+    IN = width(fmt, 70)
+    ws = [weight(fmt, n, IN) for n in (37, 5, 21)]
+    x = randn(T, IN)
+    calls = []
+    tiles = kernels.linear_tiles
+    monkeypatch.setattr(kernels, "linear_tiles", lambda *a: calls.append(a) or tiles(*a))
+    for cores in (numba.get_num_threads(), 5):
+        monkeypatch.setattr(numba, "get_num_threads", lambda cores=cores: cores)
+        got = kernels.linears(x, ws)
+        for g, w in zip(got, ws):
+            expected = ops.linear(x, w)
+            np.testing.assert_allclose(g, expected, rtol=0, atol=2e-6 * max(1, np.abs(expected).max()))
+    assert len(calls) == 2 and [a.shape[0] for a in calls[0][3:6]] == [37, 5, 21]
+    # weights of two types (a GGUF's Q4_K q_proj beside a Q6_K v_proj): one product each, the same values
+    mixed = [ws[0], weight("fp32", 9, IN)]
+    for g, w in zip(kernels.linears(x, mixed), mixed):
+        np.testing.assert_allclose(g, ops.linear(x, w), rtol=0, atol=2e-6 * max(1, np.abs(g).max()))
 
 
 @pytest.mark.parametrize("fmt", ["bf16", "q4_k"])
