@@ -283,6 +283,27 @@ LONG_CONTEXT = [  # decode after --context tokens, qwen3-0.6b: (name, engine, KV
 # machine's speed drifts by 1.3-1.5x within minutes, so each ratio is taken within a round and its median
 # over the rounds reported
 ROUNDS_OF = {"miniqwen3 bf16", "miniqwen3 q8_0", "miniqwen3 bf16 fp32 products", "llama.cpp bf16", "llama.cpp q8_0"}
+# the pairs a target compares run one right after the other, in turn first (ABBA over the rounds), so that
+# the drift within a round falls on both sides of a ratio alike
+PAIRED = [("miniqwen3 bf16", "llama.cpp bf16"), ("miniqwen3 q8_0", "llama.cpp q8_0"),
+          ("miniqwen3 bf16, q8_0 KV cache", "miniqwen3 bf16, fp32 KV cache")]
+
+
+def round_order(runs, rnd):
+    """The runs of round rnd (0-based): each pair of PAIRED side by side, its first member alternating with the
+    round, and the units (pairs, single runs) rotated by the round, so that each round starts elsewhere.
+    runs: [(contender tuple, long-context flag)]"""
+    units, taken = [], set()
+    for a, b in PAIRED:
+        pair = [r for r in runs if r[0][0] in (a, b)]
+        if len(pair) == 2:
+            units.append(pair if rnd % 2 == 0 else pair[::-1])
+            taken |= {a, b}
+    units += [[r] for r in runs if r[0][0] not in taken]
+    shift = rnd % len(units)
+    return [r for unit in units[shift:] + units[:shift] for r in unit]
+
+
 # contenders loaded with miniqwen3.load(..., matmul_precision=...) other than the default "auto" (bf16 products,
 # llama.cpp's arithmetic, for bf16 weights on a CPU with AVX512-BF16; fp32 elsewhere): "fp32", transformers' fp32
 # logits, side by side with the default
@@ -470,9 +491,8 @@ def main():
             runs = [(c, False) for c in CONTENDERS if c[0] in wanted and (rnd == 0 or c[0] in ROUNDS_OF)]
             if m == "qwen3-0.6b" and args.context:
                 runs += [(c, True) for c in LONG_CONTEXT]
-            shift = rnd % len(runs)
             print(f" round {rnd + 1} of {args.rounds}", flush=True)
-            for (name, engine, backend, dtype), long in runs[shift:] + runs[:shift]:   # each round starts elsewhere
+            for (name, engine, backend, dtype), long in round_order(runs, rnd):
                 r = run_one(name, engine, backend, dtype, m, folders[m], ggufs, args, cache_dir, configs[m],
                             bandwidth, long, measure_compile=rnd == 0 and not args.warm)
                 if r is not None:
@@ -643,7 +663,8 @@ def markdown(report) -> str:
         f"Prompt {st['prompt']} tokens (prefill: best of {st['prefill_runs']}), then {st['new']} decoded tokens (the "
         f"numpy reference: {st['reference_decode_tokens']}). Random bf16 weights; every contender in its own process.  ",
         f"{rounds} rounds: {', '.join(sorted(ROUNDS_OF))} and the long-context contenders ran once a round, in turn "
-        f"(each round starting with another contender); the others once. Speeds are the median over the rounds, "
+        f"(each round starting with another contender; the pairs a target compares back to back, each of the two "
+        f"first in every other round); the others once. Speeds are the median over the rounds, "
         f"(min-max) beside them; ratios are taken within a round, and their median reported.",
         "",
         "| model | contender | prefill tok/s | decode tok/s | weights read / token | decode / bandwidth bound "
