@@ -90,13 +90,31 @@ class SafetensorsFile:
     def read_into(self, name: str, out: np.ndarray) -> None:
         """Read a tensor's bytes straight from the file into `out` (C-contiguous, same dtype and shape)."""
         e = self.entries[name]
-        buf = memoryview(out).cast("B")
-        with open(self.path, "rb") as f:
-            f.seek(e.begin)
-            got = f.readinto(buf)
-        if got != e.end - e.begin:
-            raise CheckpointError(f"{self.path}: tensor {name}: read {got} of {e.end - e.begin} bytes "
-                                  "(file changed or truncated while loading)")
+        if out.nbytes != e.end - e.begin:
+            raise CheckpointError(f"{self.path}: tensor {name}: {e.end - e.begin} bytes, {out.nbytes} asked for")
+        read_bytes(self.path, e.begin, out, f"tensor {name}")
+
+
+def read_bytes(path, offset: int, out: np.ndarray, what: str) -> None:
+    """Fill `out` (C-contiguous) with its size in bytes of the file from `offset`, read, not mapped."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        got = f.readinto(memoryview(out).cast("B"))
+    if got != out.nbytes:
+        raise CheckpointError(f"{path}: {what}: read {got} of {out.nbytes} bytes (file changed or truncated "
+                              "while loading)")
+
+
+def fits_in_memory(nbytes: int) -> bool:
+    """Whether nbytes may be read into the process's memory: at most half of what the system has available
+    without swapping (Linux's MemAvailable). False where that is not known."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return nbytes <= int(line.split()[1]) * 1024 // 2
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
 
 
 def _read_header(path: Path):
@@ -196,10 +214,21 @@ class Checkpoint:
             raise CheckpointError(f"{f.path}: tensor {name} has shape {list(e.shape)}, expected {list(shape)}")
         return e
 
+    def tensor_bytes(self, name: str) -> int:
+        """The size of a tensor in the file (0 for one it does not have)."""
+        if name not in self.where:
+            return 0
+        e = self.where[name].entries[name]
+        return e.end - e.begin
+
     def get(self, name: str, shape: tuple) -> np.ndarray:
         """A tensor as a memory-mapped view, after checking its shape."""
         self.entry(name, shape)
         return self.where[name].get(name)
+
+    def read(self, name: str, shape: tuple) -> np.ndarray:
+        """A tensor read into memory (not mapped), after checking its shape."""
+        return self.get_stacked([name], shape)[0]
 
     def get_stacked(self, names: list[str], shape: tuple) -> np.ndarray:
         """Several same-shaped tensors read into one array [len(names), *shape] in their stored dtype
@@ -280,9 +309,12 @@ def _arrays(obj):
 def load_weights(config: Qwen3Config, folder) -> Weights:
     """Read and check every tensor the config needs; nothing is returned half-loaded.
 
-    Big matrices stay in their stored dtype (memory-mapped; MoE experts read into stacked arrays);
-    the small norm vectors and the routers ([E, H]) are widened to fp32, as llama.cpp's converter keeps them
-    in a GGUF: the router runs in NumPy, which would otherwise widen a bf16 one at every token."""
+    Big matrices stay in their stored dtype. The ones every token reads in full (attention, dense MLPs, the
+    output head) are read into memory when they fit (`fits_in_memory`), else memory-mapped: NumPy gives arrays
+    this big 2 MiB pages, from which decode streams 2-9% faster than from the map of the file
+    (benchmarks/README.md). MoE experts are read into stacked arrays; an untied embedding (a row a token) stays
+    mapped. The small norm vectors and the routers ([E, H]) are widened to fp32, as llama.cpp's converter keeps
+    them in a GGUF: the router runs in NumPy, which would otherwise widen a bf16 one at every token."""
     ckpt = Checkpoint(folder)
     c = config
     H, D, V = c.hidden_size, c.head_dim, c.vocab_size
@@ -291,15 +323,21 @@ def load_weights(config: Qwen3Config, folder) -> Weights:
     def vec(name, n):
         return as_float32(ckpt.get(name, (n,))).copy()
 
-    embed = ckpt.get("model.embed_tokens.weight", (V, H))
+    per_token = [f"model.layers.{i}.{m}.weight" for i in range(c.num_hidden_layers)
+                 for m in ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"]
+                 + ([] if c.is_sparse_layer(i) else ["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"])]
+    per_token.append("model.embed_tokens.weight" if c.tie_word_embeddings else "lm_head.weight")
+    mat = ckpt.read if fits_in_memory(sum(ckpt.tensor_bytes(n) for n in per_token)) else ckpt.get
+
+    embed = (mat if c.tie_word_embeddings else ckpt.get)("model.embed_tokens.weight", (V, H))
     layers = []
     for i in range(c.num_hidden_layers):
         p = f"model.layers.{i}."
         attn = AttentionWeights(
-            q_proj=ckpt.get(p + "self_attn.q_proj.weight", (NH * D, H)),
-            k_proj=ckpt.get(p + "self_attn.k_proj.weight", (NKV * D, H)),
-            v_proj=ckpt.get(p + "self_attn.v_proj.weight", (NKV * D, H)),
-            o_proj=ckpt.get(p + "self_attn.o_proj.weight", (H, NH * D)),
+            q_proj=mat(p + "self_attn.q_proj.weight", (NH * D, H)),
+            k_proj=mat(p + "self_attn.k_proj.weight", (NKV * D, H)),
+            v_proj=mat(p + "self_attn.v_proj.weight", (NKV * D, H)),
+            o_proj=mat(p + "self_attn.o_proj.weight", (H, NH * D)),
             q_norm=vec(p + "self_attn.q_norm.weight", D),
             k_norm=vec(p + "self_attn.k_norm.weight", D),
         )
@@ -315,15 +353,15 @@ def load_weights(config: Qwen3Config, folder) -> Weights:
         else:
             I = c.intermediate_size
             mlp = MLPWeights(
-                gate_proj=ckpt.get(p + "mlp.gate_proj.weight", (I, H)),
-                up_proj=ckpt.get(p + "mlp.up_proj.weight", (I, H)),
-                down_proj=ckpt.get(p + "mlp.down_proj.weight", (H, I)),
+                gate_proj=mat(p + "mlp.gate_proj.weight", (I, H)),
+                up_proj=mat(p + "mlp.up_proj.weight", (I, H)),
+                down_proj=mat(p + "mlp.down_proj.weight", (H, I)),
             )
         layers.append(LayerWeights(vec(p + "input_layernorm.weight", H), attn,
                                    vec(p + "post_attention_layernorm.weight", H), mlp))
     norm = vec("model.norm.weight", H)
     # Tied: logits = h @ embed_tokens.T; an lm_head.weight that is present anyway is ignored, as transformers does.
-    lm_head = embed if c.tie_word_embeddings else ckpt.get("lm_head.weight", (V, H))
+    lm_head = embed if c.tie_word_embeddings else mat("lm_head.weight", (V, H))
     return Weights(embed, layers, norm, lm_head)
 
 

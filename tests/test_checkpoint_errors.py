@@ -187,3 +187,25 @@ def test_sharded_writer_round_trip(tmp_path):
     ckpt = Checkpoint(tmp_path)
     for name, t in tensors.items():
         np.testing.assert_array_equal(ckpt.get(name, (10, 10)), t)
+
+
+@pytest.mark.parametrize("fits", [True, False])
+def test_per_token_matrices_are_read_into_memory_when_they_fit(fits, monkeypatch):
+    """The matrices every token reads in full (attention, dense MLPs, an untied lm_head) are read into memory
+    when `fits_in_memory` allows their total bytes, else they stay views of the memory map; an untied embedding
+    is always a view. Same values either way."""
+    from miniqwen3 import weights
+    from miniqwen3.offload import file_range
+    reference = miniqwen3.load(GOOD, backend="numpy").weights
+    asked = []
+    monkeypatch.setattr(weights, "fits_in_memory", lambda n: asked.append(n) or fits)
+    w = miniqwen3.load(GOOD, backend="numpy").weights
+    assert w.lm_head is not w.embed_tokens
+    per_token = [w.lm_head] + [m for layer in w.layers for m in (
+        layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, layer.self_attn.o_proj,
+        layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj)]
+    assert asked == [sum(m.nbytes for m in per_token)]
+    assert [file_range(m) is None for m in per_token] == [fits] * len(per_token)
+    assert file_range(w.embed_tokens) is not None
+    np.testing.assert_array_equal(w.lm_head, reference.lm_head)
+    np.testing.assert_array_equal(w.layers[-1].mlp.down_proj, reference.layers[-1].mlp.down_proj)

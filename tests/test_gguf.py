@@ -252,17 +252,30 @@ def mapped_from_file(a) -> bool:
 
 
 @pytest.mark.parametrize("kind", ["dense", "moe"])
-def test_weights_are_the_stored_tensors_zero_copy(kind, tmp_path):
-    """F32 file: every weight equals the source tensor it was written from, as a view of the memory map;
-    experts stacked [E, out, in]; tied lm_head is the embedding."""
+@pytest.mark.parametrize("fits", [True, False])
+def test_weights_are_the_stored_tensors(kind, fits, tmp_path, monkeypatch):
+    """F32 file: every weight equals the source tensor it was written from; experts stacked [E, out, in]; tied
+    lm_head is the embedding. The matrices every token reads in full (attention, dense FFN, output head) are
+    read into memory when their bytes fit (`fits_in_memory`, asked with their total), else views of the memory
+    map; experts and an untied embedding are always views (no copy made)."""
+    from miniqwen3 import gguf_file
+    asked = []
+    monkeypatch.setattr(gguf_file, "fits_in_memory", lambda n: asked.append(n) or fits)
     path, cfg, sd = make_gguf(tmp_path, kind, T.F32)
     model = miniqwen3.load(path, backend="numpy")
     w = model.weights
     np.testing.assert_array_equal(w.embed_tokens, sd["model.embed_tokens.weight"])
-    assert mapped_from_file(w.embed_tokens) and mapped_from_file(w.layers[1].mlp.down_proj)
+    per_token = [w.lm_head] + [m for layer in w.layers for m in (
+        layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, layer.self_attn.o_proj,
+        *([] if kind == "moe" else [layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj]))]
+    assert asked == [sum(m.nbytes for m in per_token)]
+    assert [mapped_from_file(m) for m in per_token] == [not fits] * len(per_token)
+    if kind == "moe":
+        assert mapped_from_file(w.layers[1].mlp.down_proj)
     if cfg["tie_word_embeddings"]:
         assert w.lm_head is w.embed_tokens
     else:
+        assert mapped_from_file(w.embed_tokens)
         np.testing.assert_array_equal(w.lm_head, sd["lm_head.weight"])
     for i, layer in enumerate(w.layers):
         p = f"model.layers.{i}."
