@@ -184,13 +184,15 @@ class Printer:
         self.out.flush()
 
 
-def stats_line(r) -> str:
-    """think / no-think: whether the reply thought; soft switch: the model chose, hard: enable_thinking=False."""
+def stats_line(r, model) -> str:
+    """think / no-think: whether the reply thought; soft switch: the model chose, hard: enable_thinking=False.
+    The speeds name what ran them: the backend and the products (`Model.matmul_precision`, settled by "auto")."""
     budget = "" if r.switch == "hard" else (
         f", budget {'unlimited' if r.budget is None else r.budget}{' (tripped)' if r.budget_tripped else ''}")
     return (f"[{'think' if r.thinking_mode else 'no-think'} ({r.switch} switch): {r.prompt_tokens} prompt tokens, "
             f"{r.generated_tokens} generated, {r.thinking_tokens} thinking{budget}; "
-            f"prefill {r.prefill_tokens_per_second:.1f} tok/s, decode {r.tokens_per_second:.1f} tok/s; {r.finish_reason}]")
+            f"prefill {r.prefill_tokens_per_second:.1f} tok/s, decode {r.tokens_per_second:.1f} tok/s "
+            f"({model.backend}, {model.matmul_precision} products); {r.finish_reason}]")
 
 
 def sampling_options(args) -> dict:
@@ -206,7 +208,7 @@ def run_turn(model, messages, args, budget, printer, enable_thinking=None):
         printer.piece(piece.text, piece.channel)
     printer.end()
     result = g.result()
-    print(stats_line(result), file=sys.stderr)
+    print(stats_line(result, model), file=sys.stderr)
     return result
 
 

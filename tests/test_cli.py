@@ -63,6 +63,7 @@ def test_generate_prints_text_and_stats(tmp_path, qwen3_tokenizer_dir, capsys):
     assert main(["generate", str(model), "What is 2 + 3?", "--no-think", "--max-new-tokens", "5", "--seed", "0"]) == 0
     err = capsys.readouterr().err
     assert "[no-think (hard switch):" in err and "5 generated" in err and "tok/s" in err and "length]" in err
+    assert "tok/s (numpy, fp32 products)" in err      # a tiny fp32 model: NumPy and fp32 products by the size rule
 
 
 def test_chat_commands(tmp_path, qwen3_tokenizer_dir, capsys, monkeypatch):
