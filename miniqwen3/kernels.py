@@ -364,7 +364,7 @@ def attention_task(q, k, v, q_start, kv, t0, t1, out, kt):
         if by_tiles:
             add_values_by_tiles(p, kv_block(v, kv, s0, n, keys), tile, acc)
         else:
-            add_value_block(p, v, kv, s0, n, values_t, pv, acc)
+            add_value_block(p, v, kv, s0, n, keys, values_t, pv, acc)
     for i in range(rows):
         for d in range(D):
             out[t0 + i // group, kv * group + i % group, d] = acc[i, d] / l[i]
@@ -506,11 +506,11 @@ def _kv_block_compiled(k, kv, s0, n, keys):
 
 
 @jit
-def add_value_block(p, v, kv, s0, n, values_t, pv, acc):
+def add_value_block(p, v, kv, s0, n, keys, values_t, pv, acc):
     """acc[i] += sum_s p[i, s] * v[kv, s0 + s] over the n keys of a block.
     Many query rows: transpose the values into `values_t` [D, KEYS] (zero-padded), so that p @ v is a
-    `matmul_nt`; a few (decode): widen each value row once (into `pv`'s first row, [D]) and add it, scaled, to
-    every query row."""
+    `matmul_nt`; a few (decode): each value row, read in place (fp32) or widened into `keys` [KEYS, D], added,
+    scaled, to every query row (a copy of fp32 rows made decode attention 1.09-1.29x slower: benchmarks/README.md)."""
     rows, D = acc.shape
     value = pv[0]                       # [D] scratch (in the product branch: until the product below)
     if rows >= MATMUL_ROWS:
@@ -526,12 +526,12 @@ def add_value_block(p, v, kv, s0, n, values_t, pv, acc):
             for d in range(D):
                 acc[i, d] += pv[i, d]
     else:
+        block = kv_block(v, kv, s0, n, keys)          # fp32 values in place, others widened into `keys`
         for s in range(n):
-            widen_kv_row(v[kv, s0 + s], value)
             for i in range(rows):
                 weight = p[i, s]
                 for d in range(D):
-                    acc[i, d] += weight * value[d]
+                    acc[i, d] += weight * block[s, d]
 
 
 # --- mixture of experts --------------------------------------------------------------------------
