@@ -35,9 +35,11 @@ import time
 
 # Numba's OpenMP threads spin-wait after a parallel region (GNU OpenMP: 300,000 spins by default), and so do
 # OpenBLAS's threads after a BLAS call: on two cores each side's spinning threads take the cores the other side
-# needs, which made a prefill 3x slower. A short spin keeps back-to-back decode kernels quick and lets BLAS run
-# (benchmarks/README.md). Set before Numba loads the OpenMP runtime; a value set by the user wins.
-os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+# needs, which made a prefill 3x slower. A short spin lets BLAS run; long enough (10,000: a decode's regions
+# follow each other within tens of microseconds) that decode's threads are still awake for the next region
+# (Qwen3-0.6B decode 1.08-1.09x over 1,000, BLAS prefill 0.97x: benchmarks/README.md). Set before Numba loads the
+# OpenMP runtime; a value set by the user wins.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
