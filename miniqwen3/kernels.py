@@ -117,8 +117,8 @@ def linears(x: np.ndarray, weights) -> list[np.ndarray]:
     x: [T, IN] as for `linear`, weights: up to 3 of [OUT_i, IN] -> [[T, OUT_i], ...]
 
     Decode (few tokens): weights of one type are read in one parallel region, from one widened input, their
-    tiles of rows shared out over the cores together (`linear_tiles`): for Qwen3-0.6B's q, k and v that is 6 MB
-    split evenly instead of 4 + 1 + 1 MB in three regions (benchmarks/README.md). Otherwise one `linear` each."""
+    tiles of rows shared out over the cores together (`linear_tiles`): for Qwen3-0.6B's q, k and v that is 8 MB
+    split evenly instead of 4 + 2 + 2 MB in three regions (benchmarks/README.md). Otherwise one `linear` each."""
     weights = list(weights)
     kinds = {weight_rows(w)[0] for w in weights}
     if x.shape[0] >= BLAS_TOKENS or len(kinds) > 1 or not 1 <= len(weights) <= 3:
