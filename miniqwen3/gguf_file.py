@@ -384,7 +384,7 @@ def tensor(g: GGUFFile, name: str, shape: tuple, in_memory: bool = False):
         raise GGUFError(f"{path}: tensor {name} has shape {list(got)}, expected {list(shape)} from the metadata")
     kind = int(t.tensor_type)
     data = t.data
-    if in_memory and (kind in (F32, F16, BF16) or kind in BLOCK_WEIGHTS):
+    if in_memory and (kind in PLAIN_TYPES or kind in BLOCK_WEIGHTS):
         data = np.empty(t.data.shape, t.data.dtype)
         read_bytes(path, int(t.data_offset), data, f"tensor {name}")
     if kind in (F32, F16):

@@ -94,7 +94,7 @@ def linear(x: np.ndarray, w) -> np.ndarray:
         with blas_threads_for(x.shape[0] * w.shape[0] * w.shape[1]):
             return x @ w.T
     if x.shape[0] < BLAS_TOKENS:
-        return products_by_tiles(x, [w])[0]
+        return products_by_tiles(x, [weight_rows(w)])[0]
     kind, rows = weight_rows(w)
     (T, IN), OUT = x.shape, rows.shape[0]
     out = np.empty((T, OUT), np.float32)
@@ -120,20 +120,20 @@ def linears(x: np.ndarray, weights) -> list[np.ndarray]:
     tiles of rows shared out over the cores together (`linear_tiles`): for Qwen3-0.6B's q, k and v that is 8 MB
     split evenly instead of 4 + 2 + 2 MB in three regions (benchmarks/README.md). Otherwise one `linear` each."""
     weights = list(weights)
-    kinds = {weight_rows(w)[0] for w in weights}
-    if x.shape[0] >= BLAS_TOKENS or len(kinds) > 1 or not 1 <= len(weights) <= 3:
+    views = [weight_rows(w) for w in weights]
+    if x.shape[0] >= BLAS_TOKENS or len({kind for kind, _ in views}) > 1 or not 1 <= len(weights) <= 3:
         return [linear(x, w) for w in weights]
     for w in weights:
         check_width("linears", w, x.shape[1])
-    return products_by_tiles(np.ascontiguousarray(as_float32(x), dtype=np.float32), weights)
+    return products_by_tiles(x, views)
 
 
-def products_by_tiles(x: np.ndarray, weights) -> list[np.ndarray]:
-    """x @ w.T for 1 to 3 weights of one type, in one call of `linear_tiles` (absent weights: 0 rows).
-    x: [T, IN] fp32 or bf16 bits (widened here, once), T < BLAS_TOKENS"""
+def products_by_tiles(x: np.ndarray, views) -> list[np.ndarray]:
+    """x @ w.T for 1 to 3 weights of one type, given as `weight_rows` views, in one call of `linear_tiles`
+    (absent weights: 0 rows).  x: [T, IN] fp32 or bf16 bits (widened here, once), T < BLAS_TOKENS"""
     x = np.ascontiguousarray(as_float32(x), dtype=np.float32)
     T, IN = x.shape
-    kind, rows = zip(*(weight_rows(w) for w in weights))
+    kind, rows = zip(*views)
     outs = [np.empty((T, r.shape[0]), np.float32) for r in rows]
     none, nothing = rows[0][:0], np.empty((T, 0), np.float32)
     w3 = list(rows) + [none] * (3 - len(rows))

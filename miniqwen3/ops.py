@@ -26,11 +26,11 @@ def linear(x: np.ndarray, w: np.ndarray) -> np.ndarray:
         return as_float32(x) @ as_float32(w).T
 
 
-
 def linears(x: np.ndarray, weights) -> list[np.ndarray]:
     """[x @ w.T for w in weights]: one input, several weights (a layer's q_proj, k_proj and v_proj, which the
     Numba backend reads in one go)."""
     return [linear(x, w) for w in weights]
+
 
 # A BLAS call shares its work among its threads and waits for the last one. When another process keeps a core
 # busy, that thread waits for a scheduler time slice, on every call: the tiny model's 200-token forward pass

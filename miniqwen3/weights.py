@@ -311,7 +311,7 @@ def load_weights(config: Qwen3Config, folder) -> Weights:
 
     Big matrices stay in their stored dtype. The ones every token reads in full (attention, dense MLPs, the
     output head) are read into memory when they fit (`fits_in_memory`), else memory-mapped: NumPy gives arrays
-    this big 2 MiB pages, from which decode streams 2-9% faster than from the map of the file
+    this big 2 MiB pages, from which decode streams 1-9% faster than from the map of the file
     (benchmarks/README.md). MoE experts are read into stacked arrays; an untied embedding (a row a token) stays
     mapped. The small norm vectors and the routers ([E, H]) are widened to fp32, as llama.cpp's converter keeps
     them in a GGUF: the router runs in NumPy, which would otherwise widen a bf16 one at every token."""
