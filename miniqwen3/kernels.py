@@ -45,10 +45,11 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import prange  # noqa: E402
 
-from . import bf16_products, quants, tiles  # noqa: E402
+from . import bf16_products, kv_rows, quants, tiles  # noqa: E402
 from .ops import blas_threads_for, kv_as_float32  # noqa: E402
 from .quants import (BF16, Q4_K, Q6_K, Q8_0, bf16_as_f32, row_view, rows_dot, widen_q8_0, widen_row,  # noqa: E402
                      x_aux_into, x_aux_size, _uint32_bits_as_f32)
+from .kv_rows import CHUNK, KV_ROWS, key_dots, value_sums  # noqa: E402
 from .tiles import F32_ROWS, TOKENS, tile_sums  # noqa: E402
 from .weights import as_float32, float32_to_bf16  # noqa: E402
 
@@ -327,8 +328,6 @@ def attention_task(q, k, v, q_start, kv, t0, t1, out, kt):
     for i in range(rows):
         for d in range(D):
             qs[i, d] = q[t0 + i // group, kv * group + i % group, d] * scale
-    qaux = np.empty((rows, x_aux_size(D)), np.float32)
-    query_lanes(qs, k, qaux)
     m = np.full(rows, -np.inf, np.float32)      # running max of each row's scores
     l = np.zeros(rows, np.float32)              # running sum of exp(score - m)
     acc = np.zeros((rows, D), np.float32)       # running sum of exp(score - m) * v
@@ -341,7 +340,7 @@ def attention_task(q, k, v, q_start, kv, t0, t1, out, kt):
         if by_tiles:
             scores_by_tiles(qs, kt[kv], s0, n, p, tile)
         else:
-            key_scores(qs, qaux, k, kv, s0, n, keys, p)
+            key_scores(qs, k, kv, s0, n, keys, p)
         for i in range(rows):
             newest = q_start + t0 + i // group  # causal: this row sees keys 0..newest
             m_new = m[i]
@@ -436,49 +435,17 @@ def add_values_by_tiles(p, values, tile, acc):
                     acc[r0 + r, d0 + j] += tile[r, j]
 
 
-def query_lanes(qs, k, qaux):
-    """qaux[i] = quants.x_aux of query row i in Q8_0's lane order, for a q8_0 KV cache (k: uint8 rows of Q8_0
-    blocks), whose keys `key_scores` dots as they are stored; nothing for fp32 and bf16 caches."""
-    if k.dtype == np.uint8:
-        q8_0_query_lanes(qs, qaux)
-
-
-@numba.extending.overload(query_lanes)
-def _query_lanes_compiled(qs, k, qaux):
-    if k.dtype == numba.types.uint8:        # chosen when the kernel is compiled
-        return lambda qs, k, qaux: q8_0_query_lanes(qs, qaux)
-    return lambda qs, k, qaux: None
-
-
 @jit
-def q8_0_query_lanes(qs, qaux):
-    for i in range(qs.shape[0]):
-        x_aux_into(qs[i], qaux[i], False, False, False, True)
-
-
-def key_scores(qs, qaux, k, kv, s0, n, keys, p):
-    """p[i, s] = qs[i] . k[kv, s0 + s] for the n keys of a block: fp32 and bf16 keys by `key_block_scores`; q8_0
-    keys dotted as stored, each query row in Q8_0's lane order (qaux, `query_lanes`), so no widened copy is made
-    (widening a q8_0 row cost about what the smaller reads of a q8_0 cache save)."""
-    if k.dtype == np.uint8:
-        q8_0_key_scores(qs, qaux, k, kv, s0, n, p)
+def key_scores(qs, k, kv, s0, n, keys, p):
+    """p[i, s] = qs[i] . k[kv, s0 + s] for the n keys of a block: each key read as stored and dotted with up to
+    KV_ROWS query rows at once (`kv_rows.key_dots`); heads of a size that is not a multiple of kv_rows.CHUNK
+    (fp32 and bf16 caches only) by `key_block_scores`."""
+    rows, D = qs.shape
+    if D % CHUNK == 0:
+        for r0 in range(0, rows, KV_ROWS):
+            key_dots(qs, r0, min(KV_ROWS, rows - r0), k[kv], s0, n, p)
     else:
         key_block_scores(qs, k, kv, s0, n, keys, p)
-
-
-@numba.extending.overload(key_scores)
-def _key_scores_compiled(qs, qaux, k, kv, s0, n, keys, p):
-    if k.dtype == numba.types.uint8:
-        return lambda qs, qaux, k, kv, s0, n, keys, p: q8_0_key_scores(qs, qaux, k, kv, s0, n, p)
-    return lambda qs, qaux, k, kv, s0, n, keys, p: key_block_scores(qs, k, kv, s0, n, keys, p)
-
-
-@jit
-def q8_0_key_scores(qs, qaux, k, kv, s0, n, p):
-    for s in range(n):
-        row = k[kv, s0 + s]
-        for i in range(qs.shape[0]):
-            p[i, s] = quants.q8_0_row_dot(qs[i], qaux[i], row)
 
 
 @jit
@@ -511,11 +478,23 @@ def _kv_block_compiled(k, kv, s0, n, keys):
 def add_value_block(p, v, kv, s0, n, keys, values_t, pv, acc):
     """acc[i] += sum_s p[i, s] * v[kv, s0 + s] over the n keys of a block.
     Many query rows: transpose the values into `values_t` [D, KEYS] (zero-padded), so that p @ v is a
-    `matmul_nt`; a few (decode): each value row, read in place (fp32) or widened into `keys` [KEYS, D], added,
-    scaled, to every query row (a copy of fp32 rows made decode attention 1.09-1.29x slower: benchmarks/README.md)."""
+    `matmul_nt`; a few (decode): each value row read as stored and added to up to KV_ROWS query rows' sums held
+    in registers (`kv_rows.value_sums`), or, for heads of a size that is not a multiple of kv_rows.CHUNK (fp32
+    and bf16 caches only), each row of the block (read in place, or widened into `keys` [KEYS, D]) added,
+    scaled, to every query row."""
     rows, D = acc.shape
-    value = pv[0]                       # [D] scratch (in the product branch: until the product below)
-    if rows >= MATMUL_ROWS:
+    if rows < MATMUL_ROWS and D % CHUNK == 0:
+        for r0 in range(0, rows, KV_ROWS):
+            value_sums(p, r0, min(KV_ROWS, rows - r0), v[kv], s0, n, acc)
+    elif rows < MATMUL_ROWS:
+        block = kv_block(v, kv, s0, n, keys)
+        for s in range(n):
+            for i in range(rows):
+                weight = p[i, s]
+                for d in range(D):
+                    acc[i, d] += weight * block[s, d]
+    else:
+        value = pv[0]                   # [D] scratch, until the product below
         for s in range(n):
             widen_kv_row(v[kv, s0 + s], value)
             for d in range(D):
@@ -527,13 +506,6 @@ def add_value_block(p, v, kv, s0, n, keys, values_t, pv, acc):
         for i in range(rows):
             for d in range(D):
                 acc[i, d] += pv[i, d]
-    else:
-        block = kv_block(v, kv, s0, n, keys)          # fp32 values in place, others widened into `keys`
-        for s in range(n):
-            for i in range(rows):
-                weight = p[i, s]
-                for d in range(D):
-                    acc[i, d] += weight * block[s, d]
 
 
 # --- mixture of experts --------------------------------------------------------------------------
@@ -941,4 +913,4 @@ def stamp_caches(modules) -> str:
     return stamp
 
 
-SOURCE_STAMP = stamp_caches([sys.modules[__name__], quants, bf16_products, tiles])
+SOURCE_STAMP = stamp_caches([sys.modules[__name__], quants, bf16_products, tiles, kv_rows])

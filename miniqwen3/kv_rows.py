@@ -1,0 +1,208 @@
+"""Decode attention's two reads of a KV cache, each row read as the cache stores it (fp32, bf16 bits, or Q8_0
+blocks) and widened in registers, never into a copy:
+
+    key_dots:   p[r0 + i, s] = qs[r0 + i] . key s0 + s                          i < rows, s < n
+    value_sums: acc[r0 + i] += sum over s < n of p[r0 + i, s] * value s0 + s    i < rows
+
+`rows` (at most KV_ROWS) query rows share each key and value as it is read: a decode step's rows are the
+query heads that share one KV head (Qwen3-0.6B: 2, Qwen3-30B-A3B: 8, taken 4 at a time).
+A row is read CHUNK values at a time (one Q8_0 block; two 16-lane vectors), its Q8_0 scale applied once per
+chunk. value_sums keeps its 2 x rows vectors of sums in registers over all n rows of a chunk, where a Numba loop
+loaded and stored `acc` at every value row; key_dots keeps 2 x rows vectors over a key's chunks and adds their
+lanes once per key.
+
+In LLVM IR through Numba's `intrinsic`, as `tiles` and `quants`' row dots; the NumPy pictures below are what
+NUMBA_DISABLE_JIT runs and what tests/test_kernels.py checks the compiled kernels against."""
+from __future__ import annotations
+
+import llvmlite.ir as ir
+import numba
+import numpy as np
+from numba.core import cgutils
+
+from .ops import kv_as_float32
+from .quants import _for_blocks, _load, _require_c_arrays
+
+CHUNK = 32      # values of a row per step: one Q8_0 block, two vectors of 16 lanes
+KV_ROWS = 4     # query rows per call at most: 2 x 4 vectors of sums (and, in key_dots, 8 of the query)
+
+_F32 = ir.FloatType()
+_F32x16 = ir.VectorType(_F32, 16)
+_I32x16 = ir.VectorType(ir.IntType(32), 16)
+_I16x16 = ir.VectorType(ir.IntType(16), 16)
+_I8x16 = ir.VectorType(ir.IntType(8), 16)
+_I64 = ir.IntType(64)
+_KINDS = {numba.types.float32: "f32", numba.types.uint16: "bf16", numba.types.uint8: "q8_0"}
+
+
+def key_dots(qs, r0, rows, ks, s0, n, p):
+    """p[r0 + i, s] = qs[r0 + i] . key s0 + s, for i < rows and s < n.
+    qs: fp32 [R, D] (D a multiple of CHUNK), ks: one KV head's keys [S, D] fp32 or bf16 bits, or uint8
+    [S, D / 32 * 34] Q8_0 blocks, p: fp32 [R, >= n]"""
+    keys = kv_as_float32(ks[s0:s0 + n])
+    p[r0:r0 + rows, :n] = qs[r0:r0 + rows] @ keys.T
+
+
+def value_sums(p, r0, rows, vs, s0, n, acc):
+    """acc[r0 + i] += sum over s < n of p[r0 + i, s] * value s0 + s, for i < rows.
+    p: fp32 [R, >= n], vs: one KV head's values as `key_dots`' ks, acc: fp32 [R, D]"""
+    acc[r0:r0 + rows] += p[r0:r0 + rows, :n] @ kv_as_float32(vs[s0:s0 + n])
+
+
+# --- the IR ---------------------------------------------------------------------------------------
+
+def _i64(builder, context, value, ty):
+    return context.cast(builder, value, ty, numba.types.int64)
+
+
+def _splat16(builder, value):
+    one = builder.insert_element(ir.Constant(_F32x16, ir.Undefined), value, ir.IntType(32)(0))
+    return builder.shuffle_vector(one, one, ir.Constant(_I32x16, [0] * 16))
+
+
+def _fma(builder, a, b, c):
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_F32x16, [_F32x16] * 3), "llvm.fma.v16f32")
+    return builder.call(fn, [a, b, c])
+
+
+def _chunk(kind, builder, row, c):
+    """Values CHUNK * c .. CHUNK * c + 31 of the KV row at `row` (a pointer to its first element) as two
+    <16 x float>: fp32 loaded, bf16 bits shifted into the top half of fp32, a Q8_0 block's int8 times its scale."""
+    if kind == "q8_0":
+        block = builder.gep(row, [builder.mul(c, _I64(34))])
+        scale = _scale16(builder, block)
+        return [builder.fmul(builder.sitofp(builder.sext(_load(builder, block, 2 + 16 * v, _I8x16, 1), _I32x16),
+                                            _F32x16), scale, flags=("fast",)) for v in (0, 1)]
+    first = builder.mul(c, _I64(CHUNK))
+    if kind == "bf16":
+        return [builder.bitcast(builder.shl(builder.zext(_load(builder, row, builder.add(first, _I64(16 * v)),
+                                                               _I16x16, 2), _I32x16),
+                                            ir.Constant(_I32x16, [16] * 16)), _F32x16) for v in (0, 1)]
+    return [_load(builder, row, builder.add(first, _I64(16 * v)), _F32x16, 4) for v in (0, 1)]
+
+
+def _scale16(builder, block):
+    """A Q8_0 block's fp16 scale (its first two bytes) in all 16 lanes of a <16 x float>: the 16 bits loaded and
+    broadcast, then widened (vpbroadcastw, vcvtph2ps). A scalar widened and then broadcast compiled to a vpinsrw
+    into an accumulator's register, which chained every block onto the previous block's sums."""
+    bits = builder.load(builder.bitcast(block, ir.IntType(16).as_pointer()), align=1)
+    one = builder.insert_element(ir.Constant(_I16x16, ir.Undefined), bits, ir.IntType(32)(0))
+    spread = builder.shuffle_vector(one, one, ir.Constant(_I32x16, [0] * 16))
+    return builder.fpext(builder.bitcast(spread, ir.VectorType(ir.HalfType(), 16)), _F32x16)
+
+
+def _lane_sum(builder, v):
+    """v0 + ... + v15 of a <16 x float>: halves added four times."""
+    width = 16
+    while width > 1:
+        width //= 2
+        half = ir.VectorType(ir.IntType(32), width)
+        v = builder.fadd(builder.shuffle_vector(v, v, ir.Constant(half, list(range(width)))),
+                         builder.shuffle_vector(v, v, ir.Constant(half, list(range(width, 2 * width)))),
+                         flags=("fast",))
+    return builder.extract_element(v, ir.IntType(32)(0))
+
+
+def _arrays(context, builder, signature, args):
+    """(C arrays, i64 ints) of the arguments (a, r0, rows_or_kv, s0, n, b) -> a, r0, kv, s0, n, b."""
+    a, r0, kv, s0, n, b = signature.args
+    arrays = [context.make_array(t)(context, builder, x) for t, x in zip((a, kv, b), (args[0], args[2], args[5]))]
+    ints = [_i64(builder, context, args[i], signature.args[i]) for i in (1, 3, 4)]
+    return arrays, ints
+
+
+def _key_dots_codegen(kind, rows):
+    def codegen(context, builder, signature, args):
+        (qs, ks, p), (r0, s0, n) = _arrays(context, builder, signature, args)
+        D = builder.extract_value(qs.shape, 1)
+        stride, ldp = builder.extract_value(ks.shape, 1), builder.extract_value(p.shape, 1)
+        q_rows = [builder.gep(qs.data, [builder.mul(builder.add(r0, _I64(i)), D)]) for i in range(rows)]
+        p_rows = [builder.gep(p.data, [builder.mul(builder.add(r0, _I64(i)), ldp)]) for i in range(rows)]
+        first = builder.gep(ks.data, [builder.mul(s0, stride)])
+        chunks = builder.sdiv(D, _I64(CHUNK))
+
+        def one_key(s, _):
+            row = builder.gep(first, [builder.mul(s, stride)])
+
+            def one_chunk(c, sums):
+                x = _chunk(kind, builder, row, c)
+                at = builder.mul(c, _I64(CHUNK))
+                return [_fma(builder, _load(builder, q_rows[i], builder.add(at, _I64(16 * v)), _F32x16, 4), x[v],
+                             sums[2 * i + v]) for i in range(rows) for v in (0, 1)]
+            sums = _for_blocks(builder, chunks, [ir.Constant(_F32x16, [0.0] * 16)] * (2 * rows), one_chunk)
+            for i in range(rows):
+                total = _lane_sum(builder, builder.fadd(sums[2 * i], sums[2 * i + 1], flags=("fast",)))
+                builder.store(total, builder.gep(p_rows[i], [s]))
+            return []
+        _for_blocks(builder, n, [], one_key)
+        return context.get_dummy_value()
+    return codegen
+
+
+def _value_sums_codegen(kind, rows):
+    def codegen(context, builder, signature, args):
+        (p, vs, acc), (r0, s0, n) = _arrays(context, builder, signature, args)
+        D = builder.extract_value(acc.shape, 1)
+        stride, ldp = builder.extract_value(vs.shape, 1), builder.extract_value(p.shape, 1)
+        p_rows = [builder.gep(p.data, [builder.mul(builder.add(r0, _I64(i)), ldp)]) for i in range(rows)]
+        acc_rows = [builder.gep(acc.data, [builder.mul(builder.add(r0, _I64(i)), D)]) for i in range(rows)]
+        first = builder.gep(vs.data, [builder.mul(s0, stride)])
+
+        def one_chunk(c, _):
+            at = builder.mul(c, _I64(CHUNK))
+            where = [builder.bitcast(builder.gep(acc_rows[i], [builder.add(at, _I64(16 * v))]), _F32x16.as_pointer())
+                     for i in range(rows) for v in (0, 1)]
+
+            def one_value(s, sums):
+                x = _chunk(kind, builder, builder.gep(first, [builder.mul(s, stride)]), c)
+                weights = [_splat16(builder, builder.load(builder.gep(p_rows[i], [s]))) for i in range(rows)]
+                return [_fma(builder, weights[i], x[v], sums[2 * i + v]) for i in range(rows) for v in (0, 1)]
+            sums = _for_blocks(builder, n, [builder.load(w, align=4) for w in where], one_value)
+            for w, total in zip(where, sums):
+                builder.store(total, w, align=4)
+            return []
+        _for_blocks(builder, builder.sdiv(D, _I64(CHUNK)), [], one_chunk)
+        return context.get_dummy_value()
+    return codegen
+
+
+def _intrinsic(codegen, kind, rows):
+    def typer(typingctx, a, r0, kv, s0, n, b):
+        dtype = {"f32": numba.types.float32, "bf16": numba.types.uint16, "q8_0": numba.types.uint8}[kind]
+        _require_c_arrays(f"kv_rows ({kind})", (a, numba.types.float32), (kv, dtype), (b, numba.types.float32))
+        return numba.types.void(a, r0, kv, s0, n, b), codegen(kind, rows)
+    return numba.extending.intrinsic(typer)
+
+
+_KEY_DOTS = {kind: [_intrinsic(_key_dots_codegen, kind, r) for r in range(1, KV_ROWS + 1)] for kind in _KINDS.values()}
+_VALUE_SUMS = {kind: [_intrinsic(_value_sums_codegen, kind, r) for r in range(1, KV_ROWS + 1)]
+               for kind in _KINDS.values()}
+
+
+def _by_rows(kernels):
+    """A compiled function that runs the kernel of `rows` (1..KV_ROWS) query rows."""
+    one, two, three, four = kernels
+
+    @numba.njit(inline="always")
+    def pick(a, r0, rows, kv, s0, n, b):
+        if rows == 1:
+            one(a, r0, kv, s0, n, b)
+        elif rows == 2:
+            two(a, r0, kv, s0, n, b)
+        elif rows == 3:
+            three(a, r0, kv, s0, n, b)
+        else:
+            four(a, r0, kv, s0, n, b)
+    return pick
+
+
+@numba.extending.overload(key_dots, inline="always")
+def _key_dots_compiled(qs, r0, rows, ks, s0, n, p):
+    run = _by_rows(_KEY_DOTS[_KINDS[ks.dtype]])
+    return lambda qs, r0, rows, ks, s0, n, p: run(qs, r0, rows, ks, s0, n, p)
+
+
+@numba.extending.overload(value_sums, inline="always")
+def _value_sums_compiled(p, r0, rows, vs, s0, n, acc):
+    run = _by_rows(_VALUE_SUMS[_KINDS[vs.dtype]])
+    return lambda p, r0, rows, vs, s0, n, acc: run(p, r0, rows, vs, s0, n, acc)
