@@ -12,7 +12,8 @@ Four ideas make them fast on a CPU:
   once (`quants.rows_dot`); the Q4_K and Q6_K dots ask for the bytes 2 KiB ahead (the hardware prefetcher
   stops at each 4 KiB page). Work is split over the cores by tiles of rows
   (`prange`), or by whole experts when a MoE block has enough of them.
-- Attention streams over blocks of keys with an online softmax, so the T x S score matrix never exists.
+- Attention streams over blocks of keys with an online softmax, so the T x S score matrix never exists. Decode
+  reads each cached key and value as stored (fp32, bf16, Q8_0), widened in registers (`kv_rows`).
 - The MoE block sorts its (token, slot) pairs by expert, so each chosen expert's weights are read once per call.
 - Few parallel regions, and no thread that spins while another needs its core: small work runs on the calling
   thread (`threads_for`), Numba's OpenMP threads spin only briefly (GOMP_SPINCOUNT, below) and so do
