@@ -4,8 +4,8 @@ blocks) and widened in registers, never into a copy:
     key_dots:   p[r0 + i, s] = qs[r0 + i] . key s0 + s                          i < rows, s < n
     value_sums: acc[r0 + i] += sum over s < n of p[r0 + i, s] * value s0 + s    i < rows
 
-`rows` (at most KV_ROWS) query rows share each key and value as it is read: a decode step's rows are the
-query heads that share one KV head (Qwen3-0.6B: 2, Qwen3-30B-A3B: 8, taken 4 at a time).
+`rows` (at most 4) query rows share each key and value as it is read: a decode step's rows are the query
+heads that share one KV head (Qwen3-0.6B: 2, Qwen3-30B-A3B: 8), taken KV_ROWS at a time.
 A row is read CHUNK values at a time (one Q8_0 block; two 16-lane vectors), its Q8_0 scale applied once per
 chunk. value_sums keeps its 2 x rows vectors of sums in registers over all n rows of a chunk, where a Numba loop
 loaded and stored `acc` at every value row; key_dots keeps 2 x rows vectors over a key's chunks and adds their
@@ -15,6 +15,7 @@ In LLVM IR through Numba's `intrinsic`, as `tiles` and `quants`' row dots; the N
 NUMBA_DISABLE_JIT runs and what tests/test_kernels.py checks the compiled kernels against."""
 from __future__ import annotations
 
+import llvmlite.binding
 import llvmlite.ir as ir
 import numba
 import numpy as np
@@ -24,7 +25,9 @@ from .ops import kv_as_float32
 from .quants import _for_blocks, _load, _require_c_arrays
 
 CHUNK = 32      # values of a row per step: one Q8_0 block, two vectors of 16 lanes
-KV_ROWS = 4     # query rows per call at most: 2 x 4 vectors of sums (and, in key_dots, 8 of the query)
+# query rows a call reads each row for, at most: 2 x 4 vectors of sums (and, in key_dots, 8 of the query) in
+# AVX-512's 32 registers; without it a 16-lane vector is two of AVX2's 16, and 4 rows' sums alone would fill them
+KV_ROWS = 4 if llvmlite.binding.get_host_cpu_features().get("avx512f", False) else 2
 
 _F32 = ir.FloatType()
 _F32x16 = ir.VectorType(_F32, 16)
@@ -104,7 +107,7 @@ def _lane_sum(builder, v):
 
 
 def _arrays(context, builder, signature, args):
-    """(C arrays, i64 ints) of the arguments (a, r0, rows_or_kv, s0, n, b) -> a, r0, kv, s0, n, b."""
+    """The arguments (a, r0, kv, s0, n, b) of a kernel as ([a, kv, b] as Numba arrays, [r0, s0, n] as i64)."""
     a, r0, kv, s0, n, b = signature.args
     arrays = [context.make_array(t)(context, builder, x) for t, x in zip((a, kv, b), (args[0], args[2], args[5]))]
     ints = [_i64(builder, context, args[i], signature.args[i]) for i in (1, 3, 4)]
@@ -168,19 +171,18 @@ def _value_sums_codegen(kind, rows):
 
 def _intrinsic(codegen, kind, rows):
     def typer(typingctx, a, r0, kv, s0, n, b):
-        dtype = {"f32": numba.types.float32, "bf16": numba.types.uint16, "q8_0": numba.types.uint8}[kind]
+        dtype = next(t for t, k in _KINDS.items() if k == kind)
         _require_c_arrays(f"kv_rows ({kind})", (a, numba.types.float32), (kv, dtype), (b, numba.types.float32))
         return numba.types.void(a, r0, kv, s0, n, b), codegen(kind, rows)
     return numba.extending.intrinsic(typer)
 
 
-_KEY_DOTS = {kind: [_intrinsic(_key_dots_codegen, kind, r) for r in range(1, KV_ROWS + 1)] for kind in _KINDS.values()}
-_VALUE_SUMS = {kind: [_intrinsic(_value_sums_codegen, kind, r) for r in range(1, KV_ROWS + 1)]
-               for kind in _KINDS.values()}
+_KEY_DOTS = {kind: [_intrinsic(_key_dots_codegen, kind, r) for r in range(1, 5)] for kind in _KINDS.values()}
+_VALUE_SUMS = {kind: [_intrinsic(_value_sums_codegen, kind, r) for r in range(1, 5)] for kind in _KINDS.values()}
 
 
 def _by_rows(kernels):
-    """A compiled function that runs the kernel of `rows` (1..KV_ROWS) query rows."""
+    """A compiled function that runs the kernel of `rows` (1..4) query rows."""
     one, two, three, four = kernels
 
     @numba.njit(inline="always")
