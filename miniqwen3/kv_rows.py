@@ -54,10 +54,6 @@ def value_sums(p, r0, rows, vs, s0, n, acc):
 
 # --- the IR ---------------------------------------------------------------------------------------
 
-def _i64(builder, context, value, ty):
-    return context.cast(builder, value, ty, numba.types.int64)
-
-
 def _splat16(builder, value):
     one = builder.insert_element(ir.Constant(_F32x16, ir.Undefined), value, ir.IntType(32)(0))
     return builder.shuffle_vector(one, one, ir.Constant(_I32x16, [0] * 16))
@@ -106,22 +102,23 @@ def _lane_sum(builder, v):
     return builder.extract_element(v, ir.IntType(32)(0))
 
 
-def _arrays(context, builder, signature, args):
-    """The arguments (a, r0, kv, s0, n, b) of a kernel as ([a, kv, b] as Numba arrays, [r0, s0, n] as i64)."""
-    a, r0, kv, s0, n, b = signature.args
-    arrays = [context.make_array(t)(context, builder, x) for t, x in zip((a, kv, b), (args[0], args[2], args[5]))]
-    ints = [_i64(builder, context, args[i], signature.args[i]) for i in (1, 3, 4)]
-    return arrays, ints
+def _operands(context, builder, signature, args, rows):
+    """A kernel's arguments (a, r0, kv, s0, n, b) as the IR uses them: pointers to rows r0 .. r0 + rows - 1 of a
+    and of b, to KV row s0, the KV rows' stride (elements), n, and the widths of a's and b's rows."""
+    (a, kv, b), (a_t, r0_t, kv_t, s0_t, n_t, b_t) = (args[0], args[2], args[5]), signature.args
+    a, kv, b = (context.make_array(t)(context, builder, x) for t, x in ((a_t, a), (kv_t, kv), (b_t, b)))
+    r0, s0, n = (context.cast(builder, args[i], signature.args[i], numba.types.int64) for i in (1, 3, 4))
+    widths = [builder.extract_value(x.shape, 1) for x in (a, kv, b)]
+
+    def rows_of(x, width):
+        return [builder.gep(x.data, [builder.mul(builder.add(r0, _I64(i)), width)]) for i in range(rows)]
+    first = builder.gep(kv.data, [builder.mul(s0, widths[1])])
+    return rows_of(a, widths[0]), rows_of(b, widths[2]), first, widths[1], n, widths[0], widths[2]
 
 
 def _key_dots_codegen(kind, rows):
     def codegen(context, builder, signature, args):
-        (qs, ks, p), (r0, s0, n) = _arrays(context, builder, signature, args)
-        D = builder.extract_value(qs.shape, 1)
-        stride, ldp = builder.extract_value(ks.shape, 1), builder.extract_value(p.shape, 1)
-        q_rows = [builder.gep(qs.data, [builder.mul(builder.add(r0, _I64(i)), D)]) for i in range(rows)]
-        p_rows = [builder.gep(p.data, [builder.mul(builder.add(r0, _I64(i)), ldp)]) for i in range(rows)]
-        first = builder.gep(ks.data, [builder.mul(s0, stride)])
+        q_rows, p_rows, first, stride, n, D, _ = _operands(context, builder, signature, args, rows)
         chunks = builder.sdiv(D, _I64(CHUNK))
 
         def one_key(s, _):
@@ -144,12 +141,7 @@ def _key_dots_codegen(kind, rows):
 
 def _value_sums_codegen(kind, rows):
     def codegen(context, builder, signature, args):
-        (p, vs, acc), (r0, s0, n) = _arrays(context, builder, signature, args)
-        D = builder.extract_value(acc.shape, 1)
-        stride, ldp = builder.extract_value(vs.shape, 1), builder.extract_value(p.shape, 1)
-        p_rows = [builder.gep(p.data, [builder.mul(builder.add(r0, _I64(i)), ldp)]) for i in range(rows)]
-        acc_rows = [builder.gep(acc.data, [builder.mul(builder.add(r0, _I64(i)), D)]) for i in range(rows)]
-        first = builder.gep(vs.data, [builder.mul(s0, stride)])
+        p_rows, acc_rows, first, stride, n, _, D = _operands(context, builder, signature, args, rows)
 
         def one_chunk(c, _):
             at = builder.mul(c, _I64(CHUNK))
