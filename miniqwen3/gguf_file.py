@@ -41,7 +41,7 @@ from .hub import ModelNotFoundError, cached_snapshot, hf_cache_dir
 from .quants import BLOCK_WEIGHTS, TYPE_NAMES, QuantWeight, type_name
 from .tokenizer import QWEN2_SPLIT_PATTERN, AddedToken, Tokenizer, _check_merges, _check_vocab
 from .weights import (AttentionWeights, CheckpointError, LayerWeights, MLPWeights, MoEWeights, Weights,
-                      as_float32, fits_in_memory, read_bytes)
+                      as_float32, read_per_token_matrices)
 
 F32, F16, BF16 = 0, 1, 30
 PLAIN_TYPES = {F32: np.dtype(np.float32), F16: np.dtype(np.float16), BF16: np.dtype(np.uint16)}
@@ -309,8 +309,7 @@ def _rope_scaling(g: GGUFFile, a: str) -> dict | None:
 
 def read_weights(g: GGUFFile, config: Qwen3Config) -> Weights:
     """Every tensor the config needs, shape- and type-checked: as zero-copy views of the memory map, but for
-    the matrices every token reads in full (attention, dense FFNs, the output head), read into memory when
-    they fit, as `weights.load_weights` does.
+    the matrices every token reads in full, read into memory when they fit (`weights.read_per_token_matrices`).
     A missing tensor, a wrong shape, an unsupported type or a tensor that a Qwen3 model has no place for
     is an error; nothing is returned half-loaded."""
     c = config
@@ -322,28 +321,18 @@ def read_weights(g: GGUFFile, config: Qwen3Config) -> Weights:
         used.add(name)
         return tensor(g, name, shape)
 
-    per_token = [f"blk.{i}.{m}.weight" for i in range(c.num_hidden_layers)
-                 for m in ["attn_q", "attn_k", "attn_v", "attn_output"]
-                 + ([] if c.is_sparse_layer(i) else ["ffn_gate", "ffn_up", "ffn_down"])]
-    per_token.append("token_embd.weight" if c.tie_word_embeddings else "output.weight")
-    in_memory = fits_in_memory(sum(int(g.tensors[n][0].n_bytes) for n in per_token if n in g.tensors))
-
-    def mat(name, shape):
-        used.add(name)
-        return tensor(g, name, shape, in_memory)
-
     def vec(name, n):
         return as_float32(get(name, (n,))).astype(np.float32, copy=True)
 
-    embed = (mat if c.tie_word_embeddings else get)("token_embd.weight", (V, H))
+    embed = get("token_embd.weight", (V, H))
     layers = []
     for i in range(c.num_hidden_layers):
         p = f"blk.{i}."
         attn = AttentionWeights(
-            q_proj=mat(p + "attn_q.weight", (NH * D, H)),
-            k_proj=mat(p + "attn_k.weight", (NKV * D, H)),
-            v_proj=mat(p + "attn_v.weight", (NKV * D, H)),
-            o_proj=mat(p + "attn_output.weight", (H, NH * D)),
+            q_proj=get(p + "attn_q.weight", (NH * D, H)),
+            k_proj=get(p + "attn_k.weight", (NKV * D, H)),
+            v_proj=get(p + "attn_v.weight", (NKV * D, H)),
+            o_proj=get(p + "attn_output.weight", (H, NH * D)),
             q_norm=vec(p + "attn_q_norm.weight", D),
             k_norm=vec(p + "attn_k_norm.weight", D),
         )
@@ -358,24 +347,26 @@ def read_weights(g: GGUFFile, config: Qwen3Config) -> Weights:
         else:
             I = c.intermediate_size
             mlp = MLPWeights(
-                gate_proj=mat(p + "ffn_gate.weight", (I, H)),
-                up_proj=mat(p + "ffn_up.weight", (I, H)),
-                down_proj=mat(p + "ffn_down.weight", (H, I)),
+                gate_proj=get(p + "ffn_gate.weight", (I, H)),
+                up_proj=get(p + "ffn_up.weight", (I, H)),
+                down_proj=get(p + "ffn_down.weight", (H, I)),
             )
         layers.append(LayerWeights(vec(p + "attn_norm.weight", H), attn, vec(p + "ffn_norm.weight", H), mlp))
     norm = vec("output_norm.weight", H)
-    lm_head = embed if c.tie_word_embeddings else mat("output.weight", (V, H))
+    lm_head = embed if c.tie_word_embeddings else get("output.weight", (V, H))
     extra = sorted(set(g.tensors) - used)
     if extra:
         raise GGUFError(f"{g.path}: tensor(s) {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''} have no "
                         f"place in a {c.model_type} model of {c.num_hidden_layers} layers")
-    return Weights(embed, layers, norm, lm_head)
+    weights = Weights(embed, layers, norm, lm_head)
+    read_per_token_matrices(weights)
+    return weights
 
 
-def tensor(g: GGUFFile, name: str, shape: tuple, in_memory: bool = False):
-    """One tensor as stored, shape [..., OUT, IN] in NumPy order checked: a float32/float16 array, bf16 as
-    uint16 bits, or a QuantWeight of its blocks. GGUF lists dims innermost first, so they are reversed.
-    A view of the memory map, or with in_memory its bytes read from the file into an array of the process."""
+def tensor(g: GGUFFile, name: str, shape: tuple):
+    """One tensor as stored, shape [..., OUT, IN] in NumPy order checked, a view of the memory map: a
+    float32/float16 array, bf16 as uint16 bits, or a QuantWeight of its blocks. GGUF lists dims innermost first,
+    so they are reversed."""
     if name not in g.tensors:
         raise GGUFError(f"{g.path}: tensor {name} is missing (expected shape {list(shape)})")
     t, path = g.tensors[name]
@@ -384,9 +375,6 @@ def tensor(g: GGUFFile, name: str, shape: tuple, in_memory: bool = False):
         raise GGUFError(f"{path}: tensor {name} has shape {list(got)}, expected {list(shape)} from the metadata")
     kind = int(t.tensor_type)
     data = t.data
-    if in_memory and (kind in PLAIN_TYPES or kind in BLOCK_WEIGHTS):
-        data = np.empty(t.data.shape, t.data.dtype)
-        read_bytes(path, int(t.data_offset), data, f"tensor {name}")
     if kind in (F32, F16):
         return data
     if kind == BF16:

@@ -36,16 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .quants import QuantWeight
-
-
-def file_range(a: np.ndarray) -> tuple[Path, int] | None:
-    """(file, offset of a's first byte) for a C-contiguous view of an np.memmap, else None (an array in memory)."""
-    root = a
-    while isinstance(root.base, np.ndarray):    # views of a memmap are memmaps too: go to the one over the map
-        root = root.base
-    if not isinstance(root, np.memmap) or root.filename is None or not a.flags.c_contiguous:
-        return None
-    return Path(root.filename), int(root.offset) + (a.ctypes.data - root.ctypes.data)
+from .weights import file_range
 
 
 @dataclass

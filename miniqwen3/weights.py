@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import Qwen3Config
+from .quants import QuantWeight
 
 
 class CheckpointError(ValueError):
@@ -115,6 +116,16 @@ def fits_in_memory(nbytes: int) -> bool:
     except (OSError, ValueError, IndexError):
         pass
     return False
+
+
+def file_range(a: np.ndarray) -> tuple[Path, int] | None:
+    """(file, offset of a's first byte) for a C-contiguous view of an np.memmap, else None (an array in memory)."""
+    root = a
+    while isinstance(root.base, np.ndarray):    # views of a memmap are memmaps too: go to the one over the map
+        root = root.base
+    if not isinstance(root, np.memmap) or root.filename is None or not a.flags.c_contiguous:
+        return None
+    return Path(root.filename), int(root.offset) + (a.ctypes.data - root.ctypes.data)
 
 
 def _read_header(path: Path):
@@ -214,21 +225,10 @@ class Checkpoint:
             raise CheckpointError(f"{f.path}: tensor {name} has shape {list(e.shape)}, expected {list(shape)}")
         return e
 
-    def tensor_bytes(self, name: str) -> int:
-        """The size of a tensor in the file (0 for one it does not have)."""
-        if name not in self.where:
-            return 0
-        e = self.where[name].entries[name]
-        return e.end - e.begin
-
     def get(self, name: str, shape: tuple) -> np.ndarray:
         """A tensor as a memory-mapped view, after checking its shape."""
         self.entry(name, shape)
         return self.where[name].get(name)
-
-    def read(self, name: str, shape: tuple) -> np.ndarray:
-        """A tensor read into memory (not mapped), after checking its shape."""
-        return self.get_stacked([name], shape)[0]
 
     def get_stacked(self, names: list[str], shape: tuple) -> np.ndarray:
         """Several same-shaped tensors read into one array [len(names), *shape] in their stored dtype
@@ -295,6 +295,35 @@ class Weights:
         return total
 
 
+def read_per_token_matrices(w: Weights) -> None:
+    """Read the matrices every token reads in full (attention's four, a dense MLP's three, the output head) from
+    their files into memory, in place of their views of a memory map, when together they fit (`fits_in_memory`):
+    NumPy gives arrays this big 2 MiB pages, from which decode streams 1-9% faster than from the map of the file
+    (benchmarks/README.md). The bytes are read from the file (`read_bytes`), not through the map, whose pages
+    stay untouched. MoE experts and an untied embedding (a row a token) stay as they are; so do arrays already in
+    memory. Both loaders, safetensors (`load_weights`) and GGUF (`gguf_file.read_weights`), end with it."""
+    sites = [(layer.self_attn, name) for layer in w.layers for name in ("q_proj", "k_proj", "v_proj", "o_proj")]
+    sites += [(layer.mlp, name) for layer in w.layers if isinstance(layer.mlp, MLPWeights)
+              for name in ("gate_proj", "up_proj", "down_proj")]
+    sites.append((w, "lm_head"))
+    mapped = [(obj, name, where) for obj, name in sites if (where := file_range(_stored(getattr(obj, name))))]
+    if not mapped or not fits_in_memory(sum(_stored(getattr(obj, name)).nbytes for obj, name, _ in mapped)):
+        return
+    tied = w.lm_head is w.embed_tokens
+    for obj, name, (path, offset) in mapped:
+        weight = getattr(obj, name)
+        data = np.empty(_stored(weight).shape, _stored(weight).dtype)   # (empty_like of a memmap is a memmap)
+        read_bytes(path, offset, data, name)
+        setattr(obj, name, QuantWeight(data, weight.kind) if isinstance(weight, QuantWeight) else data)
+    if tied:
+        w.embed_tokens = w.lm_head
+
+
+def _stored(w) -> np.ndarray:
+    """The array that holds a weight's bytes: a QuantWeight's blocks, or the array itself."""
+    return w.data if isinstance(w, QuantWeight) else w
+
+
 def _arrays(obj):
     if isinstance(obj, np.ndarray):
         yield obj
@@ -309,11 +338,8 @@ def _arrays(obj):
 def load_weights(config: Qwen3Config, folder) -> Weights:
     """Read and check every tensor the config needs; nothing is returned half-loaded.
 
-    Big matrices stay in their stored dtype. The ones every token reads in full (attention, dense MLPs, the
-    output head) are read into memory when they fit (`fits_in_memory`), else memory-mapped: NumPy gives arrays
-    this big 2 MiB pages, from which decode streams 1-9% faster than from the map of the file
-    (benchmarks/README.md). MoE experts are read into stacked arrays; an untied embedding (a row a token) stays
-    mapped. The small norm vectors and the routers ([E, H]) are widened to fp32, as llama.cpp's converter keeps
+    Big matrices stay in their stored dtype, memory-mapped, but for the ones every token reads in full, read into
+    memory when they fit (`read_per_token_matrices`). MoE experts are read into stacked arrays. The small norm vectors and the routers ([E, H]) are widened to fp32, as llama.cpp's converter keeps
     them in a GGUF: the router runs in NumPy, which would otherwise widen a bf16 one at every token."""
     ckpt = Checkpoint(folder)
     c = config
@@ -323,21 +349,15 @@ def load_weights(config: Qwen3Config, folder) -> Weights:
     def vec(name, n):
         return as_float32(ckpt.get(name, (n,))).copy()
 
-    per_token = [f"model.layers.{i}.{m}.weight" for i in range(c.num_hidden_layers)
-                 for m in ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"]
-                 + ([] if c.is_sparse_layer(i) else ["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"])]
-    per_token.append("model.embed_tokens.weight" if c.tie_word_embeddings else "lm_head.weight")
-    mat = ckpt.read if fits_in_memory(sum(ckpt.tensor_bytes(n) for n in per_token)) else ckpt.get
-
-    embed = (mat if c.tie_word_embeddings else ckpt.get)("model.embed_tokens.weight", (V, H))
+    embed = ckpt.get("model.embed_tokens.weight", (V, H))
     layers = []
     for i in range(c.num_hidden_layers):
         p = f"model.layers.{i}."
         attn = AttentionWeights(
-            q_proj=mat(p + "self_attn.q_proj.weight", (NH * D, H)),
-            k_proj=mat(p + "self_attn.k_proj.weight", (NKV * D, H)),
-            v_proj=mat(p + "self_attn.v_proj.weight", (NKV * D, H)),
-            o_proj=mat(p + "self_attn.o_proj.weight", (H, NH * D)),
+            q_proj=ckpt.get(p + "self_attn.q_proj.weight", (NH * D, H)),
+            k_proj=ckpt.get(p + "self_attn.k_proj.weight", (NKV * D, H)),
+            v_proj=ckpt.get(p + "self_attn.v_proj.weight", (NKV * D, H)),
+            o_proj=ckpt.get(p + "self_attn.o_proj.weight", (H, NH * D)),
             q_norm=vec(p + "self_attn.q_norm.weight", D),
             k_norm=vec(p + "self_attn.k_norm.weight", D),
         )
@@ -353,16 +373,18 @@ def load_weights(config: Qwen3Config, folder) -> Weights:
         else:
             I = c.intermediate_size
             mlp = MLPWeights(
-                gate_proj=mat(p + "mlp.gate_proj.weight", (I, H)),
-                up_proj=mat(p + "mlp.up_proj.weight", (I, H)),
-                down_proj=mat(p + "mlp.down_proj.weight", (H, I)),
+                gate_proj=ckpt.get(p + "mlp.gate_proj.weight", (I, H)),
+                up_proj=ckpt.get(p + "mlp.up_proj.weight", (I, H)),
+                down_proj=ckpt.get(p + "mlp.down_proj.weight", (H, I)),
             )
         layers.append(LayerWeights(vec(p + "input_layernorm.weight", H), attn,
                                    vec(p + "post_attention_layernorm.weight", H), mlp))
     norm = vec("model.norm.weight", H)
     # Tied: logits = h @ embed_tokens.T; an lm_head.weight that is present anyway is ignored, as transformers does.
-    lm_head = embed if c.tie_word_embeddings else mat("lm_head.weight", (V, H))
-    return Weights(embed, layers, norm, lm_head)
+    lm_head = embed if c.tie_word_embeddings else ckpt.get("lm_head.weight", (V, H))
+    weights = Weights(embed, layers, norm, lm_head)
+    read_per_token_matrices(weights)
+    return weights
 
 
 # --- writing -------------------------------------------------------------------------------------

@@ -195,7 +195,7 @@ def test_per_token_matrices_are_read_into_memory_when_they_fit(fits, monkeypatch
     when `fits_in_memory` allows their total bytes, else they stay views of the memory map; an untied embedding
     is always a view. Same values either way."""
     from miniqwen3 import weights
-    from miniqwen3.offload import file_range
+    from miniqwen3.weights import file_range
     reference = miniqwen3.load(GOOD, backend="numpy").weights
     asked = []
     monkeypatch.setattr(weights, "fits_in_memory", lambda n: asked.append(n) or fits)

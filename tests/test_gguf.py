@@ -258,9 +258,9 @@ def test_weights_are_the_stored_tensors(kind, fits, tmp_path, monkeypatch):
     lm_head is the embedding. The matrices every token reads in full (attention, dense FFN, output head) are
     read into memory when their bytes fit (`fits_in_memory`, asked with their total), else views of the memory
     map; experts and an untied embedding are always views (no copy made)."""
-    from miniqwen3 import gguf_file
+    from miniqwen3 import weights
     asked = []
-    monkeypatch.setattr(gguf_file, "fits_in_memory", lambda n: asked.append(n) or fits)
+    monkeypatch.setattr(weights, "fits_in_memory", lambda n: asked.append(n) or fits)
     path, cfg, sd = make_gguf(tmp_path, kind, T.F32)
     model = miniqwen3.load(path, backend="numpy")
     w = model.weights

@@ -8,8 +8,8 @@ import pytest
 
 import miniqwen3
 from miniqwen3 import expert_cache
-from miniqwen3.offload import file_range
 from miniqwen3.routing import RoutingTrace
+from miniqwen3.weights import file_range
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gguf"
 
