@@ -47,10 +47,10 @@ import numpy as np  # noqa: E402
 from numba import prange  # noqa: E402
 
 from . import bf16_products, kv_rows, quants, tiles  # noqa: E402
+from .kv_rows import CHUNK, key_dots, value_sums  # noqa: E402
 from .ops import blas_threads_for, kv_as_float32  # noqa: E402
 from .quants import (BF16, Q4_K, Q6_K, Q8_0, bf16_as_f32, row_view, rows_dot, widen_q8_0, widen_row,  # noqa: E402
                      x_aux_into, x_aux_size, _uint32_bits_as_f32)
-from .kv_rows import CHUNK, KV_ROWS, key_dots, value_sums  # noqa: E402
 from .tiles import F32_ROWS, TOKENS, tile_sums  # noqa: E402
 from .weights import as_float32, float32_to_bf16  # noqa: E402
 
@@ -438,13 +438,11 @@ def add_values_by_tiles(p, values, tile, acc):
 
 @jit
 def key_scores(qs, k, kv, s0, n, keys, p):
-    """p[i, s] = qs[i] . k[kv, s0 + s] for the n keys of a block: each key read as stored and dotted with up to
-    KV_ROWS query rows at once (`kv_rows.key_dots`); heads of a size that is not a multiple of kv_rows.CHUNK
-    (fp32 and bf16 caches only) by `key_block_scores`."""
-    rows, D = qs.shape
-    if D % CHUNK == 0:
-        for r0 in range(0, rows, KV_ROWS):
-            key_dots(qs, r0, min(KV_ROWS, rows - r0), k[kv], s0, n, p)
+    """p[i, s] = qs[i] . k[kv, s0 + s] for the n keys of a block: each key read as stored and dotted with several
+    query rows at once (`kv_rows.key_dots`); heads of a size that is not a multiple of kv_rows.CHUNK (fp32 and
+    bf16 caches only) by `key_block_scores`."""
+    if qs.shape[1] % CHUNK == 0:
+        key_dots(qs, k[kv], s0, n, p)
     else:
         key_block_scores(qs, k, kv, s0, n, keys, p)
 
@@ -479,14 +477,13 @@ def _kv_block_compiled(k, kv, s0, n, keys):
 def add_value_block(p, v, kv, s0, n, keys, values_t, pv, acc):
     """acc[i] += sum_s p[i, s] * v[kv, s0 + s] over the n keys of a block.
     Many query rows: transpose the values into `values_t` [D, KEYS] (zero-padded), so that p @ v is a
-    `matmul_nt`; a few (decode): each value row read as stored and added to up to KV_ROWS query rows' sums held
-    in registers (`kv_rows.value_sums`), or, for heads of a size that is not a multiple of kv_rows.CHUNK (fp32
+    `matmul_nt`; a few (decode): each value row read as stored and added to several query rows' sums held in
+    registers (`kv_rows.value_sums`), or, for heads of a size that is not a multiple of kv_rows.CHUNK (fp32
     and bf16 caches only), each row of the block (read in place, or widened into `keys` [KEYS, D]) added,
     scaled, to every query row."""
     rows, D = acc.shape
     if rows < MATMUL_ROWS and D % CHUNK == 0:
-        for r0 in range(0, rows, KV_ROWS):
-            value_sums(p, r0, min(KV_ROWS, rows - r0), v[kv], s0, n, acc)
+        value_sums(p, v[kv], s0, n, acc)
     elif rows < MATMUL_ROWS:
         block = kv_block(v, kv, s0, n, keys)
         for s in range(n):

@@ -1,18 +1,19 @@
 """Decode attention's two reads of a KV cache, each row read as the cache stores it (fp32, bf16 bits, or Q8_0
 blocks) and widened in registers, never into a copy:
 
-    key_dots:   p[r0 + i, s] = qs[r0 + i] . key s0 + s                          i < rows, s < n
-    value_sums: acc[r0 + i] += sum over s < n of p[r0 + i, s] * value s0 + s    i < rows
+    key_dots:   p[i, s] = qs[i] . key s0 + s                          s < n
+    value_sums: acc[i] += sum over s < n of p[i, s] * value s0 + s
 
-`rows` (at most 4) query rows share each key and value as it is read: a decode step's rows are the query
-heads that share one KV head (Qwen3-0.6B: 2, Qwen3-30B-A3B: 8), taken KV_ROWS at a time.
+for every query row i. The query rows share each key and value as it is read, KV_ROWS of them at a time: a decode
+step's rows are the query heads that share one KV head (Qwen3-0.6B: 2, Qwen3-30B-A3B: 8).
 A row is read CHUNK values at a time (one Q8_0 block; two 16-lane vectors), its Q8_0 scale applied once per
 chunk. value_sums keeps its 2 x rows vectors of sums in registers over all n rows of a chunk, where a Numba loop
 loaded and stored `acc` at every value row; key_dots keeps 2 x rows vectors over a key's chunks and adds their
 lanes once per key.
 
-In LLVM IR through Numba's `intrinsic`, as `tiles` and `quants`' row dots; the NumPy pictures below are what
-NUMBA_DISABLE_JIT runs and what tests/test_kernels.py checks the compiled kernels against."""
+In LLVM IR through Numba's `intrinsic`, as `tiles` and `quants`' row dots, one kernel per count of rows (1 to 4);
+the NumPy pictures below are what NUMBA_DISABLE_JIT runs. tests/test_kernels.py checks both against float64
+products with the widened rows."""
 from __future__ import annotations
 
 import llvmlite.binding
@@ -38,18 +39,17 @@ _I64 = ir.IntType(64)
 _KINDS = {numba.types.float32: "f32", numba.types.uint16: "bf16", numba.types.uint8: "q8_0"}
 
 
-def key_dots(qs, r0, rows, ks, s0, n, p):
-    """p[r0 + i, s] = qs[r0 + i] . key s0 + s, for i < rows and s < n.
+def key_dots(qs, ks, s0, n, p):
+    """p[i, s] = qs[i] . key s0 + s, for every row i and s < n.
     qs: fp32 [R, D] (D a multiple of CHUNK), ks: one KV head's keys [S, D] fp32 or bf16 bits, or uint8
     [S, D / 32 * 34] Q8_0 blocks, p: fp32 [R, >= n]"""
-    keys = kv_as_float32(ks[s0:s0 + n])
-    p[r0:r0 + rows, :n] = qs[r0:r0 + rows] @ keys.T
+    p[:, :n] = qs @ kv_as_float32(ks[s0:s0 + n]).T
 
 
-def value_sums(p, r0, rows, vs, s0, n, acc):
-    """acc[r0 + i] += sum over s < n of p[r0 + i, s] * value s0 + s, for i < rows.
+def value_sums(p, vs, s0, n, acc):
+    """acc[i] += sum over s < n of p[i, s] * value s0 + s, for every row i.
     p: fp32 [R, >= n], vs: one KV head's values as `key_dots`' ks, acc: fp32 [R, D]"""
-    acc[r0:r0 + rows] += p[r0:r0 + rows, :n] @ kv_as_float32(vs[s0:s0 + n])
+    acc += p[:, :n] @ kv_as_float32(vs[s0:s0 + n])
 
 
 # --- the IR ---------------------------------------------------------------------------------------
@@ -173,30 +173,33 @@ _KEY_DOTS = {kind: [_intrinsic(_key_dots_codegen, kind, r) for r in range(1, 5)]
 _VALUE_SUMS = {kind: [_intrinsic(_value_sums_codegen, kind, r) for r in range(1, 5)] for kind in _KINDS.values()}
 
 
-def _by_rows(kernels):
-    """A compiled function that runs the kernel of `rows` (1..4) query rows."""
+def _in_runs(kernels):
+    """A compiled function that runs a kernel over `rows` query rows, KV_ROWS at a time, each run by the kernel of
+    its count of rows (1 to 4)."""
     one, two, three, four = kernels
 
     @numba.njit(inline="always")
-    def pick(a, r0, rows, kv, s0, n, b):
-        if rows == 1:
-            one(a, r0, kv, s0, n, b)
-        elif rows == 2:
-            two(a, r0, kv, s0, n, b)
-        elif rows == 3:
-            three(a, r0, kv, s0, n, b)
-        else:
-            four(a, r0, kv, s0, n, b)
-    return pick
+    def run(a, kv, s0, n, b, rows):
+        for r0 in range(0, rows, KV_ROWS):
+            count = min(KV_ROWS, rows - r0)
+            if count == 1:
+                one(a, r0, kv, s0, n, b)
+            elif count == 2:
+                two(a, r0, kv, s0, n, b)
+            elif count == 3:
+                three(a, r0, kv, s0, n, b)
+            else:
+                four(a, r0, kv, s0, n, b)
+    return run
 
 
 @numba.extending.overload(key_dots, inline="always")
-def _key_dots_compiled(qs, r0, rows, ks, s0, n, p):
-    run = _by_rows(_KEY_DOTS[_KINDS[ks.dtype]])
-    return lambda qs, r0, rows, ks, s0, n, p: run(qs, r0, rows, ks, s0, n, p)
+def _key_dots_compiled(qs, ks, s0, n, p):
+    run = _in_runs(_KEY_DOTS[_KINDS[ks.dtype]])
+    return lambda qs, ks, s0, n, p: run(qs, ks, s0, n, p, qs.shape[0])
 
 
 @numba.extending.overload(value_sums, inline="always")
-def _value_sums_compiled(p, r0, rows, vs, s0, n, acc):
-    run = _by_rows(_VALUE_SUMS[_KINDS[vs.dtype]])
-    return lambda p, r0, rows, vs, s0, n, acc: run(p, r0, rows, vs, s0, n, acc)
+def _value_sums_compiled(p, vs, s0, n, acc):
+    run = _in_runs(_VALUE_SUMS[_KINDS[vs.dtype]])
+    return lambda p, vs, s0, n, acc: run(p, vs, s0, n, acc, acc.shape[0])

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .quants import QuantWeight
-from .weights import file_range
+from .weights import file_range, stored
 
 
 @dataclass
@@ -49,21 +49,21 @@ class ExpertMatrix:
 
     @classmethod
     def of(cls, stacked, capacity: int) -> "ExpertMatrix":
-        raw = _raw(stacked)
+        raw = stored(stacked)
         slots_raw = np.empty((capacity, *raw.shape[1:]), raw.dtype)
         slots = QuantWeight(slots_raw, stacked.kind) if isinstance(stacked, QuantWeight) else slots_raw
         return cls(stacked, slots, file_range(raw))
 
     @property
     def expert_bytes(self) -> int:
-        raw = _raw(self.stacked)
+        raw = stored(self.stacked)
         return raw.nbytes // raw.shape[0]
 
     def read(self, expert: int, slot: int, fd: int | None) -> int:
         """Put expert `expert` into slot `slot`; the bytes read."""
-        dst, n = _raw(self.slots)[slot], self.expert_bytes
+        dst, n = stored(self.slots)[slot], self.expert_bytes
         if fd is None:
-            dst[...] = _raw(self.stacked)[expert]
+            dst[...] = stored(self.stacked)[expert]
             return n
         offset = self.where[1] + expert * n
         done = 0
@@ -75,10 +75,6 @@ class ExpertMatrix:
             done += got
         os.posix_fadvise(fd, offset, n, os.POSIX_FADV_DONTNEED)
         return n
-
-
-def _raw(w) -> np.ndarray:
-    return w.data if isinstance(w, QuantWeight) else w
 
 
 @dataclass
@@ -117,7 +113,7 @@ class OffloadedExperts:
     @property
     def nbytes(self) -> int:
         """The memory the slots take."""
-        return sum(_raw(m.slots).nbytes for m in self.matrices)
+        return sum(stored(m.slots).nbytes for m in self.matrices)
 
     @property
     def expert_bytes(self) -> int:

@@ -306,20 +306,20 @@ def read_per_token_matrices(w: Weights) -> None:
     sites += [(layer.mlp, name) for layer in w.layers if isinstance(layer.mlp, MLPWeights)
               for name in ("gate_proj", "up_proj", "down_proj")]
     sites.append((w, "lm_head"))
-    mapped = [(obj, name, where) for obj, name in sites if (where := file_range(_stored(getattr(obj, name))))]
-    if not mapped or not fits_in_memory(sum(_stored(getattr(obj, name)).nbytes for obj, name, _ in mapped)):
+    mapped = [(obj, name, where) for obj, name in sites if (where := file_range(stored(getattr(obj, name))))]
+    if not mapped or not fits_in_memory(sum(stored(getattr(obj, name)).nbytes for obj, name, _ in mapped)):
         return
     tied = w.lm_head is w.embed_tokens
     for obj, name, (path, offset) in mapped:
         weight = getattr(obj, name)
-        data = np.empty(_stored(weight).shape, _stored(weight).dtype)   # (empty_like of a memmap is a memmap)
+        data = np.empty(stored(weight).shape, stored(weight).dtype)   # (empty_like of a memmap is a memmap)
         read_bytes(path, offset, data, name)
         setattr(obj, name, QuantWeight(data, weight.kind) if isinstance(weight, QuantWeight) else data)
     if tied:
         w.embed_tokens = w.lm_head
 
 
-def _stored(w) -> np.ndarray:
+def stored(w) -> np.ndarray:
     """The array that holds a weight's bytes: a QuantWeight's blocks, or the array itself."""
     return w.data if isinstance(w, QuantWeight) else w
 
@@ -339,8 +339,9 @@ def load_weights(config: Qwen3Config, folder) -> Weights:
     """Read and check every tensor the config needs; nothing is returned half-loaded.
 
     Big matrices stay in their stored dtype, memory-mapped, but for the ones every token reads in full, read into
-    memory when they fit (`read_per_token_matrices`). MoE experts are read into stacked arrays. The small norm vectors and the routers ([E, H]) are widened to fp32, as llama.cpp's converter keeps
-    them in a GGUF: the router runs in NumPy, which would otherwise widen a bf16 one at every token."""
+    memory when they fit (`read_per_token_matrices`). MoE experts are read into stacked arrays. The small norm
+    vectors and the routers ([E, H]) are widened to fp32, as llama.cpp's converter keeps them in a GGUF: the
+    router runs in NumPy, which would otherwise widen a bf16 one at every token."""
     ckpt = Checkpoint(folder)
     c = config
     H, D, V = c.hidden_size, c.head_dim, c.vocab_size

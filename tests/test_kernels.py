@@ -544,26 +544,29 @@ def test_a_read_only_install_caches_the_kernels_in_the_user_cache(tmp_path):
 
 
 @pytest.mark.parametrize("cache", ["fp32", "bf16", "q8_0"])
-@pytest.mark.parametrize("rows", [1, 2, 3, 4])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8])       # runs of KV_ROWS rows, and a shorter last one
 def test_kv_rows_read_each_cache_type_as_stored(cache, rows):
     # decode attention's key dots and value sums, compiled (LLVM IR) and as their NumPy pictures, against
-    # products with the cache's widened rows; rows r0..r0+rows-1 of the n keys s0..s0+n-1 are written, nothing else
+    # products with the cache's widened rows; only the n keys s0..s0+n-1 are read, only p's first n columns written
     from miniqwen3 import kv_rows
-    S, D, R, r0, s0, n = 120, 64, 6, 1, 5, 37
+    S, D, s0, n = 120, 64, 5, 37
     stored = {"fp32": lambda a: a, "bf16": float32_to_bf16, "q8_0": lambda a: quants.quantize_q8_0(a).data}[cache]
     ks, vs = stored(randn(S, D, scale=2.0)), stored(randn(S, D))
     widen = {"q8_0": lambda a: quants.dequantize_q8_0(a.reshape(-1, 34)).reshape(S, D)}.get(cache, as_float32)
     keys, values = widen(ks), widen(vs)
-    qs, weights = randn(R, D), np.abs(randn(R, 64))
-    p, acc = np.full((R, 64), 7.0, np.float32), randn(R, D)
+    qs, weights = randn(rows, D), np.abs(randn(rows, 64))
+    p, acc = np.full((rows, 64), 7.0, np.float32), randn(rows, D)
     expected_p, expected_acc = p.copy(), acc.copy()
-    expected_p[r0:r0 + rows, :n] = qs[r0:r0 + rows].astype(np.float64) @ keys[s0:s0 + n].T.astype(np.float64)
-    expected_acc[r0:r0 + rows] += weights[r0:r0 + rows, :n].astype(np.float64) @ values[s0:s0 + n].astype(np.float64)
+    expected_p[:, :n] = qs.astype(np.float64) @ keys[s0:s0 + n].T.astype(np.float64)
+    expected_acc += weights[:, :n].astype(np.float64) @ values[s0:s0 + n].astype(np.float64)
+    nan = {"fp32": np.float32(np.nan), "bf16": np.uint16(0x7FC0), "q8_0": np.uint8(0x7E)}[cache]   # q8_0: NaN scales
+    for a in (ks, vs):
+        a[:s0], a[s0 + n:] = nan, nan
 
     @numba.njit
     def both(qs, ks, vs, weights, p, acc):
-        kv_rows.key_dots(qs, r0, rows, ks, s0, n, p)
-        kv_rows.value_sums(weights, r0, rows, vs, s0, n, acc)
+        kv_rows.key_dots(qs, ks, s0, n, p)
+        kv_rows.value_sums(weights, vs, s0, n, acc)
     for run in (both, both.py_func):
         p_run, acc_run = p.copy(), acc.copy()
         run(qs, ks, vs, weights, p_run, acc_run)
